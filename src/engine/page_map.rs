@@ -1,0 +1,364 @@
+//! `PageMap`: the state of every page of one reservation, four bits a page.
+//!
+//! Each page is a nibble: bits 0–2 hold the state (0 reserved, 1–6
+//! committed with one of the six protections private memory can have) and
+//! bit 3 says the page was reset (`MEM_RESET`) since it was committed.
+//! Sixteen pages share a `u64`, so runs are found and changed a word at a
+//! time with masks.
+
+use crate::os::Access;
+use crate::win32::Protection;
+use std::ops::Range;
+
+/// The protection of a committed page, as the page map stores it: one of
+/// the six base protections that private memory can have (the
+/// copy-on-write ones are refused for it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum PageProtection {
+    /// `PAGE_NOACCESS`.
+    NoAccess = 1,
+    /// `PAGE_READONLY`.
+    ReadOnly = 2,
+    /// `PAGE_READWRITE`.
+    ReadWrite = 3,
+    /// `PAGE_EXECUTE`.
+    Execute = 4,
+    /// `PAGE_EXECUTE_READ`.
+    ExecuteRead = 5,
+    /// `PAGE_EXECUTE_READWRITE`.
+    ExecuteReadWrite = 6,
+}
+
+impl PageProtection {
+    /// The page protection for a protection's base, if private memory can
+    /// have it.
+    pub fn from_protection(protection: Protection) -> Option<Self> {
+        Some(match protection.base() {
+            Protection::NOACCESS => Self::NoAccess,
+            Protection::READONLY => Self::ReadOnly,
+            Protection::READWRITE => Self::ReadWrite,
+            Protection::EXECUTE => Self::Execute,
+            Protection::EXECUTE_READ => Self::ExecuteRead,
+            Protection::EXECUTE_READWRITE => Self::ExecuteReadWrite,
+            _ => return None,
+        })
+    }
+
+    /// The Win32 base protection.
+    pub fn protection(self) -> Protection {
+        match self {
+            Self::NoAccess => Protection::NOACCESS,
+            Self::ReadOnly => Protection::READONLY,
+            Self::ReadWrite => Protection::READWRITE,
+            Self::Execute => Protection::EXECUTE,
+            Self::ExecuteRead => Protection::EXECUTE_READ,
+            Self::ExecuteReadWrite => Protection::EXECUTE_READWRITE,
+        }
+    }
+
+    /// The kernel access that implements it. (`PAGE_EXECUTE` maps to
+    /// execute-only, which x86-64 kernels widen to read-execute.)
+    pub fn access(self) -> Access {
+        match self {
+            Self::NoAccess => Access::empty(),
+            Self::ReadOnly => Access::READ,
+            Self::ReadWrite => Access::READ | Access::WRITE,
+            Self::Execute => Access::EXEC,
+            Self::ExecuteRead => Access::READ | Access::EXEC,
+            Self::ExecuteReadWrite => Access::READ | Access::WRITE | Access::EXEC,
+        }
+    }
+
+    fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            1 => Self::NoAccess,
+            2 => Self::ReadOnly,
+            3 => Self::ReadWrite,
+            4 => Self::Execute,
+            5 => Self::ExecuteRead,
+            6 => Self::ExecuteReadWrite,
+            _ => return None,
+        })
+    }
+}
+
+/// The Win32 state of a page inside a reservation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PageState {
+    /// `MEM_RESERVE`: address space only; no access.
+    Reserved,
+    /// `MEM_COMMIT` with a protection.
+    Committed(PageProtection),
+}
+
+impl PageState {
+    fn code(self) -> u64 {
+        match self {
+            Self::Reserved => 0,
+            Self::Committed(p) => p as u64,
+        }
+    }
+
+    fn from_code(code: u64) -> Self {
+        PageProtection::from_code(code).map_or(Self::Reserved, Self::Committed)
+    }
+
+    /// The kernel access of a page in this state.
+    pub fn access(self) -> Access {
+        match self {
+            Self::Reserved => Access::empty(),
+            Self::Committed(p) => p.access(),
+        }
+    }
+}
+
+const PAGES_PER_WORD: usize = 16;
+const STATE_BITS: u64 = 0x7777_7777_7777_7777;
+const RESET_BITS: u64 = 0x8888_8888_8888_8888;
+const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
+
+/// Four bits of state for each page of a reservation.
+#[derive(Clone, Debug)]
+pub struct PageMap {
+    words: Vec<u64>,
+    pages: usize,
+}
+
+/// The nibble lanes of word `w` that fall inside `range`.
+fn lanes(w: usize, range: &Range<usize>) -> u64 {
+    let first = w * PAGES_PER_WORD;
+    let lo = range.start.max(first) - first;
+    let hi = range.end.min(first + PAGES_PER_WORD) - first;
+    let upper = if hi == PAGES_PER_WORD {
+        u64::MAX
+    } else {
+        (1u64 << (hi * 4)) - 1
+    };
+    upper & !((1u64 << (lo * 4)) - 1)
+}
+
+/// Bit 3 of each lane whose state is committed (state bits non-zero).
+fn committed_lanes(word: u64) -> u64 {
+    ((word & STATE_BITS) + STATE_BITS) & RESET_BITS
+}
+
+impl PageMap {
+    /// A map of `pages` pages, all in `initial` state, none reset.
+    pub fn new(pages: usize, initial: PageState) -> Self {
+        let fill = initial.code() * NIBBLE_ONES;
+        Self {
+            words: vec![fill; pages.div_ceil(PAGES_PER_WORD)],
+            pages,
+        }
+    }
+
+    /// The number of pages.
+    pub fn len(&self) -> usize {
+        self.pages
+    }
+
+    /// Whether the map has no pages.
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+    }
+
+    fn nibble(&self, page: usize) -> u64 {
+        debug_assert!(page < self.pages);
+        (self.words[page / PAGES_PER_WORD] >> ((page % PAGES_PER_WORD) * 4)) & 0xF
+    }
+
+    /// The state of `page`.
+    pub fn state(&self, page: usize) -> PageState {
+        PageState::from_code(self.nibble(page) & 7)
+    }
+
+    /// Whether `page` was reset since it was committed.
+    pub fn is_reset(&self, page: usize) -> bool {
+        self.nibble(page) & 8 != 0
+    }
+
+    fn words_of(range: &Range<usize>) -> Range<usize> {
+        range.start / PAGES_PER_WORD..range.end.div_ceil(PAGES_PER_WORD)
+    }
+
+    fn update(&mut self, range: Range<usize>, mut f: impl FnMut(u64, u64) -> u64) {
+        debug_assert!(range.end <= self.pages);
+        for w in Self::words_of(&range) {
+            let mask = lanes(w, &range);
+            self.words[w] = f(self.words[w], mask);
+        }
+    }
+
+    fn fold<T>(&self, range: Range<usize>, init: T, mut f: impl FnMut(T, u64, u64) -> T) -> T {
+        debug_assert!(range.end <= self.pages);
+        Self::words_of(&range).fold(init, |acc, w| f(acc, self.words[w], lanes(w, &range)))
+    }
+
+    /// Sets the state of the pages in `range`. Pages made committed keep
+    /// their reset bit; pages made reserved lose it.
+    pub fn set_state(&mut self, range: Range<usize>, state: PageState) {
+        let pattern = state.code() * NIBBLE_ONES;
+        let touched = match state {
+            PageState::Reserved => u64::MAX,
+            PageState::Committed(_) => STATE_BITS,
+        };
+        self.update(range, |word, mask| {
+            let mask = mask & touched;
+            (word & !mask) | (pattern & mask)
+        });
+    }
+
+    /// Marks the committed pages of `range` as reset.
+    pub fn mark_reset(&mut self, range: Range<usize>) {
+        self.update(range, |word, mask| word | (committed_lanes(word) & mask));
+    }
+
+    /// Clears the reset mark of the pages in `range`.
+    pub fn clear_reset(&mut self, range: Range<usize>) {
+        self.update(range, |word, mask| word & !(RESET_BITS & mask));
+    }
+
+    /// How many pages of `range` are committed.
+    pub fn committed_pages(&self, range: Range<usize>) -> usize {
+        self.fold(range, 0, |n, word, mask| {
+            n + (committed_lanes(word) & mask).count_ones() as usize
+        })
+    }
+
+    /// Whether any page of `range` is marked reset.
+    pub fn any_reset(&self, range: Range<usize>) -> bool {
+        self.fold(range, false, |any, word, mask| {
+            any || word & RESET_BITS & mask != 0
+        })
+    }
+
+    /// The end of the run of pages from `page` that share its state (reset
+    /// marks aside), not past `limit`.
+    pub fn run_end(&self, page: usize, limit: usize) -> usize {
+        debug_assert!(page < limit && limit <= self.pages);
+        let pattern = (self.nibble(page) & 7) * NIBBLE_ONES;
+        let range = page..limit;
+        for w in Self::words_of(&range) {
+            let diff = (self.words[w] ^ pattern) & STATE_BITS & lanes(w, &range);
+            if diff != 0 {
+                return w * PAGES_PER_WORD + diff.trailing_zeros() as usize / 4;
+            }
+        }
+        limit
+    }
+
+    /// The runs of equal state in `range`, in order.
+    pub fn runs(
+        &self,
+        range: Range<usize>,
+    ) -> impl Iterator<Item = (Range<usize>, PageState)> + '_ {
+        let mut at = range.start;
+        std::iter::from_fn(move || {
+            if at >= range.end {
+                return None;
+            }
+            let end = self.run_end(at, range.end);
+            let run = (at..end, self.state(at));
+            at = end;
+            Some(run)
+        })
+    }
+
+    /// The runs of committed pages in `range` that are marked reset.
+    pub fn reset_runs(&self, range: Range<usize>) -> Vec<Range<usize>> {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for page in range.filter(|&p| self.is_reset(p)) {
+            match runs.last_mut() {
+                Some(last) if last.end == page => last.end = page + 1,
+                _ => runs.push(page..page + 1),
+            }
+        }
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RW: PageState = PageState::Committed(PageProtection::ReadWrite);
+    const RO: PageState = PageState::Committed(PageProtection::ReadOnly);
+
+    #[test]
+    fn runs_split_and_merge() {
+        let mut map = PageMap::new(40, PageState::Reserved);
+        assert_eq!(map.run_end(0, 40), 40);
+        map.set_state(3..20, RW);
+        map.set_state(10..12, RO);
+        let runs: Vec<_> = map.runs(0..40).collect();
+        assert_eq!(
+            runs,
+            vec![
+                (0..3, PageState::Reserved),
+                (3..10, RW),
+                (10..12, RO),
+                (12..20, RW),
+                (20..40, PageState::Reserved)
+            ]
+        );
+        assert_eq!(map.committed_pages(0..40), 17);
+        map.set_state(10..12, RW);
+        assert_eq!(map.run_end(3, 40), 20);
+        assert_eq!(map.run_end(5, 15), 15);
+    }
+
+    #[test]
+    fn reset_marks_only_committed_pages_and_survive_recommit() {
+        let mut map = PageMap::new(33, PageState::Reserved);
+        map.set_state(16..33, RW);
+        map.mark_reset(0..33);
+        assert!(!map.any_reset(0..16));
+        assert!(map.any_reset(16..17));
+        assert_eq!(map.reset_runs(0..33), vec![16..33]);
+        map.set_state(20..21, RO);
+        assert!(map.is_reset(20), "a commit keeps the mark");
+        assert_eq!(map.run_end(16, 33), 20, "reset marks do not split runs");
+        map.set_state(16..33, PageState::Reserved);
+        assert!(!map.any_reset(0..33), "a decommit clears the mark");
+    }
+
+    fn state_strategy() -> impl Strategy<Value = PageState> {
+        (0u64..7).prop_map(PageState::from_code)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_byte_per_page_model(
+            pages in 1usize..70,
+            ops in proptest::collection::vec((0usize..70, 0usize..70, state_strategy(), any::<bool>()), 1..30)
+        ) {
+            let mut map = PageMap::new(pages, PageState::Reserved);
+            let mut model = vec![(PageState::Reserved, false); pages];
+            for (a, b, state, reset) in ops {
+                let (lo, hi) = (a.min(b) % pages, (a.max(b) % pages) + 1);
+                let hi = hi.max(lo + 1).min(pages);
+                if reset {
+                    map.mark_reset(lo..hi);
+                    for m in &mut model[lo..hi] {
+                        if m.0 != PageState::Reserved { m.1 = true; }
+                    }
+                } else {
+                    map.set_state(lo..hi, state);
+                    for m in &mut model[lo..hi] {
+                        *m = (state, if state == PageState::Reserved { false } else { m.1 });
+                    }
+                }
+                for (p, m) in model.iter().enumerate() {
+                    prop_assert_eq!(map.state(p), m.0);
+                    prop_assert_eq!(map.is_reset(p), m.1);
+                    let end = (p..pages).find(|&q| model[q].0 != m.0).unwrap_or(pages);
+                    prop_assert_eq!(map.run_end(p, pages), end);
+                }
+                let committed = model.iter().filter(|m| m.0 != PageState::Reserved).count();
+                prop_assert_eq!(map.committed_pages(0..pages), committed);
+            }
+        }
+    }
+}

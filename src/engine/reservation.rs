@@ -1,0 +1,127 @@
+//! `Reservation`: one region reserved by `VirtualAlloc`, with the state of
+//! each of its pages.
+
+use super::page_map::{PageMap, PageState};
+use super::range::PageRange;
+use crate::win32::{MemoryBasicInformation, MemoryState, MemoryType, PAGE_SIZE, Protection};
+use std::ops::Range;
+
+/// A reservation: `[base, base + size)`, `base` a multiple of 64 KiB and
+/// `size` of 4 KiB, one kernel mapping (or several after `mprotect`s)
+/// that the engine made and alone may change.
+#[derive(Clone, Debug)]
+pub struct Reservation {
+    base: usize,
+    size: usize,
+    allocation_protect: Protection,
+    pages: PageMap,
+}
+
+impl Reservation {
+    /// A reservation whose pages are all in `initial` state.
+    pub fn new(
+        base: usize,
+        size: usize,
+        allocation_protect: Protection,
+        initial: PageState,
+    ) -> Self {
+        Self {
+            base,
+            size,
+            allocation_protect,
+            pages: PageMap::new(size / PAGE_SIZE, initial),
+        }
+    }
+
+    /// The base address (`AllocationBase`).
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// One past the last address.
+    pub fn end(&self) -> usize {
+        self.base + self.size
+    }
+
+    /// The protection given when the region was reserved.
+    pub fn allocation_protect(&self) -> Protection {
+        self.allocation_protect
+    }
+
+    /// `PAGE_NOCACHE` / `PAGE_WRITECOMBINE` of the allocation: they belong
+    /// to the whole allocation, as on current Windows.
+    pub fn caching(&self) -> Protection {
+        self.allocation_protect.modifiers()
+    }
+
+    /// Whether `addr` lies inside.
+    pub fn contains(&self, addr: usize) -> bool {
+        (self.base..self.end()).contains(&addr)
+    }
+
+    /// Whether the whole of `range` lies inside.
+    pub fn contains_range(&self, range: PageRange) -> bool {
+        range.start() >= self.base && range.end() <= self.end()
+    }
+
+    /// The page map.
+    pub fn pages(&self) -> &PageMap {
+        &self.pages
+    }
+
+    /// The page map, to change.
+    pub fn pages_mut(&mut self) -> &mut PageMap {
+        &mut self.pages
+    }
+
+    /// The page indices of `range`, which must lie inside.
+    pub fn page_indices(&self, range: PageRange) -> Range<usize> {
+        debug_assert!(self.contains_range(range));
+        (range.start() - self.base) / PAGE_SIZE..(range.end() - self.base) / PAGE_SIZE
+    }
+
+    /// The address of page `index`.
+    pub fn page_address(&self, index: usize) -> usize {
+        self.base + index * PAGE_SIZE
+    }
+
+    /// The Win32 protection of a page in `state` (0 for reserved pages).
+    pub fn protection_of(&self, state: PageState) -> Protection {
+        match state {
+            PageState::Reserved => Protection::empty(),
+            PageState::Committed(p) => p.protection() | self.caching(),
+        }
+    }
+
+    /// Committed bytes.
+    pub fn committed_bytes(&self) -> usize {
+        self.pages.committed_pages(0..self.pages.len()) * PAGE_SIZE
+    }
+
+    /// `VirtualQuery` of an address inside: the run of pages from its page
+    /// with the same state and protection.
+    pub fn query(&self, addr: usize) -> MemoryBasicInformation {
+        debug_assert!(self.contains(addr));
+        let index = (addr - self.base) / PAGE_SIZE;
+        let state = self.pages.state(index);
+        let end = self.pages.run_end(index, self.pages.len());
+        MemoryBasicInformation {
+            base_address: self.page_address(index),
+            allocation_base: self.base,
+            allocation_protect: self.allocation_protect,
+            partition_id: 0,
+            region_size: (end - index) * PAGE_SIZE,
+            state: match state {
+                PageState::Reserved => MemoryState::RESERVE,
+                PageState::Committed(_) => MemoryState::COMMIT,
+            },
+            protect: self.protection_of(state),
+            type_: MemoryType::PRIVATE,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Engine tests that need its insides: syscall counts and rollback under
+//! injected OS failures. The Win32 conformance suite is in `tests/`.
+
+use super::*;
+use crate::os::{FaultInjectingBackend, FaultPlan, OsOperation};
+use crate::win32::{MemoryState, Protection as P};
+
+const RC: AllocationType = AllocationType::RESERVE.union(AllocationType::COMMIT);
+
+fn faulty() -> AddressSpace<FaultInjectingBackend> {
+    AddressSpace::with_backend(FaultInjectingBackend::new())
+}
+
+fn kernel_access(space: &AddressSpace<FaultInjectingBackend>, addr: usize) -> Option<Access> {
+    let maps = crate::os::UnixBackend.mappings().unwrap();
+    let _ = space;
+    maps.iter()
+        .find(|m| m.start <= addr && addr < m.end)
+        .map(|m| m.access)
+}
+
+#[test]
+fn reserve_commit_is_a_single_mmap_at_a_honoured_hint() {
+    let mut space = faulty();
+    // The first reservation teaches the placement where to go.
+    let first = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    let before = space.backend().total_calls();
+    let mut extra = 0;
+    for _ in 0..20 {
+        let before_one = space.backend().total_calls();
+        let base = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+        assert_eq!(base % ALLOCATION_GRANULARITY, 0);
+        extra += space.backend().total_calls() - before_one - 1;
+    }
+    assert!(
+        extra <= 4,
+        "at most a few placements may need trimming, got {extra} extra calls"
+    );
+    assert!(space.backend().total_calls() - before >= 20);
+    space.virtual_free(first, 0, FreeType::RELEASE).unwrap();
+    let calls = space.backend().calls(OsOperation::Unmap);
+    assert!(calls >= 1);
+}
+
+#[test]
+fn commit_and_decommit_issue_only_the_raw_syscalls() {
+    let mut space = faulty();
+    let base = space
+        .virtual_alloc(0, 0x100000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let os = space.backend();
+    let (protects, discards) = (
+        os.calls(OsOperation::Protect),
+        os.calls(OsOperation::Discard),
+    );
+    space
+        .virtual_alloc(base, 0x10000, AllocationType::COMMIT, P::READWRITE)
+        .unwrap();
+    assert_eq!(space.backend().calls(OsOperation::Protect), protects + 1);
+    // Committing committed pages with the same protection costs nothing.
+    space
+        .virtual_alloc(base, 0x10000, AllocationType::COMMIT, P::READWRITE)
+        .unwrap();
+    assert_eq!(space.backend().calls(OsOperation::Protect), protects + 1);
+    space
+        .virtual_free(base, 0x10000, FreeType::DECOMMIT)
+        .unwrap();
+    assert_eq!(space.backend().calls(OsOperation::Protect), protects + 2);
+    assert_eq!(space.backend().calls(OsOperation::Discard), discards + 1);
+    // Decommitting reserved pages costs nothing.
+    space.virtual_free(base, 0, FreeType::DECOMMIT).unwrap();
+    assert_eq!(space.backend().calls(OsOperation::Protect), protects + 2);
+}
+
+#[test]
+fn failed_commit_rolls_back_and_changes_nothing() {
+    let mut space = faulty();
+    let base = space
+        .virtual_alloc(0, 0x40000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    space
+        .virtual_alloc(base + 0x1000, 0x2000, AllocationType::COMMIT, P::READONLY)
+        .unwrap();
+    let before: Vec<_> = (0..0x40)
+        .map(|i| space.virtual_query(base + i * 0x1000).unwrap())
+        .collect();
+    space.backend().inject(FaultPlan {
+        operation: OsOperation::Protect,
+        nth: 0,
+        error: OsError::ENOMEM,
+    });
+    let got = space.virtual_alloc(base, 0x8000, AllocationType::COMMIT, P::READWRITE);
+    assert_eq!(got, Err(Win32Error::NOT_ENOUGH_MEMORY));
+    let after: Vec<_> = (0..0x40)
+        .map(|i| space.virtual_query(base + i * 0x1000).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(space.totals().committed_bytes, 0x2000);
+    assert_eq!(kernel_access(&space, base + 0x1000), Some(Access::READ));
+    assert_eq!(kernel_access(&space, base + 0x4000), Some(Access::empty()));
+}
+
+#[test]
+fn failed_discard_restores_access_and_data() {
+    let mut space = faulty();
+    let base = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    space.backend().inject(FaultPlan {
+        operation: OsOperation::Discard,
+        nth: 0,
+        error: OsError::EAGAIN,
+    });
+    assert_eq!(
+        space.virtual_free(base, 0x2000, FreeType::DECOMMIT),
+        Err(Win32Error::NOT_ENOUGH_MEMORY)
+    );
+    let mbi = space.virtual_query(base).unwrap();
+    assert_eq!(
+        (mbi.state, mbi.protect, mbi.region_size),
+        (MemoryState::COMMIT, P::READWRITE, 0x10000)
+    );
+    assert_eq!(
+        kernel_access(&space, base),
+        Some(Access::READ | Access::WRITE)
+    );
+}
+
+#[test]
+fn failed_rollback_is_an_internal_error() {
+    let mut space = faulty();
+    let base = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    space.backend().inject(FaultPlan {
+        operation: OsOperation::Protect,
+        nth: 0,
+        error: OsError::ENOMEM,
+    });
+    space.backend().inject(FaultPlan {
+        operation: OsOperation::Protect,
+        nth: 0,
+        error: OsError::EINVAL,
+    });
+    let got = space.virtual_alloc(base, 0x1000, AllocationType::COMMIT, P::READWRITE);
+    assert_eq!(got, Err(Win32Error::INTERNAL_ERROR));
+}
+
+#[test]
+fn failed_mapping_is_out_of_memory_and_leaves_no_reservation() {
+    let mut space = faulty();
+    space.backend().inject(FaultPlan {
+        operation: OsOperation::MapAnywhere,
+        nth: 0,
+        error: OsError::ENOMEM,
+    });
+    assert_eq!(
+        space.virtual_alloc(0, 0x1000, RC, P::READWRITE),
+        Err(Win32Error::NOT_ENOUGH_MEMORY)
+    );
+    assert_eq!(space.totals(), SpaceTotals::default());
+}
+
+#[test]
+fn totals_follow_commits() {
+    let mut space = AddressSpace::new();
+    let base = space
+        .virtual_alloc(0, 0x20000, AllocationType::RESERVE, P::READWRITE)
+        .unwrap();
+    space
+        .virtual_alloc(base + 0x3000, 0x2000, AllocationType::COMMIT, P::READWRITE)
+        .unwrap();
+    space
+        .virtual_alloc(base + 0x4000, 0x2000, AllocationType::COMMIT, P::READONLY)
+        .unwrap();
+    assert_eq!(
+        space.totals(),
+        SpaceTotals {
+            reservations: 1,
+            reserved_bytes: 0x20000,
+            committed_bytes: 0x3000
+        }
+    );
+    space
+        .virtual_free(base + 0x3000, 0x1000, FreeType::DECOMMIT)
+        .unwrap();
+    assert_eq!(space.totals().committed_bytes, 0x2000);
+    space.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(space.totals(), SpaceTotals::default());
+}

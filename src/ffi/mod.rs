@@ -1,0 +1,1 @@
+//! The C faces of hostmem: thin wrappers that add no semantics.

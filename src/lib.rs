@@ -1,0 +1,19 @@
+//! hostmem: a host memory manager.
+//!
+//! The Win32 semantics of `VirtualAlloc`, `VirtualFree`, `VirtualQuery` and
+//! `VirtualProtect`, emulated exactly on Linux, under the CLR hosting
+//! contract `IHostMemoryManager`. The layers, from the bottom:
+//!
+//! - [`os`]: the kernel primitives behind a small trait (the unix backend
+//!   over rustix, and a fault-injecting one for tests);
+//! - [`engine`]: the address space with Win32's rules and error codes;
+//! - [`win32`]: the vocabulary (flags, errors, `MEMORY_BASIC_INFORMATION`);
+//! - [`ffi`]: the C faces (the flat Win32-style API).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod engine;
+pub mod ffi;
+pub mod os;
+pub mod win32;

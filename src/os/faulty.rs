@@ -1,0 +1,193 @@
+//! A backend for tests: the real kernel underneath, with chosen calls made
+//! to fail and every call counted.
+
+use super::{Access, KernelMapping, OsBackend, OsError, UnixBackend};
+use parking_lot::Mutex;
+
+/// The operations of [`OsBackend`], to name the one a fault is aimed at.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum OsOperation {
+    /// `map_fixed`.
+    MapFixed,
+    /// `map_anywhere`.
+    MapAnywhere,
+    /// `unmap`.
+    Unmap,
+    /// `protect`.
+    Protect,
+    /// `discard`.
+    Discard,
+    /// `reset`.
+    Reset,
+    /// `keep_contents`.
+    KeepContents,
+    /// `mappings`.
+    Mappings,
+}
+
+impl OsOperation {
+    /// Every operation, in declaration order.
+    pub const ALL: [OsOperation; 8] = [
+        Self::MapFixed,
+        Self::MapAnywhere,
+        Self::Unmap,
+        Self::Protect,
+        Self::Discard,
+        Self::Reset,
+        Self::KeepContents,
+        Self::Mappings,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which call to fail: the `nth` (0-based) call of `operation` from now,
+/// with `error`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FaultPlan {
+    /// The operation to fail.
+    pub operation: OsOperation,
+    /// How many calls of it succeed first.
+    pub nth: u64,
+    /// The errno it fails with.
+    pub error: OsError,
+}
+
+#[derive(Default)]
+struct State {
+    calls: [u64; 8],
+    faults: Vec<FaultPlan>,
+    injected: u64,
+}
+
+/// The real unix backend with fault injection and call counting.
+#[derive(Default)]
+pub struct FaultInjectingBackend {
+    inner: UnixBackend,
+    state: Mutex<State>,
+}
+
+impl FaultInjectingBackend {
+    /// A backend that fails nothing until told to.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes a future call fail (see [`FaultPlan`]).
+    pub fn inject(&self, plan: FaultPlan) {
+        self.state.lock().faults.push(plan);
+    }
+
+    /// Forgets every fault not yet injected.
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    /// How many calls of `operation` were made (failed ones included).
+    pub fn calls(&self, operation: OsOperation) -> u64 {
+        self.state.lock().calls[operation.index()]
+    }
+
+    /// How many calls of any operation were made.
+    pub fn total_calls(&self) -> u64 {
+        self.state.lock().calls.iter().sum()
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.state.lock().injected
+    }
+
+    fn enter(&self, operation: OsOperation) -> Result<(), OsError> {
+        let mut state = self.state.lock();
+        state.calls[operation.index()] += 1;
+        let mut fault = None;
+        for (i, plan) in state.faults.iter_mut().enumerate() {
+            if plan.operation == operation {
+                if plan.nth == 0 {
+                    fault = Some((i, plan.error));
+                    break;
+                }
+                plan.nth -= 1;
+            }
+        }
+        match fault {
+            Some((i, error)) => {
+                state.faults.remove(i);
+                state.injected += 1;
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl OsBackend for FaultInjectingBackend {
+    fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        self.enter(OsOperation::MapFixed)?;
+        self.inner.map_fixed(addr, len, access)
+    }
+
+    fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
+        self.enter(OsOperation::MapAnywhere)?;
+        self.inner.map_anywhere(hint, len, access)
+    }
+
+    fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        self.enter(OsOperation::Unmap)?;
+        self.inner.unmap(addr, len)
+    }
+
+    fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        self.enter(OsOperation::Protect)?;
+        self.inner.protect(addr, len, access)
+    }
+
+    fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        self.enter(OsOperation::Discard)?;
+        self.inner.discard(addr, len)
+    }
+
+    fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        self.enter(OsOperation::Reset)?;
+        self.inner.reset(addr, len)
+    }
+
+    fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        self.enter(OsOperation::KeepContents)?;
+        self.inner.keep_contents(addr, len, access)
+    }
+
+    fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
+        self.enter(OsOperation::Mappings)?;
+        self.inner.mappings()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fails_exactly_the_planned_call() {
+        let os = FaultInjectingBackend::new();
+        os.inject(FaultPlan {
+            operation: OsOperation::MapAnywhere,
+            nth: 1,
+            error: OsError::ENOMEM,
+        });
+        let a = os.map_anywhere(0, 0x1000, Access::empty()).unwrap();
+        assert_eq!(
+            os.map_anywhere(0, 0x1000, Access::empty()),
+            Err(OsError::ENOMEM)
+        );
+        let b = os.map_anywhere(0, 0x1000, Access::empty()).unwrap();
+        os.unmap(a, 0x1000).unwrap();
+        os.unmap(b, 0x1000).unwrap();
+        assert_eq!(os.calls(OsOperation::MapAnywhere), 3);
+        assert_eq!(os.calls(OsOperation::Unmap), 2);
+        assert_eq!(os.injected(), 1);
+    }
+}

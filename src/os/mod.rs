@@ -1,0 +1,130 @@
+//! The OS backend: the few primitives the address-space engine needs from
+//! the kernel, behind a trait so failures can be injected in tests and
+//! another OS can be added without touching the layers above.
+//!
+//! Preconditions, stated once for every method: addresses and lengths are
+//! multiples of 4 KiB (which the kernel's page size divides, see
+//! [`check_page_size`]), lengths are non-zero, and every range given to a method other than the
+//! `map_*` ones lies inside memory the engine itself mapped. The backend
+//! checks nothing of Win32 and keeps no state; the engine owns statistics
+//! and rules.
+
+mod faulty;
+mod maps;
+mod unix;
+
+pub use faulty::{FaultInjectingBackend, FaultPlan, OsOperation};
+pub use maps::{KernelMapping, parse_maps};
+pub use unix::UnixBackend;
+
+use bitflags::bitflags;
+use std::fmt;
+
+bitflags! {
+    /// The access a mapping grants, in the kernel's terms (`PROT_*`).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+    pub struct Access: u8 {
+        /// `PROT_READ`.
+        const READ = 1;
+        /// `PROT_WRITE`.
+        const WRITE = 2;
+        /// `PROT_EXEC`.
+        const EXEC = 4;
+    }
+}
+
+/// An error of the OS backend: the `errno` of the failed system call.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OsError(pub i32);
+
+impl OsError {
+    /// `ENOMEM`: out of memory, address space, or mappings.
+    pub const ENOMEM: Self = Self(libc_errno::ENOMEM);
+    /// `EEXIST`: a fixed mapping would replace an existing one.
+    pub const EEXIST: Self = Self(libc_errno::EEXIST);
+    /// `EINVAL`: the kernel refused the arguments.
+    pub const EINVAL: Self = Self(libc_errno::EINVAL);
+    /// `EAGAIN`: a transient shortage.
+    pub const EAGAIN: Self = Self(libc_errno::EAGAIN);
+    /// `EPERM`: the address is forbidden (below `mmap_min_addr`).
+    pub const EPERM: Self = Self(libc_errno::EPERM);
+
+    /// From a rustix errno.
+    pub fn from_errno(errno: rustix::io::Errno) -> Self {
+        Self(errno.raw_os_error())
+    }
+}
+
+impl fmt::Debug for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", rustix::io::Errno::from_raw_os_error(self.0))
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for OsError {}
+
+/// Linux errno values used by name (the same on x86-64 and aarch64).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
+    pub const EEXIST: i32 = 17;
+    pub const EINVAL: i32 = 22;
+}
+
+/// The primitives of a kernel's virtual memory, as the engine uses them.
+///
+/// Every mapping is private and anonymous and reserves no swap
+/// (`MAP_NORESERVE`): commit charge is the engine's business.
+pub trait OsBackend: Send + Sync {
+    /// Maps `len` bytes at exactly `addr` with `access`, failing with
+    /// `EEXIST` (and changing nothing) if any part of the range is mapped.
+    fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
+
+    /// Maps `len` bytes with `access` wherever the kernel likes, preferring
+    /// `hint` (0: no preference). Returns the address.
+    fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError>;
+
+    /// Unmaps the range.
+    fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError>;
+
+    /// Sets the access of the range.
+    fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
+
+    /// Drops the contents of the range: afterwards it reads as zero
+    /// (`MADV_DONTNEED`).
+    fn discard(&self, addr: usize, len: usize) -> Result<(), OsError>;
+
+    /// Tells the kernel the contents of the range may be dropped lazily
+    /// (`MADV_FREE`): each page later reads as before or as zero.
+    fn reset(&self, addr: usize, len: usize) -> Result<(), OsError>;
+
+    /// Makes the contents of the range stable again after
+    /// [`reset`](Self::reset): each page keeps what it reads now (its data,
+    /// or zero if the kernel already dropped it) until written. `access` is
+    /// the range's current access, which is left as it was.
+    fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
+
+    /// The kernel's list of the process's mappings, sorted by address.
+    fn mappings(&self) -> Result<Vec<KernelMapping>, OsError>;
+}
+
+/// Refuses to run on a kernel whose page size does not divide Windows'
+/// 4 KiB page; returns the kernel's page size in the error.
+///
+/// hostmem keeps Windows' 4 KiB pages; on a kernel with larger pages (16 or
+/// 64 KiB) a Win32 page would be smaller than what `mprotect` can change.
+pub fn check_page_size() -> Result<(), usize> {
+    let page = rustix::param::page_size();
+    if !crate::win32::PAGE_SIZE.is_multiple_of(page) {
+        Err(page)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! The Linux backend: `mmap`, `mprotect`, `madvise`, `munmap` via rustix.
+//!
+//! This file and `crate::ffi` are the only places that call into the
+//! kernel's memory management or dereference raw memory; the engine above
+//! is `#![forbid(unsafe_code)]`.
+#![allow(unsafe_code)]
+
+use super::{Access, KernelMapping, OsBackend, OsError, parse_maps};
+use rustix::mm::{self, Advice, MapFlags, MprotectFlags, ProtFlags};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The real backend over the Linux kernel. Stateless.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnixBackend;
+
+fn prot_flags(access: Access) -> ProtFlags {
+    let mut prot = ProtFlags::empty();
+    prot.set(ProtFlags::READ, access.contains(Access::READ));
+    prot.set(ProtFlags::WRITE, access.contains(Access::WRITE));
+    prot.set(ProtFlags::EXEC, access.contains(Access::EXEC));
+    prot
+}
+
+fn mprotect_flags(access: Access) -> MprotectFlags {
+    let mut prot = MprotectFlags::empty();
+    prot.set(MprotectFlags::READ, access.contains(Access::READ));
+    prot.set(MprotectFlags::WRITE, access.contains(Access::WRITE));
+    prot.set(MprotectFlags::EXEC, access.contains(Access::EXEC));
+    prot
+}
+
+const ANONYMOUS_FLAGS: MapFlags = MapFlags::PRIVATE.union(MapFlags::NORESERVE);
+
+impl OsBackend for UnixBackend {
+    fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        let flags = ANONYMOUS_FLAGS | MapFlags::FIXED_NOREPLACE;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping,
+        // so no memory anyone holds is affected; the new mapping is fresh.
+        let got = unsafe { mm::mmap_anonymous(addr as *mut c_void, len, prot_flags(access), flags) }
+            .map_err(OsError::from_errno)? as usize;
+        if got != addr {
+            // A kernel older than 4.17 takes NOREPLACE as a mere hint.
+            // SAFETY: `got..got + len` is the mapping just made, which
+            // nobody else has seen.
+            let _ = unsafe { mm::munmap(got as *mut c_void, len) };
+            return Err(OsError::EEXIST);
+        }
+        Ok(())
+    }
+
+    fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
+        // SAFETY: without MAP_FIXED the hint is only a preference; the
+        // kernel places the mapping in free address space.
+        let got = unsafe {
+            mm::mmap_anonymous(
+                hint as *mut c_void,
+                len,
+                prot_flags(access),
+                ANONYMOUS_FLAGS,
+            )
+        }
+        .map_err(OsError::from_errno)?;
+        Ok(got as usize)
+    }
+
+    fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: by the trait's precondition the range is the engine's own
+        // mapping, and the engine hands out no references into it.
+        unsafe { mm::munmap(addr as *mut c_void, len) }.map_err(OsError::from_errno)
+    }
+
+    fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        // SAFETY: the range is the engine's own mapping (precondition);
+        // changing its access is what the caller asked of the engine.
+        unsafe { mm::mprotect(addr as *mut c_void, len, mprotect_flags(access)) }
+            .map_err(OsError::from_errno)
+    }
+
+    fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: the range is the engine's own private anonymous mapping;
+        // dropping its contents is the decommit the caller asked for.
+        unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxDontNeed) }
+            .map_err(OsError::from_errno)
+    }
+
+    fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: as for `discard`; MADV_FREE only lets the kernel drop
+        // pages that are not written again.
+        match unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxFree) } {
+            // Kernels before 4.5 lack MADV_FREE: dropping the contents at
+            // once is within MEM_RESET's contract (kept or zero).
+            Err(rustix::io::Errno::INVAL) => self.discard(addr, len),
+            other => other.map_err(OsError::from_errno),
+        }
+    }
+
+    fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        let writable = access.contains(Access::READ | Access::WRITE);
+        if !writable {
+            self.protect(addr, len, Access::READ | Access::WRITE)?;
+        }
+        let page = rustix::param::page_size();
+        for at in (addr..addr + len).step_by(page) {
+            // SAFETY: `at` is in the engine's own mapping, now readable and
+            // writable, and aligned; an `AtomicU8` has no alignment needs.
+            let byte = unsafe { AtomicU8::from_ptr(at as *mut u8) };
+            // A successful compare-exchange is a write of the value the
+            // page holds at that instant: the page becomes dirty, which
+            // cancels MADV_FREE, without changing what it reads. If the
+            // kernel dropped the page meanwhile, the exchange fails and
+            // retries on the fresh zero page.
+            loop {
+                let now = byte.load(Ordering::Relaxed);
+                if byte
+                    .compare_exchange(now, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        }
+        if !writable {
+            self.protect(addr, len, access)?;
+        }
+        Ok(())
+    }
+
+    fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
+        let text = std::fs::read_to_string("/proc/self/maps")
+            .map_err(|e| OsError(e.raw_os_error().unwrap_or(OsError::EINVAL.0)))?;
+        Ok(parse_maps(&text))
+    }
+}

@@ -1,0 +1,20 @@
+//! The Win32 vocabulary of virtual memory: flags, protections, states,
+//! error codes and `MEMORY_BASIC_INFORMATION`, with Windows' numbers.
+//!
+//! Nothing here has behaviour beyond naming and classifying values; the
+//! rules live in [`crate::engine`].
+
+mod error;
+mod flags;
+mod mbi;
+
+pub use error::Win32Error;
+pub use flags::{AllocationType, FreeType, MemoryState, MemoryType, Protection};
+pub use mbi::MemoryBasicInformation;
+
+/// The page size of Windows (and of hostmem, whatever the kernel's): 4 KiB.
+pub const PAGE_SIZE: usize = 0x1000;
+
+/// The allocation granularity of Windows: reservations start at multiples
+/// of 64 KiB.
+pub const ALLOCATION_GRANULARITY: usize = 0x1_0000;
