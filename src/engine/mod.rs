@@ -142,6 +142,15 @@ impl<B: OsBackend> AddressSpace<B> {
             return Err(Win32Error::INVALID_PARAMETER);
         }
         let request = alloc_request(allocation_type, address)?;
+        if address != 0 {
+            // Windows refuses the low 64 KiB, ranges that wrap, and ranges
+            // that reach past the user address space, whatever the type.
+            let in_user_space = address >= ALLOCATION_GRANULARITY
+                && PageRange::touched(address, size).is_ok_and(|r| r.end() <= USER_ADDRESS_END);
+            if !in_user_space {
+                return Err(Win32Error::INVALID_PARAMETER);
+            }
+        }
         match request {
             AllocRequest::Reset | AllocRequest::ResetUndo => {
                 // The protection is ignored but must be a valid one.
@@ -185,14 +194,8 @@ impl<B: OsBackend> AddressSpace<B> {
                 .ok_or(Win32Error::NOT_ENOUGH_MEMORY)?;
             (self.map_placed(len, access)?, len)
         } else {
-            if address >= USER_ADDRESS_END {
-                return Err(Win32Error::INVALID_PARAMETER);
-            }
             let base = granule_floor(address);
             let end = PageRange::touched(address, size)?.end();
-            if base == 0 || end > USER_ADDRESS_END {
-                return Err(Win32Error::INVALID_ADDRESS);
-            }
             if self.overlaps_reservation(base..end) {
                 return Err(Win32Error::INVALID_ADDRESS);
             }
