@@ -8,6 +8,8 @@
 //!   over rustix, and a fault-injecting one for tests);
 //! - [`engine`]: the address space with Win32's rules and error codes;
 //! - [`win32`]: the vocabulary (flags, errors, `MEMORY_BASIC_INFORMATION`);
+//! - [`host`]: `HostMemoryManager`, the hosting contract (HRESULTs,
+//!   ownership, lifecycle, statistics), over [`sync`]'s sharded lock;
 //! - [`ffi`]: the C faces (the flat Win32-style API).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
@@ -15,5 +17,7 @@
 
 pub mod engine;
 pub mod ffi;
+pub mod host;
 pub mod os;
+pub mod sync;
 pub mod win32;

@@ -494,12 +494,21 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 }
 
-impl<B: OsBackend> Drop for AddressSpace<B> {
-    fn drop(&mut self) {
-        for r in self.reservations.values() {
-            // Nothing can be done about a failure here; the mapping stays.
+impl<B: OsBackend> AddressSpace<B> {
+    /// Releases every reservation (a failure to unmap one leaves that
+    /// mapping in place: nothing else can be done about it).
+    pub fn release_all(&mut self) {
+        for r in std::mem::take(&mut self.reservations).into_values() {
             let _ = self.os.unmap(r.base(), r.size());
         }
+        self.reserved_bytes = 0;
+        self.committed_bytes = 0;
+    }
+}
+
+impl<B: OsBackend> Drop for AddressSpace<B> {
+    fn drop(&mut self) {
+        self.release_all();
     }
 }
 

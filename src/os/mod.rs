@@ -128,3 +128,37 @@ pub fn check_page_size() -> Result<(), usize> {
         Ok(())
     }
 }
+
+macro_rules! forward_backend {
+    ($($ptr:ident)::+) => {
+        impl<T: OsBackend + ?Sized> OsBackend for $($ptr)::+<T> {
+            fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+                (**self).map_fixed(addr, len, access)
+            }
+            fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
+                (**self).map_anywhere(hint, len, access)
+            }
+            fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                (**self).unmap(addr, len)
+            }
+            fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+                (**self).protect(addr, len, access)
+            }
+            fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                (**self).discard(addr, len)
+            }
+            fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                (**self).reset(addr, len)
+            }
+            fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+                (**self).keep_contents(addr, len, access)
+            }
+            fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
+                (**self).mappings()
+            }
+        }
+    };
+}
+
+forward_backend!(Box);
+forward_backend!(std::sync::Arc);

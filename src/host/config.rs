@@ -1,0 +1,39 @@
+//! `HostConfig`: how a manager is set up.
+
+use std::time::Duration;
+
+/// The settings of a [`HostMemoryManager`](super::HostMemoryManager).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    /// How long a call waits for the manager's lock before it answers
+    /// `HOST_E_TIMEOUT`.
+    pub lock_timeout: Duration,
+    /// The cap on committed bytes; `None`: no budget (the load comes from
+    /// the machine or its cgroup).
+    pub budget_bytes: Option<u64>,
+    /// Load (percent) at or above which memory is `eMemoryAvailableLow`.
+    pub low_memory_percent: u32,
+    /// Load (percent) at or below which memory is `eMemoryAvailableHigh`.
+    pub high_memory_percent: u32,
+}
+
+impl HostConfig {
+    /// The default lock timeout: long enough that only a stuck holder
+    /// reaches it.
+    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default low-memory threshold.
+    pub const DEFAULT_LOW_MEMORY_PERCENT: u32 = 90;
+    /// The default high-memory threshold.
+    pub const DEFAULT_HIGH_MEMORY_PERCENT: u32 = 60;
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Self::DEFAULT_LOCK_TIMEOUT,
+            budget_bytes: None,
+            low_memory_percent: Self::DEFAULT_LOW_MEMORY_PERCENT,
+            high_memory_percent: Self::DEFAULT_HIGH_MEMORY_PERCENT,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Each HRESULT of the contract, reached by its real cause.
+
+use super::*;
+use crate::host::HResult;
+use crate::os::{FaultInjectingBackend, FaultPlan, OsError, OsOperation};
+use crate::win32::MemoryState;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+const RESERVE: AllocationType = AllocationType::RESERVE;
+const RC: AllocationType = AllocationType::RESERVE.union(AllocationType::COMMIT);
+const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
+
+fn hr<T: std::fmt::Debug>(r: Result<T, HostError>) -> HResult {
+    r.map_or_else(|e| e.hresult(), |_| HResult::S_OK)
+}
+
+#[test]
+fn own_memory_round_trip_is_s_ok() {
+    let m = HostMemoryManager::default();
+    let base = m
+        .virtual_alloc(0, 0x20000, RESERVE, Protection::NOACCESS, LEVEL)
+        .unwrap();
+    assert_eq!(
+        hr(m.virtual_alloc(
+            base,
+            0x1000,
+            AllocationType::COMMIT,
+            Protection::READWRITE,
+            LEVEL
+        )),
+        HResult::S_OK
+    );
+    assert_eq!(
+        m.virtual_protect(base, 0x1000, Protection::READONLY),
+        Ok(Protection::READWRITE)
+    );
+    assert_eq!(m.virtual_query(base).unwrap().state, MemoryState::COMMIT);
+    assert_eq!(
+        hr(m.virtual_free(base, 0x1000, FreeType::DECOMMIT)),
+        HResult::S_OK
+    );
+    assert_eq!(
+        hr(m.virtual_free(base, 0, FreeType::RELEASE)),
+        HResult::S_OK
+    );
+    let stats = m.statistics();
+    assert_eq!(
+        (
+            stats.regions,
+            stats.committed_bytes,
+            stats.peak_committed_bytes
+        ),
+        (0, 0, 0x1000)
+    );
+    assert_eq!(stats.calls[&Method::VirtualAlloc], 2);
+}
+
+#[test]
+fn memory_the_host_did_not_allocate_is_invalid_operation() {
+    let m = HostMemoryManager::default();
+    let other = HostMemoryManager::default();
+    let theirs = other
+        .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    let on_stack = 0u64;
+    let on_heap = Box::new(0u64);
+    let foreign = [
+        &on_stack as *const u64 as usize,
+        &*on_heap as *const u64 as usize,
+        theirs,
+        0,
+        0x8000_0000_0000_0000,
+        hr as fn(Result<(), HostError>) -> HResult as usize,
+    ];
+    for addr in foreign {
+        let invalid = HResult::HOST_E_INVALIDOPERATION;
+        assert_eq!(
+            hr(m.virtual_free(addr, 0, FreeType::RELEASE)),
+            invalid,
+            "{addr:#x}"
+        );
+        assert_eq!(
+            hr(m.virtual_free(addr, 0x1000, FreeType::DECOMMIT)),
+            invalid,
+            "{addr:#x}"
+        );
+        assert_eq!(
+            hr(m.virtual_protect(addr, 8, Protection::READWRITE)),
+            invalid,
+            "{addr:#x}"
+        );
+        if addr >= 0x10000 && addr < crate::engine::USER_ADDRESS_END {
+            let commit = m.virtual_alloc(
+                addr,
+                8,
+                AllocationType::COMMIT,
+                Protection::READWRITE,
+                LEVEL,
+            );
+            assert_eq!(hr(commit), invalid, "{addr:#x}");
+            let reset =
+                m.virtual_alloc(addr, 8, AllocationType::RESET, Protection::NOACCESS, LEVEL);
+            assert_eq!(hr(reset), invalid, "{addr:#x}");
+        }
+    }
+    // Nothing was touched: the other manager's region is intact.
+    assert_eq!(
+        other.virtual_query(theirs).unwrap().protect,
+        Protection::READWRITE
+    );
+    // A double free is HOST_E_INVALIDOPERATION; an interior pointer of the
+    // host's own memory keeps its Win32 error.
+    let base = m
+        .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    assert_eq!(
+        hr(m.virtual_free(base + 0x1001, 0, FreeType::RELEASE)),
+        HResult(0x8007_01E7u32 as i32)
+    );
+    assert_eq!(
+        hr(m.virtual_free(base, 0, FreeType::RELEASE)),
+        HResult::S_OK
+    );
+    assert_eq!(
+        hr(m.virtual_free(base, 0, FreeType::RELEASE)),
+        HResult::HOST_E_INVALIDOPERATION
+    );
+    // Bad parameters stay parameter errors.
+    assert_eq!(
+        hr(m.virtual_free(theirs, 0, FreeType::from_bits_retain(0))),
+        HResult::E_INVALIDARG
+    );
+}
+
+#[test]
+fn a_long_snapshot_makes_a_change_time_out() {
+    let config = HostConfig {
+        lock_timeout: Duration::from_millis(40),
+        ..HostConfig::default()
+    };
+    let m = Arc::new(HostMemoryManager::new(config));
+    let held = Arc::new(Barrier::new(2));
+    let snapshot = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || {
+            m.with_address_space(|space| {
+                held.wait();
+                std::thread::sleep(Duration::from_millis(400));
+                space.totals().reservations
+            })
+        })
+    };
+    held.wait();
+    let got = m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL);
+    assert_eq!(hr(got), HResult::HOST_E_TIMEOUT);
+    assert_eq!(snapshot.join().unwrap(), Ok(0));
+    assert_eq!(m.statistics().regions, 0, "the timed-out call did nothing");
+    assert!(
+        m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+            .is_ok(),
+        "not latched"
+    );
+}
+
+#[test]
+fn a_thread_panicking_with_the_lock_abandons_it() {
+    let m = Arc::new(HostMemoryManager::default());
+    let m2 = m.clone();
+    let died =
+        std::thread::spawn(move || m2.with_address_space(|_| panic!("the holder dies"))).join();
+    assert!(died.is_err());
+    assert_eq!(hr(m.virtual_query(0x10000)), HResult::HOST_E_ABANDONED);
+    assert_eq!(
+        hr(m.virtual_query(0x10000)),
+        HResult::HOST_E_CLRNOTAVAILABLE,
+        "latched"
+    );
+}
+
+#[test]
+fn an_os_failure_that_cannot_be_rolled_back_is_e_fail_then_unavailable() {
+    let os = Arc::new(FaultInjectingBackend::new());
+    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone()));
+    let base = m
+        .virtual_alloc(0, 0x10000, RESERVE, Protection::NOACCESS, LEVEL)
+        .unwrap();
+    // The commit's mprotect fails, and so does the rollback.
+    os.inject(FaultPlan {
+        operation: OsOperation::Protect,
+        nth: 0,
+        error: OsError::ENOMEM,
+    });
+    os.inject(FaultPlan {
+        operation: OsOperation::Protect,
+        nth: 0,
+        error: OsError::EINVAL,
+    });
+    let got = m.virtual_alloc(
+        base,
+        0x2000,
+        AllocationType::COMMIT,
+        Protection::READWRITE,
+        LEVEL,
+    );
+    assert_eq!(hr(got), HResult::E_FAIL);
+    assert!(m.has_failed());
+    assert_eq!(hr(m.virtual_query(base)), HResult::HOST_E_CLRNOTAVAILABLE);
+    assert_eq!(
+        hr(m.virtual_free(base, 0, FreeType::RELEASE)),
+        HResult::HOST_E_CLRNOTAVAILABLE
+    );
+    let failures = m.statistics().failures;
+    assert_eq!(failures[&(Method::VirtualAlloc, HResult::E_FAIL)], 1);
+}
+
+#[test]
+fn an_os_failure_that_rolls_back_is_out_of_memory_and_not_latched() {
+    let os = Arc::new(FaultInjectingBackend::new());
+    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone()));
+    os.inject(FaultPlan {
+        operation: OsOperation::MapAnywhere,
+        nth: 0,
+        error: OsError::ENOMEM,
+    });
+    assert_eq!(
+        hr(m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)),
+        HResult::E_OUTOFMEMORY
+    );
+    assert!(
+        m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+            .is_ok()
+    );
+}
+
+#[test]
+fn calls_after_shutdown_are_unavailable_and_regions_are_released() {
+    let m = HostMemoryManager::default();
+    let base = m
+        .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    m.shutdown();
+    assert_eq!(hr(m.virtual_query(base)), HResult::HOST_E_CLRNOTAVAILABLE);
+    assert_eq!(
+        hr(m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)),
+        HResult::HOST_E_CLRNOTAVAILABLE
+    );
+    let stats = m.statistics();
+    assert_eq!((stats.regions, stats.reserved_bytes), (0, 0));
+}

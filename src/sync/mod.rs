@@ -1,0 +1,6 @@
+//! Synchronisation built for hostmem's access pattern: many queries and
+//! ownership checks, fewer changes.
+
+mod sharded_lock;
+
+pub use sharded_lock::{LockError, ReadGuard, ShardedLock, WriteGuard, thread_slot};
