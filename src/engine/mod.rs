@@ -175,6 +175,38 @@ impl<B: OsBackend> AddressSpace<B> {
         }
     }
 
+    /// The bytes a `VirtualAlloc` with these arguments would newly commit
+    /// if it succeeded (0 for calls that commit nothing or would fail).
+    pub fn commit_cost(
+        &self,
+        address: usize,
+        size: usize,
+        allocation_type: AllocationType,
+    ) -> usize {
+        if size == 0 {
+            return 0;
+        }
+        match alloc_request(allocation_type, address) {
+            Ok(AllocRequest::Reserve { commit: true }) if address == 0 => {
+                range::checked_align_up(size, PAGE_SIZE).unwrap_or(0)
+            }
+            Ok(AllocRequest::Reserve { commit: true }) => {
+                PageRange::touched(address, size).map_or(0, |r| r.end() - granule_floor(address))
+            }
+            Ok(AllocRequest::Commit) => PageRange::touched(address, size)
+                .ok()
+                .and_then(|range| {
+                    let r = self
+                        .reservation_at(range.start())
+                        .filter(|r| r.contains_range(range))?;
+                    let pages = r.page_indices(range);
+                    Some((pages.len() - r.pages().committed_pages(pages)) * PAGE_SIZE)
+                })
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     fn reserve(
         &mut self,
         address: usize,

@@ -15,6 +15,12 @@ pub struct HostConfig {
     pub low_memory_percent: u32,
     /// Load (percent) at or below which memory is `eMemoryAvailableHigh`.
     pub high_memory_percent: u32,
+    /// How far (percent of the budget) a request at each
+    /// `EMemoryCriticalLevel` may take the load: task, app domain, process.
+    pub critical_level_percent: [u32; 3],
+    /// How often the load watcher looks at the machine's memory when
+    /// nothing else wakes it (no budget, a callback registered).
+    pub load_poll_interval: Duration,
 }
 
 impl HostConfig {
@@ -25,6 +31,10 @@ impl HostConfig {
     pub const DEFAULT_LOW_MEMORY_PERCENT: u32 = 90;
     /// The default high-memory threshold.
     pub const DEFAULT_HIGH_MEMORY_PERCENT: u32 = 60;
+    /// The default limits per critical level: 90 %, 95 %, 100 %.
+    pub const DEFAULT_CRITICAL_LEVEL_PERCENT: [u32; 3] = [90, 95, 100];
+    /// The default poll interval of the load watcher.
+    pub const DEFAULT_LOAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
 }
 
 impl Default for HostConfig {
@@ -34,6 +44,8 @@ impl Default for HostConfig {
             budget_bytes: None,
             low_memory_percent: Self::DEFAULT_LOW_MEMORY_PERCENT,
             high_memory_percent: Self::DEFAULT_HIGH_MEMORY_PERCENT,
+            critical_level_percent: Self::DEFAULT_CRITICAL_LEVEL_PERCENT,
+            load_poll_interval: Self::DEFAULT_LOAD_POLL_INTERVAL,
         }
     }
 }

@@ -1,14 +1,20 @@
 //! `HostMemoryManager`: the Win32 engine under the hosting contract.
 
+use super::budget::MemoryBudget;
 use super::lifecycle::Lifecycle;
+use super::load::{MachineMemory, MemoryLoad};
+use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher};
 use super::stats::CallCounters;
 use super::{HostConfig, HostError, Method, Statistics};
-use crate::engine::{AddressSpace, page_floor};
+use crate::engine::{AddressSpace, PageRange, USER_ADDRESS_END, page_floor};
 use crate::os::{OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
 use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection, Win32Error};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// `EMemoryCriticalLevel`: how bad it would be for the runtime if a request
 /// failed — the host refuses the least critical first.
@@ -38,14 +44,44 @@ impl MemoryCriticalLevel {
 
 type Space = AddressSpace<Box<dyn OsBackend>>;
 
+/// What the manager's lock guards: the address space and the ranges the
+/// runtime mapped by itself and reported.
+struct HostState {
+    space: Space,
+    /// Start → size of each range reported by `AcquiredVirtualAddressSpace`.
+    acquired: BTreeMap<usize, usize>,
+    acquired_bytes: usize,
+}
+
+impl HostState {
+    /// Bytes counted against the budget: committed pages (heaps' included)
+    /// and the runtime's own reported mappings.
+    fn used_bytes(&self) -> u64 {
+        (self.space.totals().committed_bytes + self.acquired_bytes) as u64
+    }
+
+    fn overlaps_acquired(&self, start: usize, end: usize) -> bool {
+        self.acquired
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&s, &n)| s + n > start)
+    }
+}
+
 /// A host memory manager: every virtual-memory request of a runtime goes
 /// through it. Safe to share between threads.
 pub struct HostMemoryManager {
-    space: ShardedLock<Space>,
+    state: ShardedLock<HostState>,
     lifecycle: Lifecycle,
     config: HostConfig,
+    budget: Option<MemoryBudget>,
     counters: CallCounters,
     peak_committed: AtomicUsize,
+    machine: MachineMemory,
+    notifier: Arc<Notifier>,
+    /// Set while a callback is registered: the write path reads only this.
+    notifying: AtomicBool,
+    watcher: Mutex<Option<Watcher>>,
 }
 
 /// Whether a `VirtualAlloc` works on existing pages (and so on memory that
@@ -65,13 +101,36 @@ impl HostMemoryManager {
 
     /// A manager over any OS backend (tests inject failures this way).
     pub fn with_backend(config: HostConfig, os: Box<dyn OsBackend>) -> Self {
+        let state = HostState {
+            space: AddressSpace::with_backend(os),
+            acquired: BTreeMap::new(),
+            acquired_bytes: 0,
+        };
+        let thresholds = Thresholds {
+            low_percent: config.low_memory_percent,
+            high_percent: config.high_memory_percent,
+        };
         Self {
-            space: ShardedLock::with_default_shards(AddressSpace::with_backend(os)),
+            state: ShardedLock::with_default_shards(state),
             lifecycle: Lifecycle::default(),
+            budget: config
+                .budget_bytes
+                .map(|b| MemoryBudget::new(b, config.critical_level_percent)),
             config,
             counters: CallCounters::default(),
             peak_committed: AtomicUsize::new(0),
+            machine: MachineMemory::default(),
+            notifier: Arc::new(Notifier::new(thresholds)),
+            notifying: AtomicBool::new(false),
+            watcher: Mutex::new(None),
         }
+    }
+
+    /// Reads the machine's load from the files under `root` instead of
+    /// `/` (for tests with a fake cgroup or meminfo).
+    pub fn with_machine_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.machine = MachineMemory::with_root(root);
+        self
     }
 
     /// The configuration.
@@ -115,22 +174,37 @@ impl HostMemoryManager {
         }
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Space) -> Result<T, HostError>) -> Result<T, HostError> {
-        let space = self
-            .space
+    fn read<T>(&self, f: impl FnOnce(&HostState) -> Result<T, HostError>) -> Result<T, HostError> {
+        let state = self
+            .state
             .read(Some(self.config.lock_timeout))
             .map_err(Self::lock_error)?;
-        f(&space)
+        f(&state)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Space) -> Result<T, HostError>) -> Result<T, HostError> {
-        let mut space = self
-            .space
+    /// Runs a change under the exclusive lock, then tells the notifier
+    /// about the new load — queued under the lock, so loads arrive in the
+    /// order they happened, and delivered after it is released.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut HostState) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        let mut state = self
+            .state
             .write(Some(self.config.lock_timeout))
             .map_err(Self::lock_error)?;
-        let result = f(&mut space);
+        let result = f(&mut state);
         self.peak_committed
-            .fetch_max(space.totals().committed_bytes, Ordering::Relaxed);
+            .fetch_max(state.space.totals().committed_bytes, Ordering::Relaxed);
+        if self.notifying.load(Ordering::Relaxed) {
+            if let Some(budget) = self.budget {
+                self.notifier.update(budget.load(state.used_bytes()));
+                drop(state);
+                self.notifier.deliver();
+            } else if let Some(watcher) = self.watcher.lock().as_ref() {
+                watcher.kick();
+            }
+        }
         result
     }
 
@@ -146,17 +220,25 @@ impl HostMemoryManager {
 
     /// `IHostMemoryManager::VirtualAlloc`: `VirtualAlloc`'s semantics;
     /// committing or resetting memory the host did not allocate is
-    /// `HOST_E_INVALIDOPERATION`.
+    /// `HOST_E_INVALIDOPERATION`; a commit the budget cannot take at
+    /// `level` is `E_OUTOFMEMORY` and changes nothing.
     pub fn virtual_alloc(
         &self,
         address: usize,
         size: usize,
         allocation_type: AllocationType,
         protect: Protection,
-        _level: MemoryCriticalLevel,
+        level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
         self.call(Method::VirtualAlloc, || {
-            self.write(|space| {
+            self.write(|state| {
+                if let Some(budget) = self.budget {
+                    let cost = state.space.commit_cost(address, size, allocation_type) as u64;
+                    if cost > 0 && !budget.allows(state.used_bytes(), cost, level) {
+                        return Err(HostError::OverBudget);
+                    }
+                }
+                let space = &mut state.space;
                 space
                     .virtual_alloc(address, size, allocation_type, protect)
                     .map_err(|e| {
@@ -180,7 +262,8 @@ impl HostMemoryManager {
         free_type: FreeType,
     ) -> Result<(), HostError> {
         self.call(Method::VirtualFree, || {
-            self.write(|space| {
+            self.write(|state| {
+                let space = &mut state.space;
                 space
                     .virtual_free(address, size, free_type)
                     .map_err(|e| Self::refuse_foreign(space, address, e))
@@ -192,7 +275,12 @@ impl HostMemoryManager {
     /// any address.
     pub fn virtual_query(&self, address: usize) -> Result<MemoryBasicInformation, HostError> {
         self.call(Method::VirtualQuery, || {
-            self.read(|space| space.virtual_query(address).map_err(HostError::from_engine))
+            self.read(|state| {
+                state
+                    .space
+                    .virtual_query(address)
+                    .map_err(HostError::from_engine)
+            })
         })
     }
 
@@ -205,7 +293,8 @@ impl HostMemoryManager {
         new_protect: Protection,
     ) -> Result<Protection, HostError> {
         self.call(Method::VirtualProtect, || {
-            self.write(|space| {
+            self.write(|state| {
+                let space = &mut state.space;
                 space
                     .virtual_protect(address, size, new_protect)
                     .map_err(|e| Self::refuse_foreign(space, address, e))
@@ -215,9 +304,9 @@ impl HostMemoryManager {
 
     /// Whether `address` lies in memory this manager allocated.
     pub fn owns(&self, address: usize) -> bool {
-        self.space
+        self.state
             .read(Some(self.config.lock_timeout))
-            .is_ok_and(|space| space.owns(address))
+            .is_ok_and(|state| state.space.owns(address))
     }
 
     /// Runs `f` over the manager's address space with the lock held shared
@@ -231,20 +320,23 @@ impl HostMemoryManager {
         if !self.lifecycle.is_running() {
             return Err(HostError::Unavailable);
         }
-        let space = self
-            .space
+        let state = self
+            .state
             .read(Some(self.config.lock_timeout))
             .map_err(Self::lock_error)?;
-        Ok(f(&space))
+        Ok(f(&state.space))
     }
 
     /// Shuts the manager down: releases every region it holds; every later
     /// hosting call answers `HOST_E_CLRNOTAVAILABLE`.
     pub fn shutdown(&self) {
-        if self.lifecycle.shut_down()
-            && let Ok(mut space) = self.space.write(None)
-        {
-            space.release_all();
+        if self.lifecycle.shut_down() {
+            self.stop_notifications();
+            if let Ok(mut state) = self.state.write(None) {
+                state.space.release_all();
+                state.acquired.clear();
+                state.acquired_bytes = 0;
+            }
         }
     }
 
@@ -253,21 +345,167 @@ impl HostMemoryManager {
         self.lifecycle.has_failed()
     }
 
+    /// `IHostMemoryManager::GetMemoryLoad`: with a budget, the share of it
+    /// in use (committed pages and reported mappings) and the bytes left;
+    /// without one, the machine's load under its cgroup's limit, if any.
+    pub fn get_memory_load(&self) -> Result<MemoryLoad, HostError> {
+        self.call(Method::GetMemoryLoad, || match self.budget {
+            Some(budget) => self.read(|state| Ok(budget.load(state.used_bytes()))),
+            // ERROR_NOT_SUPPORTED: neither /proc/meminfo nor a cgroup says.
+            None => self.machine.load().ok_or(HostError::Win32(Win32Error(50))),
+        })
+    }
+
+    /// `IHostMemoryManager::RegisterMemoryNotificationCallback`: replaces
+    /// the callback (`None`: none); the old one is released. The runtime is
+    /// told at once if memory is not in the high state.
+    pub fn register_memory_notification(
+        &self,
+        callback: Option<Arc<dyn MemoryNotificationCallback>>,
+    ) -> Result<(), HostError> {
+        self.call(Method::RegisterMemoryNotificationCallback, || {
+            let registering = callback.is_some();
+            self.notifier.register(callback);
+            self.notifying.store(registering, Ordering::Relaxed);
+            let mut watcher = self.watcher.lock();
+            match (registering, self.budget) {
+                (false, _) => *watcher = None,
+                (true, Some(budget)) => {
+                    drop(watcher);
+                    let used = self.read(|state| Ok(state.used_bytes()))?;
+                    self.notifier.observe(budget.load(used));
+                }
+                (true, None) => {
+                    let w = watcher.get_or_insert_with(|| {
+                        Watcher::start(
+                            self.notifier.clone(),
+                            self.machine.clone(),
+                            self.config.load_poll_interval,
+                        )
+                    });
+                    w.kick();
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The memory state last computed for notifications.
+    pub fn memory_state(&self) -> super::MemoryAvailable {
+        self.notifier.state()
+    }
+
+    fn stop_notifications(&self) {
+        self.notifying.store(false, Ordering::Relaxed);
+        *self.watcher.lock() = None;
+        self.notifier.register(None);
+    }
+
+    /// The range `[address, address + size)` of a report, or
+    /// `E_INVALIDARG` for NULL, empty, wrapping or kernel ranges.
+    fn reported_range(address: usize, size: usize) -> Result<PageRange, HostError> {
+        if address == 0 || size == 0 {
+            return Err(HostError::InvalidArgument);
+        }
+        PageRange::touched(address, size)
+            .ok()
+            .filter(|r| r.end() <= USER_ADDRESS_END)
+            .ok_or(HostError::InvalidArgument)
+    }
+
+    /// `IHostMemoryManager::NeedsVirtualAddressSpace`: the runtime is about
+    /// to map `size` bytes by itself; `E_OUTOFMEMORY` if the budget cannot
+    /// take them.
+    pub fn needs_virtual_address_space(
+        &self,
+        address: usize,
+        size: usize,
+    ) -> Result<(), HostError> {
+        self.call(Method::NeedsVirtualAddressSpace, || {
+            if size == 0 {
+                return Err(HostError::InvalidArgument);
+            }
+            let _ = address;
+            match self.budget {
+                Some(budget) => self.read(|state| {
+                    let level = MemoryCriticalLevel::ProcessCritical;
+                    if budget.allows(state.used_bytes(), size as u64, level) {
+                        Ok(())
+                    } else {
+                        Err(HostError::OverBudget)
+                    }
+                }),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// `IHostMemoryManager::AcquiredVirtualAddressSpace`: the runtime mapped
+    /// `[address, address + size)` by itself; it is accounted (and counted
+    /// against the budget) until released, and can never be freed or
+    /// protected through the manager.
+    pub fn acquired_virtual_address_space(
+        &self,
+        address: usize,
+        size: usize,
+    ) -> Result<(), HostError> {
+        self.call(Method::AcquiredVirtualAddressSpace, || {
+            let range = Self::reported_range(address, size)?;
+            self.write(|state| {
+                let own = state
+                    .space
+                    .reservations()
+                    .any(|r| r.base() < range.end() && r.end() > range.start());
+                if own || state.overlaps_acquired(range.start(), range.end()) {
+                    return Err(HostError::InvalidArgument);
+                }
+                state.acquired.insert(address, size);
+                state.acquired_bytes += size;
+                Ok(())
+            })
+        })
+    }
+
+    /// `IHostMemoryManager::ReleasedVirtualAddressSpace`: the runtime
+    /// unmapped the range it reported at `address`; an address it never
+    /// reported is `HOST_E_INVALIDOPERATION`.
+    pub fn released_virtual_address_space(&self, address: usize) -> Result<(), HostError> {
+        self.call(Method::ReleasedVirtualAddressSpace, || {
+            self.write(|state| {
+                let size = state
+                    .acquired
+                    .remove(&address)
+                    .ok_or(HostError::NotHostMemory)?;
+                state.acquired_bytes -= size;
+                Ok(())
+            })
+        })
+    }
+
     /// The statistics at this moment.
     pub fn statistics(&self) -> Statistics {
-        let totals = self
-            .space
+        let (totals, acquired) = self
+            .state
             .read(None)
-            .map(|space| space.totals())
+            .map(|state| (state.space.totals(), state.acquired_bytes))
             .unwrap_or_default();
         Statistics {
             regions: totals.reservations,
             reserved_bytes: totals.reserved_bytes,
             committed_bytes: totals.committed_bytes,
             peak_committed_bytes: self.peak_committed.load(Ordering::Relaxed),
+            acquired_bytes: acquired,
+            notifications_delivered: self.notifier.delivered(),
             calls: self.counters.calls(),
             failures: self.counters.failures(),
         }
+    }
+}
+
+impl Drop for HostMemoryManager {
+    fn drop(&mut self) {
+        // Stop the watcher and release the callback before the regions go.
+        self.stop_notifications();
     }
 }
 

@@ -6,15 +6,21 @@
 //! (`HOST_E_TIMEOUT`, `HOST_E_ABANDONED`) and keeps statistics.
 #![forbid(unsafe_code)]
 
+mod budget;
 mod config;
 mod error;
 mod hresult;
 mod lifecycle;
+mod load;
 mod manager;
+mod notify;
 mod stats;
 
+pub use budget::MemoryBudget;
 pub use config::HostConfig;
 pub use error::HostError;
 pub use hresult::HResult;
+pub use load::{MachineMemory, MemoryLoad};
 pub use manager::{HostMemoryManager, MemoryCriticalLevel};
+pub use notify::{MemoryAvailable, MemoryNotificationCallback};
 pub use stats::{Method, Statistics};

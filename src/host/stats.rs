@@ -124,6 +124,10 @@ pub struct Statistics {
     pub committed_bytes: usize,
     /// The most bytes ever committed at once.
     pub peak_committed_bytes: usize,
+    /// Bytes the runtime mapped by itself and reported as acquired.
+    pub acquired_bytes: usize,
+    /// Memory notifications delivered to the runtime.
+    pub notifications_delivered: u64,
     /// Calls by method.
     pub calls: BTreeMap<Method, u64>,
     /// Failures by method and HRESULT.

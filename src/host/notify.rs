@@ -1,0 +1,285 @@
+//! Memory-pressure notifications: a state machine over the load with two
+//! thresholds (hysteresis), delivered in order, never under the manager's
+//! lock, and a watcher thread for loads that change without the runtime.
+
+use super::load::{MachineMemory, MemoryLoad};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// `EMemoryAvailable`: the memory state the host tells the runtime.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u32)]
+pub enum MemoryAvailable {
+    /// `eMemoryAvailableLow` (1): the load reached the low-memory threshold.
+    Low = 1,
+    /// `eMemoryAvailableNeutral` (2): between the thresholds, on the way
+    /// back from low.
+    Neutral = 2,
+    /// `eMemoryAvailableHigh` (3): the load fell to the high-memory
+    /// threshold.
+    High = 3,
+}
+
+/// `ICLRMemoryNotificationCallback`: what the runtime registers to be told
+/// the memory state.
+pub trait MemoryNotificationCallback: Send + Sync {
+    /// `OnMemoryNotification(state)`.
+    fn on_memory_notification(&self, state: MemoryAvailable);
+}
+
+/// The thresholds of the state machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// At or above: low.
+    pub low_percent: u32,
+    /// At or below: high.
+    pub high_percent: u32,
+}
+
+impl Thresholds {
+    /// The state after `state` given `load`: low at or above the low
+    /// threshold, high at or below the high one, and in between the state
+    /// holds, except that leaving low passes through neutral.
+    pub fn next(self, state: MemoryAvailable, load: MemoryLoad) -> MemoryAvailable {
+        if load.at_least(self.low_percent) {
+            MemoryAvailable::Low
+        } else if load.at_most(self.high_percent) {
+            MemoryAvailable::High
+        } else if state == MemoryAvailable::Low {
+            MemoryAvailable::Neutral
+        } else {
+            state
+        }
+    }
+}
+
+struct NotifierState {
+    state: MemoryAvailable,
+    callback: Option<Arc<dyn MemoryNotificationCallback>>,
+    queue: VecDeque<MemoryAvailable>,
+    delivering: bool,
+}
+
+/// The state machine and the registered callback. Changes of state are
+/// queued and delivered by one thread at a time, in order, with no lock
+/// held during the call (the callback may call the manager again).
+pub struct Notifier {
+    thresholds: Thresholds,
+    inner: Mutex<NotifierState>,
+    delivered: AtomicU64,
+}
+
+impl Notifier {
+    /// A notifier in the high state with no callback.
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            thresholds,
+            inner: Mutex::new(NotifierState {
+                state: MemoryAvailable::High,
+                callback: None,
+                queue: VecDeque::new(),
+                delivering: false,
+            }),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the callback (the old one is dropped, which releases it).
+    pub fn register(&self, callback: Option<Arc<dyn MemoryNotificationCallback>>) {
+        let old = std::mem::replace(&mut self.inner.lock().callback, callback);
+        drop(old);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> MemoryAvailable {
+        self.inner.lock().state
+    }
+
+    /// Feeds a new load: a change of state is queued, to be delivered by
+    /// [`deliver`](Self::deliver). Cheap; callers may hold their own lock
+    /// (so that loads are fed in the order they happened).
+    pub fn update(&self, load: MemoryLoad) {
+        let mut inner = self.inner.lock();
+        let next = self.thresholds.next(inner.state, load);
+        if next != inner.state {
+            inner.state = next;
+            if inner.callback.is_some() {
+                inner.queue.push_back(next);
+            }
+        }
+    }
+
+    /// Delivers the queued changes on this thread, unless another thread is
+    /// delivering already (it will deliver them, in order). Call it with no
+    /// lock held: the callback may call the manager again.
+    pub fn deliver(&self) {
+        let mut inner = self.inner.lock();
+        if inner.delivering || inner.queue.is_empty() {
+            return;
+        }
+        inner.delivering = true;
+        while let Some(event) = inner.queue.pop_front() {
+            let callback = inner.callback.clone();
+            drop(inner);
+            if let Some(callback) = callback {
+                callback.on_memory_notification(event);
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            inner = self.inner.lock();
+        }
+        inner.delivering = false;
+    }
+
+    /// [`update`](Self::update) then [`deliver`](Self::deliver).
+    pub fn observe(&self, load: MemoryLoad) {
+        self.update(load);
+        self.deliver();
+    }
+
+    /// How many notifications were delivered.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+struct WatcherControl {
+    stop: bool,
+    kick: bool,
+}
+
+/// A thread that watches the machine's (or cgroup's) load while a callback
+/// is registered and no budget decides the load: it sleeps on a condition
+/// variable between polls, wakes at once when the manager changed memory,
+/// and stops with the manager.
+pub struct Watcher {
+    control: Arc<(Mutex<WatcherControl>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts watching `machine` for `notifier`.
+    pub fn start(notifier: Arc<Notifier>, machine: MachineMemory, poll: Duration) -> Self {
+        let control = Arc::new((
+            Mutex::new(WatcherControl {
+                stop: false,
+                kick: true,
+            }),
+            Condvar::new(),
+        ));
+        let shared = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("hostmem-load-watcher".into())
+            .spawn(move || {
+                let (lock, wake) = &*shared;
+                loop {
+                    {
+                        let mut c = lock.lock();
+                        if !c.kick && !c.stop {
+                            wake.wait_for(&mut c, poll);
+                        }
+                        if c.stop {
+                            return;
+                        }
+                        c.kick = false;
+                    }
+                    if let Some(load) = machine.load() {
+                        notifier.observe(load);
+                    }
+                }
+            })
+            .ok();
+        Self { control, thread }
+    }
+
+    /// Asks for a look at the load now (memory changed).
+    pub fn kick(&self) {
+        let (lock, wake) = &*self.control;
+        lock.lock().kick = true;
+        wake.notify_one();
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.control;
+        lock.lock().stop = true;
+        wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Thresholds = Thresholds {
+        low_percent: 90,
+        high_percent: 60,
+    };
+
+    fn load(pct: u64) -> MemoryLoad {
+        MemoryLoad {
+            used_bytes: pct,
+            total_bytes: 100,
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<MemoryAvailable>>);
+    impl MemoryNotificationCallback for Recorder {
+        fn on_memory_notification(&self, state: MemoryAvailable) {
+            self.0.lock().push(state);
+        }
+    }
+
+    #[test]
+    fn fill_and_drain_delivers_each_change_once() {
+        let n = Notifier::new(T);
+        let rec = Arc::new(Recorder::default());
+        n.register(Some(rec.clone()));
+        for pct in (0..=100).chain((0..=100).rev()) {
+            n.observe(load(pct));
+        }
+        use MemoryAvailable::*;
+        assert_eq!(*rec.0.lock(), vec![Low, Neutral, High]);
+    }
+
+    #[test]
+    fn between_thresholds_the_state_holds() {
+        use MemoryAvailable::*;
+        assert_eq!(T.next(High, load(89)), High);
+        assert_eq!(T.next(High, load(90)), Low);
+        assert_eq!(T.next(Low, load(89)), Neutral);
+        assert_eq!(T.next(Neutral, load(75)), Neutral);
+        assert_eq!(T.next(Neutral, load(60)), High);
+        assert_eq!(T.next(Neutral, load(95)), Low);
+    }
+
+    #[test]
+    fn a_callback_that_calls_back_gets_events_in_order() {
+        struct Reentrant(Arc<Notifier>, Mutex<Vec<MemoryAvailable>>);
+        impl MemoryNotificationCallback for Reentrant {
+            fn on_memory_notification(&self, state: MemoryAvailable) {
+                self.1.lock().push(state);
+                if state == MemoryAvailable::Low {
+                    self.0.observe(load(10));
+                }
+            }
+        }
+        let n = Arc::new(Notifier::new(T));
+        let cb = Arc::new(Reentrant(n.clone(), Mutex::new(Vec::new())));
+        n.register(Some(cb.clone()));
+        n.observe(load(95));
+        assert_eq!(
+            *cb.1.lock(),
+            vec![MemoryAvailable::Low, MemoryAvailable::High]
+        );
+        n.register(None);
+    }
+}
