@@ -231,24 +231,37 @@ impl HostMemoryManager {
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
         self.call(Method::VirtualAlloc, || {
-            self.write(|state| {
-                if let Some(budget) = self.budget {
-                    let cost = state.space.commit_cost(address, size, allocation_type) as u64;
-                    if cost > 0 && !budget.allows(state.used_bytes(), cost, level) {
-                        return Err(HostError::OverBudget);
-                    }
+            self.alloc_pages(address, size, allocation_type, protect, level)
+        })
+    }
+
+    /// `VirtualAlloc` under the manager's rules, without counting a call
+    /// of its own: for the crate's heaps, whose own call is counted.
+    pub(crate) fn alloc_pages(
+        &self,
+        address: usize,
+        size: usize,
+        allocation_type: AllocationType,
+        protect: Protection,
+        level: MemoryCriticalLevel,
+    ) -> Result<usize, HostError> {
+        self.write(|state| {
+            if let Some(budget) = self.budget {
+                let cost = state.space.commit_cost(address, size, allocation_type) as u64;
+                if cost > 0 && !budget.allows(state.used_bytes(), cost, level) {
+                    return Err(HostError::OverBudget);
                 }
-                let space = &mut state.space;
-                space
-                    .virtual_alloc(address, size, allocation_type, protect)
-                    .map_err(|e| {
-                        if works_on_existing_pages(address, allocation_type) {
-                            Self::refuse_foreign(space, address, e)
-                        } else {
-                            HostError::from_engine(e)
-                        }
-                    })
-            })
+            }
+            let space = &mut state.space;
+            space
+                .virtual_alloc(address, size, allocation_type, protect)
+                .map_err(|e| {
+                    if works_on_existing_pages(address, allocation_type) {
+                        Self::refuse_foreign(space, address, e)
+                    } else {
+                        HostError::from_engine(e)
+                    }
+                })
         })
     }
 
@@ -262,13 +275,35 @@ impl HostMemoryManager {
         free_type: FreeType,
     ) -> Result<(), HostError> {
         self.call(Method::VirtualFree, || {
-            self.write(|state| {
-                let space = &mut state.space;
-                space
-                    .virtual_free(address, size, free_type)
-                    .map_err(|e| Self::refuse_foreign(space, address, e))
-            })
+            self.free_pages(address, size, free_type)
         })
+    }
+
+    /// `VirtualFree` under the manager's rules, without counting a call of
+    /// its own (for the crate's heaps).
+    pub(crate) fn free_pages(
+        &self,
+        address: usize,
+        size: usize,
+        free_type: FreeType,
+    ) -> Result<(), HostError> {
+        self.write(|state| {
+            let space = &mut state.space;
+            space
+                .virtual_free(address, size, free_type)
+                .map_err(|e| Self::refuse_foreign(space, address, e))
+        })
+    }
+
+    /// Runs a call of another interface of this manager (a heap's) under
+    /// the same rules: refused once unusable, panics caught, failures
+    /// latched and counted.
+    pub(crate) fn run_call<T>(
+        &self,
+        method: Method,
+        f: impl FnOnce() -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        self.call(method, f)
     }
 
     /// `IHostMemoryManager::VirtualQuery`: `VirtualQuery`'s semantics, for
