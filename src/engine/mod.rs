@@ -166,7 +166,8 @@ impl<B: OsBackend> AddressSpace<B> {
             }
             AllocRequest::Reserve { commit } => {
                 let protection = private_protection(protect)?;
-                self.reserve(address, size, protection, commit)
+                let top_down = allocation_type.contains(AllocationType::TOP_DOWN);
+                self.reserve(address, size, protection, commit, top_down)
             }
             AllocRequest::Commit => {
                 let protection = private_protection(protect)?;
@@ -213,6 +214,7 @@ impl<B: OsBackend> AddressSpace<B> {
         size: usize,
         protection: PrivateProtection,
         commit: bool,
+        top_down: bool,
     ) -> Result<usize, Win32Error> {
         let initial = if commit {
             PageState::Committed(protection.page)
@@ -224,7 +226,7 @@ impl<B: OsBackend> AddressSpace<B> {
             let len = range::checked_align_up(size, PAGE_SIZE)
                 .filter(|&len| len < USER_ADDRESS_END)
                 .ok_or(Win32Error::NOT_ENOUGH_MEMORY)?;
-            (self.map_placed(len, access)?, len)
+            (self.map_placed(len, access, top_down)?, len)
         } else {
             let base = granule_floor(address);
             let end = PageRange::touched(address, size)?.end();
@@ -252,19 +254,37 @@ impl<B: OsBackend> AddressSpace<B> {
             .is_some_and(|(_, r)| r.end() > range.start)
     }
 
-    /// Maps `len` bytes at a 64 KiB-aligned address of the kernel's
-    /// choosing: one `mmap` at a placement hint when the kernel honours it,
-    /// else over-allocation and trimming.
-    fn map_placed(&mut self, len: usize, access: Access) -> Result<usize, Win32Error> {
-        let hint = self.placement.hint(len);
+    /// Maps `len` bytes at a 64 KiB-aligned address: one `mmap` at the
+    /// placement hint when the kernel honours it (the common case), else
+    /// over-allocation and trimming. `top_down` takes the kernel's own
+    /// top-down placement instead of the hint.
+    fn map_placed(
+        &mut self,
+        len: usize,
+        access: Access,
+        top_down: bool,
+    ) -> Result<usize, Win32Error> {
+        let hint = if top_down {
+            0
+        } else {
+            self.placement.hint(len)
+        };
         let got = self.os.map_anywhere(hint, len, access).map_err(map_error)?;
-        if got.is_multiple_of(ALLOCATION_GRANULARITY) {
-            self.placement.placed(got);
-            return Ok(got);
-        }
-        self.os
-            .unmap(got, len)
-            .map_err(|_| Win32Error::INTERNAL_ERROR)?;
+        let base = if got.is_multiple_of(ALLOCATION_GRANULARITY) {
+            got
+        } else {
+            self.os
+                .unmap(got, len)
+                .map_err(|_| Win32Error::INTERNAL_ERROR)?;
+            self.map_trimmed(len, access)?
+        };
+        self.placement.placed(hint, base, len);
+        Ok(base)
+    }
+
+    /// Maps `len + 60 KiB` anywhere and unmaps the head and tail that fall
+    /// outside the first 64 KiB-aligned `len` bytes.
+    fn map_trimmed(&mut self, len: usize, access: Access) -> Result<usize, Win32Error> {
         let over = len
             .checked_add(ALLOCATION_GRANULARITY - PAGE_SIZE)
             .ok_or(Win32Error::NOT_ENOUGH_MEMORY)?;
@@ -277,7 +297,6 @@ impl<B: OsBackend> AddressSpace<B> {
                 .unmap(at, n)
                 .map_err(|_| Win32Error::INTERNAL_ERROR)?;
         }
-        self.placement.placed(base);
         Ok(base)
     }
 

@@ -186,3 +186,21 @@ fn totals_follow_commits() {
     space.virtual_free(base, 0, FreeType::RELEASE).unwrap();
     assert_eq!(space.totals(), SpaceTotals::default());
 }
+
+#[test]
+fn top_down_reservations_land_above_ordinary_ones() {
+    let mut space = AddressSpace::new();
+    let low = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let high = space
+        .virtual_alloc(
+            0,
+            0x10000,
+            AllocationType::RESERVE | AllocationType::TOP_DOWN,
+            P::NOACCESS,
+        )
+        .unwrap();
+    assert!(high > low, "{high:#x} > {low:#x}");
+    assert_eq!(high % ALLOCATION_GRANULARITY, 0);
+}
