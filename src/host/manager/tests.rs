@@ -90,7 +90,7 @@ fn memory_the_host_did_not_allocate_is_invalid_operation() {
             invalid,
             "{addr:#x}"
         );
-        if addr >= 0x10000 && addr < crate::engine::USER_ADDRESS_END {
+        if (0x10000..crate::engine::USER_ADDRESS_END).contains(&addr) {
             let commit = m.virtual_alloc(
                 addr,
                 8,
