@@ -514,7 +514,8 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// `VirtualProtect(address, size, new_protect, &old)`: changes the
     /// protection of committed pages; returns the old protection of the
-    /// first page.
+    /// first page. A size of 0 at a page-aligned address changes nothing
+    /// (but the page must be committed).
     pub fn virtual_protect(
         &mut self,
         address: usize,
@@ -522,6 +523,21 @@ impl<B: OsBackend> AddressSpace<B> {
         new_protect: Protection,
     ) -> Result<Protection, Win32Error> {
         let protection = private_protection(new_protect)?;
+        // The pages of [address, address + size): none when size is 0 and
+        // the address is page aligned. The first page must still be
+        // committed (its protection is the old one) but nothing changes,
+        // as in Windows' NtProtectVirtualMemory.
+        let first_page = PageRange::touched(address, 1)?;
+        if size == 0 && address.is_multiple_of(PAGE_SIZE) {
+            let r = self
+                .reservation_at(address)
+                .ok_or(Win32Error::INVALID_ADDRESS)?;
+            let state = r.pages().state(r.page_indices(first_page).start);
+            return match state {
+                PageState::Reserved => Err(Win32Error::INVALID_ADDRESS),
+                PageState::Committed(_) => Ok(r.protection_of(state)),
+            };
+        }
         let range = PageRange::touched(address, size.max(1))?;
         let base = self.reservation_holding(range)?;
         let r = &self.reservations[&base];

@@ -204,3 +204,33 @@ fn top_down_reservations_land_above_ordinary_ones() {
     assert!(high > low, "{high:#x} > {low:#x}");
     assert_eq!(high % ALLOCATION_GRANULARITY, 0);
 }
+
+#[test]
+fn protect_with_size_zero_changes_nothing_but_needs_a_committed_page() {
+    let mut space = AddressSpace::new();
+    let base = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    space
+        .virtual_alloc(base, 0x1000, AllocationType::COMMIT, P::READWRITE)
+        .unwrap();
+    assert_eq!(
+        space.virtual_protect(base, 0, P::READONLY),
+        Ok(P::READWRITE)
+    );
+    assert_eq!(
+        space.virtual_query(base).unwrap().protect,
+        P::READWRITE,
+        "unchanged"
+    );
+    assert_eq!(
+        space.virtual_protect(base + 0x1000, 0, P::READONLY),
+        Err(Win32Error::INVALID_ADDRESS)
+    );
+    // An unaligned address with size 0 touches its page.
+    assert_eq!(
+        space.virtual_protect(base + 0x10, 0, P::READONLY),
+        Ok(P::READWRITE)
+    );
+    assert_eq!(space.virtual_query(base).unwrap().protect, P::READONLY);
+}
