@@ -46,6 +46,10 @@ pub struct AddressSpace<B: OsBackend = UnixBackend> {
     os: B,
     reservations: BTreeMap<usize, Reservation>,
     placement: Placement,
+    /// The placement's anchor page, once mapped (`Some(None)`: tried, but
+    /// the address was taken). It belongs to no reservation: Win32 sees it
+    /// as foreign memory.
+    anchor: Option<Option<usize>>,
     committed_bytes: usize,
     reserved_bytes: usize,
 }
@@ -86,6 +90,7 @@ impl<B: OsBackend> AddressSpace<B> {
             os,
             reservations: BTreeMap::new(),
             placement: Placement::default(),
+            anchor: None,
             committed_bytes: 0,
             reserved_bytes: 0,
         }
@@ -267,6 +272,13 @@ impl<B: OsBackend> AddressSpace<B> {
         let hint = if top_down {
             0
         } else {
+            if self.anchor.is_none() {
+                // Keeps the page tables of the window's first 2 MiB alive
+                // across reserve/release churn. Never replaces a mapping.
+                let at = self.placement.anchor();
+                let mapped = self.os.map_fixed(at, PAGE_SIZE, Access::empty());
+                self.anchor = Some(mapped.ok().map(|()| at));
+            }
             self.placement.hint(len)
         };
         let got = self.os.map_anywhere(hint, len, access).map_err(map_error)?;
@@ -350,8 +362,8 @@ impl<B: OsBackend> AddressSpace<B> {
             .get_mut(&base)
             .expect("reservation found above");
         let before = r.pages().committed_pages(pages.clone());
-        r.pages_mut().set_state(pages.clone(), state);
         self.committed_bytes += (pages.len() - before) * PAGE_SIZE;
+        r.set_pages(pages, state, before);
         Ok(range.start())
     }
 
@@ -451,7 +463,7 @@ impl<B: OsBackend> AddressSpace<B> {
         let r = &self.reservations[&base];
         self.os.unmap(base, r.size()).map_err(|e| match e {
             // munmap checks the mapping limit before it changes anything.
-            OsError::ENOMEM => Win32Error::NOT_ENOUGH_MEMORY,
+            OsError::ENOMEM | OsError::EAGAIN => Win32Error::NOT_ENOUGH_MEMORY,
             _ => Win32Error::INTERNAL_ERROR,
         })?;
         let r = self
@@ -460,6 +472,7 @@ impl<B: OsBackend> AddressSpace<B> {
             .expect("reservation found above");
         self.reserved_bytes -= r.size();
         self.committed_bytes -= r.committed_bytes();
+        self.placement.released(base, r.size());
         Ok(())
     }
 
@@ -480,7 +493,7 @@ impl<B: OsBackend> AddressSpace<B> {
             .reservations
             .get_mut(&base)
             .expect("reservation found above");
-        r.pages_mut().set_state(pages, PageState::Reserved);
+        r.set_pages(pages, PageState::Reserved, committed);
         self.committed_bytes -= committed * PAGE_SIZE;
         Ok(())
     }
@@ -556,17 +569,22 @@ impl<B: OsBackend> AddressSpace<B> {
             .reservations
             .get_mut(&base)
             .expect("reservation found above");
-        r.pages_mut().set_state(pages, state);
+        let all = pages.len();
+        r.set_pages(pages, state, all);
         Ok(old)
     }
 }
 
 impl<B: OsBackend> AddressSpace<B> {
-    /// Releases every reservation (a failure to unmap one leaves that
-    /// mapping in place: nothing else can be done about it).
+    /// Releases every reservation, and unmaps the placement's anchor (a
+    /// failure to unmap one leaves that mapping in place: nothing else can
+    /// be done about it).
     pub fn release_all(&mut self) {
         for r in std::mem::take(&mut self.reservations).into_values() {
             let _ = self.os.unmap(r.base(), r.size());
+        }
+        if let Some(Some(at)) = self.anchor.take() {
+            let _ = self.os.unmap(at, PAGE_SIZE);
         }
         self.reserved_bytes = 0;
         self.committed_bytes = 0;

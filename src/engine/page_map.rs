@@ -119,9 +119,16 @@ const RESET_BITS: u64 = 0x8888_8888_8888_8888;
 const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
 
 /// Four bits of state for each page of a reservation.
+///
+/// A map whose pages all share one nibble is *uniform*: it holds no words
+/// (reserving a huge region allocates nothing, and queries of it answer
+/// without a scan) until the first change of part of it.
 #[derive(Clone, Debug)]
 pub struct PageMap {
+    /// One word per 16 pages; empty while the map is uniform.
     words: Vec<u64>,
+    /// While uniform: the word every word would hold.
+    fill: u64,
     pages: usize,
 }
 
@@ -146,10 +153,24 @@ fn committed_lanes(word: u64) -> u64 {
 impl PageMap {
     /// A map of `pages` pages, all in `initial` state, none reset.
     pub fn new(pages: usize, initial: PageState) -> Self {
-        let fill = initial.code() * NIBBLE_ONES;
         Self {
-            words: vec![fill; pages.div_ceil(PAGES_PER_WORD)],
+            words: Vec::new(),
+            fill: initial.code() * NIBBLE_ONES,
             pages,
+        }
+    }
+
+    /// Whether every page has the same state and reset mark, with no
+    /// per-page words stored.
+    pub fn is_uniform(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    fn word(&self, w: usize) -> u64 {
+        if self.words.is_empty() {
+            self.fill
+        } else {
+            self.words[w]
         }
     }
 
@@ -165,7 +186,7 @@ impl PageMap {
 
     fn nibble(&self, page: usize) -> u64 {
         debug_assert!(page < self.pages);
-        (self.words[page / PAGES_PER_WORD] >> ((page % PAGES_PER_WORD) * 4)) & 0xF
+        (self.word(page / PAGES_PER_WORD) >> ((page % PAGES_PER_WORD) * 4)) & 0xF
     }
 
     /// The state of `page`.
@@ -182,8 +203,24 @@ impl PageMap {
         range.start / PAGES_PER_WORD..range.end.div_ceil(PAGES_PER_WORD)
     }
 
+    /// Applies `f(word, lanes)` to the words of `range`; `f` must treat
+    /// each nibble lane on its own.
     fn update(&mut self, range: Range<usize>, mut f: impl FnMut(u64, u64) -> u64) {
         debug_assert!(range.end <= self.pages);
+        if range.is_empty() {
+            return;
+        }
+        if self.words.is_empty() {
+            let changed = f(self.fill, u64::MAX);
+            if range.start == 0 && range.end == self.pages {
+                self.fill = changed;
+                return;
+            }
+            if changed == self.fill {
+                return;
+            }
+            self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)];
+        }
         for w in Self::words_of(&range) {
             let mask = lanes(w, &range);
             self.words[w] = f(self.words[w], mask);
@@ -192,7 +229,7 @@ impl PageMap {
 
     fn fold<T>(&self, range: Range<usize>, init: T, mut f: impl FnMut(T, u64, u64) -> T) -> T {
         debug_assert!(range.end <= self.pages);
-        Self::words_of(&range).fold(init, |acc, w| f(acc, self.words[w], lanes(w, &range)))
+        Self::words_of(&range).fold(init, |acc, w| f(acc, self.word(w), lanes(w, &range)))
     }
 
     /// Sets the state of the pages in `range`. Pages made committed keep
@@ -203,6 +240,12 @@ impl PageMap {
             PageState::Reserved => u64::MAX,
             PageState::Committed(_) => STATE_BITS,
         };
+        if state == PageState::Reserved && range.start == 0 && range.end == self.pages {
+            // Every page reserved and unmarked: uniform again.
+            self.words = Vec::new();
+            self.fill = 0;
+            return;
+        }
         self.update(range, |word, mask| {
             let mask = mask & touched;
             (word & !mask) | (pattern & mask)
@@ -221,6 +264,13 @@ impl PageMap {
 
     /// How many pages of `range` are committed.
     pub fn committed_pages(&self, range: Range<usize>) -> usize {
+        if self.words.is_empty() {
+            return if committed_lanes(self.fill) != 0 {
+                range.len()
+            } else {
+                0
+            };
+        }
         self.fold(range, 0, |n, word, mask| {
             n + (committed_lanes(word) & mask).count_ones() as usize
         })
@@ -228,6 +278,9 @@ impl PageMap {
 
     /// Whether any page of `range` is marked reset.
     pub fn any_reset(&self, range: Range<usize>) -> bool {
+        if self.words.is_empty() {
+            return !range.is_empty() && self.fill & RESET_BITS != 0;
+        }
         self.fold(range, false, |any, word, mask| {
             any || word & RESET_BITS & mask != 0
         })
@@ -237,10 +290,13 @@ impl PageMap {
     /// marks aside), not past `limit`.
     pub fn run_end(&self, page: usize, limit: usize) -> usize {
         debug_assert!(page < limit && limit <= self.pages);
+        if self.words.is_empty() {
+            return limit;
+        }
         let pattern = (self.nibble(page) & 7) * NIBBLE_ONES;
         let range = page..limit;
         for w in Self::words_of(&range) {
-            let diff = (self.words[w] ^ pattern) & STATE_BITS & lanes(w, &range);
+            let diff = (self.word(w) ^ pattern) & STATE_BITS & lanes(w, &range);
             if diff != 0 {
                 return w * PAGES_PER_WORD + diff.trailing_zeros() as usize / 4;
             }
@@ -267,6 +323,13 @@ impl PageMap {
 
     /// The runs of committed pages in `range` that are marked reset.
     pub fn reset_runs(&self, range: Range<usize>) -> Vec<Range<usize>> {
+        if self.words.is_empty() {
+            return if self.fill & RESET_BITS != 0 && !range.is_empty() {
+                vec![range]
+            } else {
+                Vec::new()
+            };
+        }
         let mut runs: Vec<Range<usize>> = Vec::new();
         for page in range.filter(|&p| self.is_reset(p)) {
             match runs.last_mut() {
@@ -332,14 +395,26 @@ mod tests {
         #[test]
         fn matches_a_byte_per_page_model(
             pages in 1usize..70,
-            ops in proptest::collection::vec((0usize..70, 0usize..70, state_strategy(), any::<bool>()), 1..30)
+            initial in state_strategy(),
+            ops in proptest::collection::vec((0usize..70, 0usize..70, state_strategy(), 0u8..4, any::<bool>()), 1..30)
         ) {
-            let mut map = PageMap::new(pages, PageState::Reserved);
-            let mut model = vec![(PageState::Reserved, false); pages];
-            for (a, b, state, reset) in ops {
-                let (lo, hi) = (a.min(b) % pages, (a.max(b) % pages) + 1);
-                let hi = hi.max(lo + 1).min(pages);
-                if reset {
+            let mut map = PageMap::new(pages, initial);
+            let mut model = vec![(initial, false); pages];
+            prop_assert!(map.is_uniform());
+            for (a, b, state, op, whole) in ops {
+                let (lo, hi) = if whole {
+                    // The whole map: the lazy (uniform) form's own case.
+                    (0, pages)
+                } else {
+                    let lo = a.min(b) % pages;
+                    (lo, ((a.max(b) % pages) + 1).max(lo + 1).min(pages))
+                };
+                if op == 3 {
+                    map.clear_reset(lo..hi);
+                    for m in &mut model[lo..hi] {
+                        m.1 = false;
+                    }
+                } else if op == 2 {
                     map.mark_reset(lo..hi);
                     for m in &mut model[lo..hi] {
                         if m.0 != PageState::Reserved { m.1 = true; }
@@ -358,6 +433,19 @@ mod tests {
                 }
                 let committed = model.iter().filter(|m| m.0 != PageState::Reserved).count();
                 prop_assert_eq!(map.committed_pages(0..pages), committed);
+                let part = model[lo..hi].iter().filter(|m| m.0 != PageState::Reserved).count();
+                prop_assert_eq!(map.committed_pages(lo..hi), part);
+                prop_assert_eq!(map.any_reset(lo..hi), model[lo..hi].iter().any(|m| m.1));
+                let resets: Vec<usize> = (0..pages).filter(|&p| model[p].1).collect();
+                let from_runs: Vec<usize> = map.reset_runs(0..pages).into_iter().flatten().collect();
+                prop_assert_eq!(from_runs, resets);
+                let first = model[0];
+                if model.iter().all(|&m| m == first) && map.is_uniform() {
+                    prop_assert_eq!(map.run_end(0, pages), pages);
+                }
+                if whole && op < 2 && state == PageState::Reserved {
+                    prop_assert!(map.is_uniform(), "decommitting the whole map makes it uniform again");
+                }
             }
         }
     }

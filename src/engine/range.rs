@@ -46,7 +46,10 @@ impl PageRange {
         let last = addr
             .checked_add(size - 1)
             .ok_or(Win32Error::INVALID_PARAMETER)?;
-        let end = checked_align_up(last + 1, PAGE_SIZE).ok_or(Win32Error::INVALID_PARAMETER)?;
+        let end = last
+            .checked_add(1)
+            .and_then(|end| checked_align_up(end, PAGE_SIZE))
+            .ok_or(Win32Error::INVALID_PARAMETER)?;
         Ok(Self {
             start: page_floor(addr),
             end,
@@ -96,6 +99,15 @@ mod tests {
         );
         assert_eq!(
             PageRange::touched(usize::MAX - 0xffe, 1),
+            Err(Win32Error::INVALID_PARAMETER)
+        );
+        // The last byte of the address space: the end does not fit.
+        assert_eq!(
+            PageRange::touched(0xffff_ffff_ffff_f000, 0x1000),
+            Err(Win32Error::INVALID_PARAMETER)
+        );
+        assert_eq!(
+            PageRange::touched(usize::MAX, 1),
             Err(Win32Error::INVALID_PARAMETER)
         );
         assert!(PageRange::new(0x1000, 0x1000).is_none());

@@ -15,6 +15,9 @@ pub struct Reservation {
     size: usize,
     allocation_protect: Protection,
     pages: PageMap,
+    /// How many pages are committed, kept by [`Self::set_pages`] from the
+    /// counts its callers compute anyway, so that totals need no scan.
+    committed_pages: usize,
 }
 
 impl Reservation {
@@ -30,6 +33,10 @@ impl Reservation {
             size,
             allocation_protect,
             pages: PageMap::new(size / PAGE_SIZE, initial),
+            committed_pages: match initial {
+                PageState::Reserved => 0,
+                PageState::Committed(_) => size / PAGE_SIZE,
+            },
         }
     }
 
@@ -74,9 +81,22 @@ impl Reservation {
         &self.pages
     }
 
-    /// The page map, to change.
+    /// The page map, to change reset marks (state changes go through
+    /// [`Self::set_pages`], which keeps the committed count).
     pub fn pages_mut(&mut self) -> &mut PageMap {
         &mut self.pages
+    }
+
+    /// Sets the state of page indices `pages`, of which `committed_before`
+    /// were committed (`pages().committed_pages(pages)`, which the caller
+    /// has computed already).
+    pub fn set_pages(&mut self, pages: Range<usize>, state: PageState, committed_before: usize) {
+        debug_assert_eq!(committed_before, self.pages.committed_pages(pages.clone()));
+        self.committed_pages = match state {
+            PageState::Reserved => self.committed_pages - committed_before,
+            PageState::Committed(_) => self.committed_pages + pages.len() - committed_before,
+        };
+        self.pages.set_state(pages, state);
     }
 
     /// The page indices of `range`, which must lie inside.
@@ -100,7 +120,11 @@ impl Reservation {
 
     /// Committed bytes.
     pub fn committed_bytes(&self) -> usize {
-        self.pages.committed_pages(0..self.pages.len()) * PAGE_SIZE
+        debug_assert_eq!(
+            self.committed_pages,
+            self.pages.committed_pages(0..self.pages.len())
+        );
+        self.committed_pages * PAGE_SIZE
     }
 
     /// `VirtualQuery` of an address inside: the run of pages from its page

@@ -234,3 +234,54 @@ fn protect_with_size_zero_changes_nothing_but_needs_a_committed_page() {
     );
     assert_eq!(space.virtual_query(base).unwrap().protect, P::READONLY);
 }
+
+#[test]
+fn the_placement_anchor_is_foreign_memory_and_goes_with_the_space() {
+    let mut space = AddressSpace::new();
+    let first = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let Some(Some(anchor)) = space.anchor else {
+        panic!("the anchor is mapped at the window start");
+    };
+    assert_eq!(anchor % (2 << 20), 0);
+    assert_eq!(first, anchor + ALLOCATION_GRANULARITY);
+    assert!(!space.owns(anchor));
+    assert_eq!(space.totals().reservations, 1);
+    assert_eq!(space.totals().reserved_bytes, 0x10000);
+    let mbi = space.virtual_query(anchor).unwrap();
+    assert_ne!(mbi.allocation_base, first);
+    assert_eq!(
+        space.virtual_free(anchor, 0, FreeType::RELEASE),
+        Err(Win32Error::INVALID_ADDRESS)
+    );
+    assert_eq!(
+        space.virtual_alloc(anchor, 0x1000, AllocationType::COMMIT, P::READWRITE),
+        Err(Win32Error::INVALID_ADDRESS)
+    );
+    let mapped = |addr: usize| {
+        crate::os::UnixBackend
+            .mappings()
+            .unwrap()
+            .iter()
+            .any(|m| m.start <= addr && addr < m.end)
+    };
+    assert!(mapped(anchor));
+    drop(space);
+    assert!(!mapped(anchor), "dropping the space unmaps the anchor");
+}
+
+#[test]
+fn releasing_the_last_reservation_reuses_its_address() {
+    let mut space = AddressSpace::new();
+    let keep = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let a = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    space.virtual_free(a, 0, FreeType::RELEASE).unwrap();
+    let b = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    assert_eq!(a, b);
+    space.virtual_free(keep, 0, FreeType::RELEASE).unwrap();
+    let c = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    assert_ne!(c, keep, "not the last placed: the cursor stays");
+}

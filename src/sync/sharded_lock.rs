@@ -13,8 +13,10 @@
 //! instead of being handed state a panic may have left half-changed.
 #![allow(unsafe_code)]
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::lock_api::GuardNoSend;
+use parking_lot::{RwLock, RwLockReadGuard};
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -101,21 +103,46 @@ impl<T> ShardedLock<T> {
     }
 
     /// Exclusive access, waiting at most `timeout` in all (`None`: forever).
+    ///
+    /// Each shard is tried first; the clock is read (for the deadline)
+    /// only when one is contended, so an uncontended write allocates
+    /// nothing and makes no system call.
     pub fn write(&self, timeout: Option<Duration>) -> Result<WriteGuard<'_, T>, LockError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut guards = Vec::with_capacity(self.shards.len());
-        for shard in self.shards.iter() {
-            let guard = match deadline {
-                None => shard.0.write(),
-                Some(d) => shard.0.try_write_until(d).ok_or(LockError::Timeout)?,
+        // `None` until a shard is contended; then the deadline, if any.
+        let mut deadline: Option<Option<Instant>> = None;
+        for (i, shard) in self.shards.iter().enumerate() {
+            let locked = match shard.0.try_write() {
+                Some(guard) => {
+                    std::mem::forget(guard);
+                    true
+                }
+                None => {
+                    match *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t)) {
+                        None => {
+                            std::mem::forget(shard.0.write());
+                            true
+                        }
+                        Some(d) => shard.0.try_write_until(d).map(std::mem::forget).is_some(),
+                    }
+                }
             };
-            guards.push(guard);
+            if !locked {
+                for taken in &self.shards[..i] {
+                    // SAFETY: this call locked `taken` exclusively above and
+                    // forgot its guard; nothing else unlocks it.
+                    unsafe { taken.0.force_unlock_write(GuardNoSend::new()) }
+                }
+                return Err(LockError::Timeout);
+            }
         }
-        self.check_abandoned()?;
-        Ok(WriteGuard {
+        // Built before the check, so that an abandoned lock is unlocked
+        // again when the guard drops.
+        let guard = WriteGuard {
             lock: self,
-            _shards: guards,
-        })
+            _not_send: PhantomData,
+        };
+        self.check_abandoned()?;
+        Ok(guard)
     }
 }
 
@@ -143,9 +170,13 @@ impl<T> Drop for ReadGuard<'_, T> {
 }
 
 /// Exclusive access to the value of a [`ShardedLock`].
+///
+/// It holds every shard exclusively; their guards were forgotten in
+/// [`ShardedLock::write`], and its `Drop` unlocks them.
 pub struct WriteGuard<'a, T> {
     lock: &'a ShardedLock<T>,
-    _shards: Vec<RwLockWriteGuard<'a, ()>>,
+    /// Unlocked on the thread that locked it, as the shards' guards were.
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl<T> Deref for WriteGuard<'_, T> {
@@ -168,6 +199,11 @@ impl<T> Drop for WriteGuard<'_, T> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.lock.abandoned.store(true, Ordering::Release);
+        }
+        for shard in self.lock.shards.iter() {
+            // SAFETY: this guard holds every shard exclusively (`write`
+            // locked each and forgot its guard); only this drop unlocks them.
+            unsafe { shard.0.force_unlock_write(GuardNoSend::new()) }
         }
     }
 }
@@ -211,6 +247,37 @@ mod tests {
         assert_eq!(got, Err(LockError::Timeout));
         drop(reader);
         assert!(lock.write(Some(Duration::from_millis(30))).is_ok());
+    }
+
+    #[test]
+    fn a_timed_out_writer_unlocks_the_shards_it_took() {
+        let lock = Arc::new(ShardedLock::new((), 4));
+        let held = lock.shards[2].0.read();
+        let other = lock.clone();
+        let got =
+            std::thread::spawn(move || other.write(Some(Duration::from_millis(20))).map(|_| ()))
+                .join()
+                .unwrap();
+        assert_eq!(got, Err(LockError::Timeout));
+        for (i, shard) in lock.shards.iter().enumerate().filter(|&(i, _)| i != 2) {
+            assert!(shard.0.try_write().is_some(), "shard {i} was unlocked");
+        }
+        drop(held);
+        drop(lock.write(Some(Duration::from_millis(20))).unwrap());
+        assert!(lock.shards.iter().all(|s| s.0.try_write().is_some()));
+    }
+
+    #[test]
+    fn a_writer_waits_for_a_reader_without_a_timeout() {
+        let lock = Arc::new(ShardedLock::new(0, 4));
+        let held = lock.shards[1].0.read();
+        let other = lock.clone();
+        let writer = std::thread::spawn(move || *other.write(None).unwrap() += 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!writer.is_finished());
+        drop(held);
+        writer.join().unwrap();
+        assert_eq!(*lock.read(None).unwrap(), 1);
     }
 
     #[test]
