@@ -37,6 +37,22 @@ impl HostConfig {
     pub const DEFAULT_LOAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
 }
 
+impl HostConfig {
+    /// Whether the settings make sense: percentages at most 100 and the
+    /// high-memory threshold below the low-memory one (else the states
+    /// would overlap).
+    pub fn validate(&self) -> Result<(), super::HostError> {
+        let percents_ok = self.low_memory_percent <= 100
+            && self.high_memory_percent < self.low_memory_percent
+            && self.critical_level_percent.iter().all(|&p| p <= 100);
+        if percents_ok {
+            Ok(())
+        } else {
+            Err(super::HostError::InvalidArgument)
+        }
+    }
+}
+
 impl Default for HostConfig {
     fn default() -> Self {
         Self {
@@ -47,5 +63,23 @@ impl Default for HostConfig {
             critical_level_percent: Self::DEFAULT_CRITICAL_LEVEL_PERCENT,
             load_poll_interval: Self::DEFAULT_LOAD_POLL_INTERVAL,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(HostConfig::default().validate().is_ok());
+        let bad = |f: fn(&mut HostConfig)| {
+            let mut c = HostConfig::default();
+            f(&mut c);
+            c.validate().is_err()
+        };
+        assert!(bad(|c| c.low_memory_percent = 101));
+        assert!(bad(|c| c.high_memory_percent = 90));
+        assert!(bad(|c| c.critical_level_percent[2] = 120));
     }
 }

@@ -17,6 +17,8 @@ impl HResult {
     pub const S_OK: Self = hr(0);
     /// `E_FAIL`: a catastrophic failure; the manager is no longer usable.
     pub const E_FAIL: Self = hr(0x8000_4005);
+    /// `E_NOTIMPL`.
+    pub const E_NOTIMPL: Self = hr(0x8000_4001);
     /// `E_NOINTERFACE`.
     pub const E_NOINTERFACE: Self = hr(0x8000_4002);
     /// `E_POINTER`: a NULL pointer where one was required.
@@ -67,6 +69,7 @@ impl HResult {
         Some(match self {
             Self::S_OK => "S_OK",
             Self::E_FAIL => "E_FAIL",
+            Self::E_NOTIMPL => "E_NOTIMPL",
             Self::E_NOINTERFACE => "E_NOINTERFACE",
             Self::E_POINTER => "E_POINTER",
             Self::E_OUTOFMEMORY => "E_OUTOFMEMORY",

@@ -9,6 +9,7 @@ use super::{HostConfig, HostError, Method, Statistics};
 use crate::engine::{AddressSpace, PageRange, USER_ADDRESS_END, page_floor};
 use crate::os::{OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
+use crate::trace::{Call, TraceSink, Traced, Tracer};
 use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection, Win32Error};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -82,6 +83,9 @@ pub struct HostMemoryManager {
     /// Set while a callback is registered: the write path reads only this.
     notifying: AtomicBool,
     watcher: Mutex<Option<Watcher>>,
+    /// Records every call when tracing is on (`HOSTMEM_TRACE`, or
+    /// [`with_trace`](Self::with_trace)); `None` costs one branch a call.
+    tracer: Option<Tracer>,
 }
 
 /// Whether a `VirtualAlloc` works on existing pages (and so on memory that
@@ -110,7 +114,8 @@ impl HostMemoryManager {
             low_percent: config.low_memory_percent,
             high_percent: config.high_memory_percent,
         };
-        Self {
+        let manager = Self {
+            tracer: Tracer::from_env(&config),
             state: ShardedLock::with_default_shards(state),
             lifecycle: Lifecycle::default(),
             budget: config
@@ -123,7 +128,12 @@ impl HostMemoryManager {
             notifier: Arc::new(Notifier::new(thresholds)),
             notifying: AtomicBool::new(false),
             watcher: Mutex::new(None),
+        };
+        if crate::os::check_page_size().is_err() {
+            // Win32 pages cannot be emulated on this kernel: refuse every call.
+            manager.lifecycle.fail();
         }
+        manager
     }
 
     /// Reads the machine's load from the files under `root` instead of
@@ -131,6 +141,26 @@ impl HostMemoryManager {
     pub fn with_machine_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
         self.machine = MachineMemory::with_root(root);
         self
+    }
+
+    /// Records this manager's calls to `sink` (`None`: not at all),
+    /// instead of to the `HOSTMEM_TRACE` file.
+    pub fn with_trace(mut self, sink: Option<std::sync::Arc<TraceSink>>) -> Self {
+        self.tracer = sink.map(|sink| Tracer::new(sink, &self.config));
+        self
+    }
+
+    /// Runs `run`, recording `call` and its result when tracing is on.
+    #[inline]
+    fn traced<T: Traced>(
+        &self,
+        call: Call<usize>,
+        run: impl FnOnce() -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        match &self.tracer {
+            None => run(),
+            Some(tracer) => tracer.trace(call, run),
+        }
     }
 
     /// The configuration.
@@ -179,6 +209,9 @@ impl HostMemoryManager {
             .state
             .read(Some(self.config.lock_timeout))
             .map_err(Self::lock_error)?;
+        if let Some(tracer) = &self.tracer {
+            tracer.stamp();
+        }
         f(&state)
     }
 
@@ -193,6 +226,9 @@ impl HostMemoryManager {
             .state
             .write(Some(self.config.lock_timeout))
             .map_err(Self::lock_error)?;
+        if let Some(tracer) = &self.tracer {
+            tracer.stamp();
+        }
         let result = f(&mut state);
         self.peak_committed
             .fetch_max(state.space.totals().committed_bytes, Ordering::Relaxed);
@@ -230,14 +266,46 @@ impl HostMemoryManager {
         protect: Protection,
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
-        self.call(Method::VirtualAlloc, || {
-            self.alloc_pages(address, size, allocation_type, protect, level)
+        let call = Call::VirtualAlloc {
+            heap: false,
+            address,
+            size,
+            allocation_type,
+            protect,
+            level,
+        };
+        self.traced(call, || {
+            self.call(Method::VirtualAlloc, || {
+                self.commit_or_reserve(address, size, allocation_type, protect, level)
+            })
         })
     }
 
     /// `VirtualAlloc` under the manager's rules, without counting a call
-    /// of its own: for the crate's heaps, whose own call is counted.
+    /// of its own: for the crate's heaps, whose own call is counted (a
+    /// trace records it as `Heap.VirtualAlloc`).
     pub(crate) fn alloc_pages(
+        &self,
+        address: usize,
+        size: usize,
+        allocation_type: AllocationType,
+        protect: Protection,
+        level: MemoryCriticalLevel,
+    ) -> Result<usize, HostError> {
+        let call = Call::VirtualAlloc {
+            heap: true,
+            address,
+            size,
+            allocation_type,
+            protect,
+            level,
+        };
+        self.traced(call, || {
+            self.commit_or_reserve(address, size, allocation_type, protect, level)
+        })
+    }
+
+    fn commit_or_reserve(
         &self,
         address: usize,
         size: usize,
@@ -274,14 +342,38 @@ impl HostMemoryManager {
         size: usize,
         free_type: FreeType,
     ) -> Result<(), HostError> {
-        self.call(Method::VirtualFree, || {
-            self.free_pages(address, size, free_type)
+        let call = Call::VirtualFree {
+            heap: false,
+            address,
+            size,
+            free_type,
+        };
+        self.traced(call, || {
+            self.call(Method::VirtualFree, || {
+                self.decommit_or_release(address, size, free_type)
+            })
         })
     }
 
     /// `VirtualFree` under the manager's rules, without counting a call of
-    /// its own (for the crate's heaps).
+    /// its own (for the crate's heaps; a trace records it as
+    /// `Heap.VirtualFree`).
     pub(crate) fn free_pages(
+        &self,
+        address: usize,
+        size: usize,
+        free_type: FreeType,
+    ) -> Result<(), HostError> {
+        let call = Call::VirtualFree {
+            heap: true,
+            address,
+            size,
+            free_type,
+        };
+        self.traced(call, || self.decommit_or_release(address, size, free_type))
+    }
+
+    fn decommit_or_release(
         &self,
         address: usize,
         size: usize,
@@ -293,6 +385,13 @@ impl HostMemoryManager {
                 .virtual_free(address, size, free_type)
                 .map_err(|e| Self::refuse_foreign(space, address, e))
         })
+    }
+
+    /// Tells `watcher` when the manager stops (fails or shuts down): for
+    /// the heaps' hit paths, which run outside [`run_call`](Self::run_call)
+    /// and count their calls themselves (see `statistics`).
+    pub(crate) fn watch_stop(&self, watcher: std::sync::Weak<dyn super::StopWatcher>) {
+        self.lifecycle.watch(watcher);
     }
 
     /// Runs a call of another interface of this manager (a heap's) under
@@ -309,12 +408,14 @@ impl HostMemoryManager {
     /// `IHostMemoryManager::VirtualQuery`: `VirtualQuery`'s semantics, for
     /// any address.
     pub fn virtual_query(&self, address: usize) -> Result<MemoryBasicInformation, HostError> {
-        self.call(Method::VirtualQuery, || {
-            self.read(|state| {
-                state
-                    .space
-                    .virtual_query(address)
-                    .map_err(HostError::from_engine)
+        self.traced(Call::VirtualQuery { address }, || {
+            self.call(Method::VirtualQuery, || {
+                self.read(|state| {
+                    state
+                        .space
+                        .virtual_query(address)
+                        .map_err(HostError::from_engine)
+                })
             })
         })
     }
@@ -327,12 +428,19 @@ impl HostMemoryManager {
         size: usize,
         new_protect: Protection,
     ) -> Result<Protection, HostError> {
-        self.call(Method::VirtualProtect, || {
-            self.write(|state| {
-                let space = &mut state.space;
-                space
-                    .virtual_protect(address, size, new_protect)
-                    .map_err(|e| Self::refuse_foreign(space, address, e))
+        let call = Call::VirtualProtect {
+            address,
+            size,
+            protect: new_protect,
+        };
+        self.traced(call, || {
+            self.call(Method::VirtualProtect, || {
+                self.write(|state| {
+                    let space = &mut state.space;
+                    space
+                        .virtual_protect(address, size, new_protect)
+                        .map_err(|e| Self::refuse_foreign(space, address, e))
+                })
             })
         })
     }
@@ -365,6 +473,13 @@ impl HostMemoryManager {
     /// Shuts the manager down: releases every region it holds; every later
     /// hosting call answers `HOST_E_CLRNOTAVAILABLE`.
     pub fn shutdown(&self) {
+        let _ = self.traced(Call::Shutdown, || {
+            self.shut_down();
+            Ok(())
+        });
+    }
+
+    fn shut_down(&self) {
         if self.lifecycle.shut_down() {
             self.stop_notifications();
             if let Ok(mut state) = self.state.write(None) {
@@ -373,6 +488,13 @@ impl HostMemoryManager {
                 state.acquired_bytes = 0;
             }
         }
+    }
+
+    /// Latches a catastrophic failure found outside the manager's own calls
+    /// (a face's panic boundary): every later call answers
+    /// `HOST_E_CLRNOTAVAILABLE`. Returns true if this call latched it.
+    pub fn latch_failure(&self) -> bool {
+        self.lifecycle.fail()
     }
 
     /// Whether the manager latched a catastrophic failure.
@@ -384,10 +506,12 @@ impl HostMemoryManager {
     /// in use (committed pages and reported mappings) and the bytes left;
     /// without one, the machine's load under its cgroup's limit, if any.
     pub fn get_memory_load(&self) -> Result<MemoryLoad, HostError> {
-        self.call(Method::GetMemoryLoad, || match self.budget {
-            Some(budget) => self.read(|state| Ok(budget.load(state.used_bytes()))),
-            // ERROR_NOT_SUPPORTED: neither /proc/meminfo nor a cgroup says.
-            None => self.machine.load().ok_or(HostError::Win32(Win32Error(50))),
+        self.traced(Call::GetMemoryLoad, || {
+            self.call(Method::GetMemoryLoad, || match self.budget {
+                Some(budget) => self.read(|state| Ok(budget.load(state.used_bytes()))),
+                // ERROR_NOT_SUPPORTED: neither /proc/meminfo nor a cgroup says.
+                None => self.machine.load().ok_or(HostError::Win32(Win32Error(50))),
+            })
         })
     }
 
@@ -395,6 +519,19 @@ impl HostMemoryManager {
     /// the callback (`None`: none); the old one is released. The runtime is
     /// told at once if memory is not in the high state.
     pub fn register_memory_notification(
+        &self,
+        callback: Option<Arc<dyn MemoryNotificationCallback>>,
+    ) -> Result<(), HostError> {
+        let call = Call::RegisterMemoryNotificationCallback {
+            set: callback.is_some(),
+        };
+        self.traced(call, || match &self.tracer {
+            Some(tracer) => self.register_callback(callback.map(|c| tracer.wrap_callback(c))),
+            None => self.register_callback(callback),
+        })
+    }
+
+    fn register_callback(
         &self,
         callback: Option<Arc<dyn MemoryNotificationCallback>>,
     ) -> Result<(), HostError> {
@@ -456,6 +593,11 @@ impl HostMemoryManager {
         address: usize,
         size: usize,
     ) -> Result<(), HostError> {
+        let call = Call::NeedsVirtualAddressSpace { address, size };
+        self.traced(call, || self.needs_space(address, size))
+    }
+
+    fn needs_space(&self, address: usize, size: usize) -> Result<(), HostError> {
         self.call(Method::NeedsVirtualAddressSpace, || {
             if size == 0 {
                 return Err(HostError::InvalidArgument);
@@ -484,6 +626,11 @@ impl HostMemoryManager {
         address: usize,
         size: usize,
     ) -> Result<(), HostError> {
+        let call = Call::AcquiredVirtualAddressSpace { address, size };
+        self.traced(call, || self.acquired_space(address, size))
+    }
+
+    fn acquired_space(&self, address: usize, size: usize) -> Result<(), HostError> {
         self.call(Method::AcquiredVirtualAddressSpace, || {
             let range = Self::reported_range(address, size)?;
             self.write(|state| {
@@ -505,6 +652,11 @@ impl HostMemoryManager {
     /// unmapped the range it reported at `address`; an address it never
     /// reported is `HOST_E_INVALIDOPERATION`.
     pub fn released_virtual_address_space(&self, address: usize) -> Result<(), HostError> {
+        let call = Call::ReleasedVirtualAddressSpace { address };
+        self.traced(call, || self.released_space(address))
+    }
+
+    fn released_space(&self, address: usize) -> Result<(), HostError> {
         self.call(Method::ReleasedVirtualAddressSpace, || {
             self.write(|state| {
                 let size = state
@@ -531,7 +683,12 @@ impl HostMemoryManager {
             peak_committed_bytes: self.peak_committed.load(Ordering::Relaxed),
             acquired_bytes: acquired,
             notifications_delivered: self.notifier.delivered(),
-            calls: self.counters.calls(),
+            calls: {
+                // With the calls the heaps' hit paths counted themselves.
+                let mut calls = self.counters.calls();
+                crate::heap::add_hit_calls(self, &mut calls);
+                calls
+            },
             failures: self.counters.failures(),
         }
     }

@@ -20,6 +20,7 @@ pub use budget::MemoryBudget;
 pub use config::HostConfig;
 pub use error::HostError;
 pub use hresult::HResult;
+pub(crate) use lifecycle::StopWatcher;
 pub use load::{MachineMemory, MemoryLoad};
 pub use manager::{HostMemoryManager, MemoryCriticalLevel};
 pub use notify::{MemoryAvailable, MemoryNotificationCallback};

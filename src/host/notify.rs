@@ -209,7 +209,12 @@ impl Drop for Watcher {
         lock.lock().stop = true;
         wake.notify_one();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // The last reference to the manager may be dropped by a
+            // callback running on the watcher itself: it stops on its own
+            // and must not join itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -1,0 +1,283 @@
+//! Recording: a [`TraceSink`] (one file a process, one line a call) and
+//! a [`Tracer`] for each manager that writes to it.
+//!
+//! A call's sequence number is taken while the manager's lock is held
+//! ([`Tracer::stamp`]), so the numbers give the order in which the manager
+//! really took the calls even when threads write their lines out of that
+//! order; a replay in sequence order meets the same states.
+
+use super::record::{Call, ManagerSettings, Outcome, Record, TRACE_HEADER};
+use super::symbols::SymbolTable;
+use crate::host::{HostConfig, HostError, MemoryAvailable, MemoryLoad, MemoryNotificationCallback};
+use crate::sync::thread_slot;
+use crate::win32::{MemoryBasicInformation, Protection};
+use parking_lot::Mutex;
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// The environment variable that turns recording on: the path of the
+/// trace to write.
+pub const TRACE_ENV: &str = "HOSTMEM_TRACE";
+
+/// A trace file being written: the clock, the sequence numbers and the
+/// manager numbers of every manager that writes to it.
+pub struct TraceSink {
+    file: Mutex<File>,
+    path: PathBuf,
+    start: Instant,
+    seq: AtomicU64,
+    managers: AtomicU32,
+    broken: AtomicBool,
+}
+
+impl TraceSink {
+    /// Creates (or truncates) the trace at `path` and writes its header.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<Arc<Self>> {
+        let path = path.as_ref();
+        let mut file = File::create(path)?;
+        writeln!(file, "{TRACE_HEADER}")?;
+        writeln!(
+            file,
+            "# seq time thread manager method arguments => result (hostmem {}, pid {})",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        )?;
+        Ok(Arc::new(Self {
+            file: Mutex::new(file),
+            path: path.to_owned(),
+            start: Instant::now(),
+            seq: AtomicU64::new(0),
+            managers: AtomicU32::new(0),
+            broken: AtomicBool::new(false),
+        }))
+    }
+
+    /// The process's sink named by `HOSTMEM_TRACE`, created on first use;
+    /// `None` when the variable is unset or empty, or the file cannot be
+    /// created (said once on stderr).
+    pub fn from_env() -> Option<Arc<Self>> {
+        static SINK: OnceLock<Option<Arc<TraceSink>>> = OnceLock::new();
+        SINK.get_or_init(|| {
+            let path = std::env::var_os(TRACE_ENV).filter(|p| !p.is_empty())?;
+            Self::create(&path)
+                .inspect_err(|e| {
+                    eprintln!(
+                        "hostmem: {TRACE_ENV}={}: cannot create the trace: {e}",
+                        Path::new(&path).display()
+                    )
+                })
+                .ok()
+        })
+        .clone()
+    }
+
+    /// The trace's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// Appends one line (a single write, so lines never mix).
+    fn write(&self, record: &Record) {
+        if self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let line = format!("{record}\n");
+        if let Err(e) = self.file.lock().write_all(line.as_bytes())
+            && !self.broken.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "hostmem: {}: cannot write the trace: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+thread_local! {
+    /// The sequence number of the call this thread is in, taken under the
+    /// manager's lock.
+    static STAMP: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// A call's result as a trace records it.
+pub trait Traced: Sized {
+    /// The outcome of `result`, with addresses as they are.
+    fn outcome(result: &Result<Self, HostError>) -> Outcome<usize> {
+        match result {
+            Ok(value) => value.success(),
+            Err(e) => Outcome::Failed(e.hresult()),
+        }
+    }
+
+    /// The outcome of a success returning `self`.
+    fn success(&self) -> Outcome<usize>;
+}
+
+impl Traced for () {
+    fn success(&self) -> Outcome<usize> {
+        Outcome::Ok
+    }
+}
+
+impl Traced for usize {
+    fn success(&self) -> Outcome<usize> {
+        Outcome::Address(*self)
+    }
+}
+
+impl Traced for MemoryBasicInformation {
+    fn success(&self) -> Outcome<usize> {
+        Outcome::Query((*self).into())
+    }
+}
+
+impl Traced for Protection {
+    fn success(&self) -> Outcome<usize> {
+        Outcome::OldProtect(*self)
+    }
+}
+
+impl Traced for MemoryLoad {
+    fn success(&self) -> Outcome<usize> {
+        Outcome::Load {
+            used: self.used_bytes,
+            total: self.total_bytes,
+        }
+    }
+}
+
+impl From<&HostConfig> for ManagerSettings {
+    fn from(c: &HostConfig) -> Self {
+        Self {
+            budget: c.budget_bytes,
+            low_percent: c.low_memory_percent,
+            high_percent: c.high_memory_percent,
+            level_percent: c.critical_level_percent,
+        }
+    }
+}
+
+/// What one manager records: its number in the trace and the regions it
+/// named.
+pub struct Tracer {
+    sink: Arc<TraceSink>,
+    manager: u32,
+    table: Mutex<SymbolTable>,
+}
+
+impl Tracer {
+    /// A tracer for a new manager with `config`, writing to `sink`; writes
+    /// the `CreateManager` line.
+    pub fn new(sink: Arc<TraceSink>, config: &HostConfig) -> Self {
+        let manager = sink.managers.fetch_add(1, Ordering::Relaxed) + 1;
+        let tracer = Self {
+            sink,
+            manager,
+            table: Mutex::new(SymbolTable::new()),
+        };
+        let time_us = tracer.sink.now_us();
+        let seq = tracer.sink.next_seq();
+        tracer.write(
+            seq,
+            time_us,
+            Call::CreateManager(config.into()),
+            Outcome::Ok,
+        );
+        tracer
+    }
+
+    /// A tracer on the process's `HOSTMEM_TRACE` sink, if recording is on.
+    pub fn from_env(config: &HostConfig) -> Option<Self> {
+        TraceSink::from_env().map(|sink| Self::new(sink, config))
+    }
+
+    /// The manager's number in the trace.
+    pub fn manager(&self) -> u32 {
+        self.manager
+    }
+
+    /// Takes the sequence number of the call the thread is in, if it has
+    /// none yet. Call it with the manager's lock held.
+    pub fn stamp(&self) {
+        STAMP.with(|s| {
+            if s.get().is_none() {
+                s.set(Some(self.sink.next_seq()));
+            }
+        });
+    }
+
+    /// Runs a call and records it: `call` as the manager got it, and what
+    /// `run` returned.
+    pub fn trace<T: Traced>(
+        &self,
+        call: Call<usize>,
+        run: impl FnOnce() -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        let time_us = self.sink.now_us();
+        // A callback may call the manager again inside this call: keep the
+        // outer call's number aside meanwhile.
+        let outer = STAMP.take();
+        let result = run();
+        let seq = STAMP.take().unwrap_or_else(|| self.sink.next_seq());
+        STAMP.set(outer);
+        self.write(seq, time_us, call, T::outcome(&result));
+        result
+    }
+
+    fn write(&self, seq: u64, time_us: u64, call: Call<usize>, outcome: Outcome<usize>) {
+        let (call, outcome) = self.table.lock().record(seq, call, outcome, None);
+        self.sink.write(&Record {
+            seq,
+            time_us,
+            thread: thread_slot() as u32 + 1,
+            manager: self.manager,
+            call,
+            outcome,
+        });
+    }
+
+    /// `callback`, recording each notification it is given.
+    pub fn wrap_callback(
+        &self,
+        callback: Arc<dyn MemoryNotificationCallback>,
+    ) -> Arc<dyn MemoryNotificationCallback> {
+        Arc::new(RecordingCallback {
+            sink: self.sink.clone(),
+            manager: self.manager,
+            inner: callback,
+        })
+    }
+}
+
+struct RecordingCallback {
+    sink: Arc<TraceSink>,
+    manager: u32,
+    inner: Arc<dyn MemoryNotificationCallback>,
+}
+
+impl MemoryNotificationCallback for RecordingCallback {
+    fn on_memory_notification(&self, state: MemoryAvailable) {
+        self.sink.write(&Record {
+            seq: self.sink.next_seq(),
+            time_us: self.sink.now_us(),
+            thread: thread_slot() as u32 + 1,
+            manager: self.manager,
+            call: Call::OnMemoryNotification { state },
+            outcome: Outcome::Event,
+        });
+        self.inner.on_memory_notification(state);
+    }
+}
