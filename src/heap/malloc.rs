@@ -1,0 +1,542 @@
+//! `HostMalloc`: one heap of `IHostMemoryManager::CreateMalloc`.
+#![forbid(unsafe_code)]
+
+use super::block::{self, FreeList};
+use super::cache::{ThreadCache, at_hand, thread_id, with_cache};
+use super::class::{CLASS, CLASSES, SMALL_MAX, class_of};
+use super::debug::{DebugRecords, LeakReport};
+use super::flags::MallocType;
+use super::pages::{Pages, PagesUsage};
+use super::registry::{self, HeapCalls, Hit};
+use crate::host::{HostError, HostMemoryManager, MemoryCriticalLevel, Method, StopWatcher};
+use crate::win32::{AllocationType, FreeType, Protection};
+use parking_lot::Mutex;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+/// A block bigger than `SMALL_MAX`: a reservation of its own.
+#[derive(Clone, Copy, Debug)]
+struct LargeBlock {
+    /// The bytes requested.
+    size: usize,
+    /// Whether `DebugAlloc` made it (its record is in the debug records).
+    debug: bool,
+}
+
+/// What a heap holds, for statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapUsage {
+    /// Chunks reserved for small blocks.
+    pub chunks: usize,
+    /// Bytes reserved by the chunks.
+    pub chunk_reserved_bytes: usize,
+    /// Bytes of committed 64 KiB slabs (free and allocated small blocks).
+    pub slab_committed_bytes: usize,
+    /// Live blocks with a reservation of their own.
+    pub large_blocks: usize,
+    /// Bytes requested by them.
+    pub large_bytes: usize,
+    /// Live `DebugAlloc` allocations.
+    pub debug_blocks: usize,
+    /// Bytes requested by them.
+    pub debug_bytes: usize,
+}
+
+/// What `DebugAlloc` keeps: its own slabs' free lists and the records.
+#[derive(Default)]
+struct DebugHeap {
+    lists: Vec<FreeList>,
+    records: DebugRecords,
+}
+
+/// An `IHostMalloc` heap: fine-grained memory carved from 64 KiB slabs the
+/// heap commits through its manager (so it counts in the manager's budget,
+/// statistics and `VirtualQuery`), released when the last reference goes.
+///
+/// - Blocks are 16-byte aligned; a request of 0 bytes gets a pointer of its
+///   own; requests above 16 KiB get a reservation of their own.
+/// - `Free` refuses, with `HOST_E_INVALIDOPERATION` and without touching
+///   anything, a pointer the heap did not hand out or already took back:
+///   another heap's, the C heap's, the stack, an interior pointer, a
+///   double free. Double frees are told by a cookie (`secret ^ address`,
+///   with a random secret per heap) that free blocks carry in their second
+///   word; a live block whose caller data happens to equal its cookie
+///   (probability 2^-64) is refused too, and leaks: it is never handed
+///   out twice.
+/// - A thread-safe heap (`MALLOC_THREADSAFE`) keeps a cache per thread; a
+///   heap without it belongs to the first thread that calls it (until that
+///   thread exits), takes no lock on `Alloc`/`Free`, and answers
+///   `HOST_E_NOT_OWNER` to every other thread, changing nothing.
+/// - Every call runs under the manager's rules: counted, refused after a
+///   catastrophic failure or shutdown, panics turned into `E_FAIL`.
+pub struct HostMalloc {
+    manager: Arc<HostMemoryManager>,
+    malloc_type: MallocType,
+    thread_safe: bool,
+    id: u64,
+    secret: usize,
+    protect: Protection,
+    /// The owning thread of a heap without `MALLOC_THREADSAFE`; 0: none yet.
+    owner: AtomicU64,
+    pages: Pages,
+    /// Batches of free blocks per class, shared by the threads.
+    central: Box<[Mutex<Vec<FreeList>>]>,
+    large: Mutex<HashMap<usize, LargeBlock>>,
+    debug: Mutex<DebugHeap>,
+    /// The calls of the hit paths (which run outside `run_call`).
+    calls: Arc<HeapCalls>,
+    /// Whether the manager is running, as the hit paths see it: cleared by
+    /// the manager when it fails or shuts down (see `StopWatcher`).
+    running: AtomicBool,
+    myself: Weak<HostMalloc>,
+}
+
+impl HostMalloc {
+    /// A heap of `malloc_type` (whose bits must be valid) over `manager`.
+    pub(super) fn new(manager: Arc<HostMemoryManager>, malloc_type: MallocType) -> Arc<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        // The low four bits of a block address are zero; setting them in
+        // the secret keeps every cookie non-zero, unlike a cleared word.
+        let secret = RandomState::new().hash_one((id, thread_id())) as usize | 0xF;
+        let protect = if malloc_type.contains(MallocType::EXECUTABLE) {
+            Protection::EXECUTE_READWRITE
+        } else {
+            Protection::READWRITE
+        };
+        let calls = Arc::new(HeapCalls::default());
+        let heap = Arc::new_cyclic(|myself| Self {
+            manager: manager.clone(),
+            malloc_type,
+            thread_safe: malloc_type.contains(MallocType::THREADSAFE),
+            id,
+            secret,
+            protect,
+            owner: AtomicU64::new(0),
+            pages: Pages::new(protect),
+            central: (0..CLASSES).map(|_| Mutex::default()).collect(),
+            large: Mutex::default(),
+            debug: Mutex::new(DebugHeap {
+                lists: (0..CLASSES).map(|_| FreeList::EMPTY).collect(),
+                records: DebugRecords::default(),
+            }),
+            calls: calls.clone(),
+            running: AtomicBool::new(true),
+            myself: myself.clone(),
+        });
+        registry::register(&manager, &heap, calls);
+        manager.watch_stop(Arc::downgrade(&heap) as Weak<dyn StopWatcher>);
+        heap
+    }
+
+    /// The heap's unique id (never reused in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(super) fn weak(&self) -> Weak<HostMalloc> {
+        self.myself.clone()
+    }
+
+    /// The `MALLOC_TYPE` the heap was created with.
+    pub fn malloc_type(&self) -> MallocType {
+        self.malloc_type
+    }
+
+    /// The manager the heap takes its pages from.
+    pub fn manager(&self) -> &Arc<HostMemoryManager> {
+        &self.manager
+    }
+
+    /// `IHostMalloc::Alloc(size, level, &p)`: a 16-byte-aligned block of at
+    /// least `size` bytes (0: a pointer of its own). A request the budget
+    /// refuses at `level` is `E_OUTOFMEMORY` (`OverBudget`), as is one the
+    /// address space cannot hold.
+    #[inline]
+    pub fn alloc(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
+        // The hit path: a block from this thread's cache. It cannot fail or
+        // panic (its indices are in range by construction), so of the
+        // manager's call rules it needs only the lifecycle check (the
+        // heap's copy of it) and the count (kept by the heap, see
+        // `registry`); everything else runs under `run_call`. Only the
+        // owner of a single-thread heap has its cache at hand.
+        if size <= SMALL_MAX && self.running.load(Ordering::Relaxed) {
+            let class = class_of(size);
+            let hit = at_hand(self, |cache| {
+                let block = cache.pop(class)?;
+                self.calls.count(cache.call_slot(), Hit::Alloc);
+                Some(block)
+            });
+            if let Some(Some(block)) = hit {
+                return Ok(block);
+            }
+        }
+        self.manager
+            .run_call(Method::MallocAlloc, || self.alloc_slow(size, level))
+    }
+
+    #[inline(never)]
+    fn alloc_slow(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
+        self.check_owner()?;
+        if size > SMALL_MAX {
+            return self.alloc_large(size, level, None);
+        }
+        let class = class_of(size);
+        match with_cache(self, |cache| cache.pop(class)) {
+            Some(Some(block)) => Ok(block),
+            Some(None) => self.refill(class, level, true),
+            None => self.refill(class, level, false),
+        }
+    }
+
+    /// `IHostMalloc::DebugAlloc(size, level, file, line, &p)`: as
+    /// [`alloc`](Self::alloc), and remembers `file` and `line` until the
+    /// block is freed (see [`leak_report`](Self::leak_report)). Debug
+    /// blocks come from slabs of their own and take the heap's debug lock.
+    pub fn debug_alloc(
+        &self,
+        size: usize,
+        level: MemoryCriticalLevel,
+        file: Option<&CStr>,
+        line: i32,
+    ) -> Result<usize, HostError> {
+        self.manager.run_call(Method::MallocDebugAlloc, || {
+            self.check_owner()?;
+            if size > SMALL_MAX {
+                return self.alloc_large(size, level, Some((file, line)));
+            }
+            let class = class_of(size);
+            loop {
+                {
+                    let mut debug = self.debug.lock();
+                    let debug = &mut *debug;
+                    if let Some(block) = debug.lists[class].pop() {
+                        debug.records.record(block, size, file, line);
+                        return Ok(block);
+                    }
+                }
+                // No lock held while the manager commits.
+                let list = self
+                    .pages
+                    .new_slab(&self.manager, class, true, self.secret, level)?;
+                self.debug.lock().lists[class].prepend(list);
+            }
+        })
+    }
+
+    /// `IHostMalloc::Free(p)`: gives back a block of this heap. NULL is
+    /// fine; a pointer this heap did not hand out, or already took back, is
+    /// `HOST_E_INVALIDOPERATION` (`NotHostMemory`) and changes nothing.
+    #[inline]
+    pub fn free(&self, address: usize) -> Result<(), HostError> {
+        // The hit path (see `alloc`): a small block of this heap, not free,
+        // back to this thread's cache.
+        if address != 0
+            && self.running.load(Ordering::Relaxed)
+            && at_hand(self, |cache| {
+                let freed = self.free_to_cache(cache, address);
+                if freed {
+                    self.calls.count(cache.call_slot(), Hit::Free);
+                }
+                freed
+            }) == Some(true)
+        {
+            return Ok(());
+        }
+        self.manager
+            .run_call(Method::MallocFree, || self.free_slow(address))
+    }
+
+    /// Puts the block at `address` in `cache` if it is a small block of this
+    /// heap, allocated and not from `DebugAlloc`; false (nothing changed)
+    /// otherwise.
+    #[inline]
+    fn free_to_cache(&self, cache: &ThreadCache, address: usize) -> bool {
+        let Some(at) = self.pages.locate(address, cache.chunk_hint()) else {
+            return false;
+        };
+        if at.debug {
+            return false;
+        }
+        let Some(block) = block::check_not_free(address, self.secret) else {
+            return false;
+        };
+        let cached = cache.push(at.class, block, self.secret);
+        if self.thread_safe && cached > 2 * at.batch {
+            self.spill(cache.split_off(at.class, at.batch), at.class);
+        }
+        true
+    }
+
+    /// Every `Free` the hit path did not take: NULL, another thread's call
+    /// to a single-thread heap, the first call on a thread (its cache of
+    /// the heap is not at hand yet), large and debug blocks, pointers that
+    /// are not the heap's, and a thread with no cache (exiting).
+    #[inline(never)]
+    fn free_slow(&self, address: usize) -> Result<(), HostError> {
+        if address == 0 {
+            return Ok(());
+        }
+        self.check_owner()?;
+        if with_cache(self, |cache| self.free_to_cache(cache, address)) == Some(true) {
+            return Ok(());
+        }
+        let Some(at) = self.pages.locate(address, &Cell::new(0)) else {
+            return self.free_large(address);
+        };
+        if at.debug {
+            return self.free_debug(address, at.class);
+        }
+        let block = block::check_not_free(address, self.secret).ok_or(HostError::NotHostMemory)?;
+        let mut list = FreeList::EMPTY;
+        list.push(block, self.secret);
+        self.central[at.class].lock().push(list);
+        Ok(())
+    }
+
+    /// A non-thread-safe heap belongs to the first thread that uses it.
+    #[inline]
+    fn check_owner(&self) -> Result<(), HostError> {
+        if self.thread_safe {
+            return Ok(());
+        }
+        let me = thread_id();
+        match self.owner.load(Ordering::Relaxed) {
+            owner if owner == me => Ok(()),
+            0 => self.adopt(me),
+            _ => Err(HostError::NotOwner),
+        }
+    }
+
+    #[cold]
+    fn adopt(&self, me: u64) -> Result<(), HostError> {
+        self.owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| HostError::NotOwner)?;
+        // Make the thread's cache now, so that its exit gives the heap back;
+        // a thread whose caches are gone (exiting) cannot take a heap.
+        if with_cache(self, |_| ()).is_none() {
+            self.owner.store(0, Ordering::Release);
+            return Err(HostError::NotOwner);
+        }
+        Ok(())
+    }
+
+    /// A block of `class` when the thread's cache of it is empty (or the
+    /// thread has no cache: `cached` false): a batch from the shared
+    /// lists, or a new slab, of which the rest goes to the cache.
+    #[cold]
+    fn refill(
+        &self,
+        class: usize,
+        level: MemoryCriticalLevel,
+        cached: bool,
+    ) -> Result<usize, HostError> {
+        let batch = self.central[class].lock().pop();
+        let mut list = match batch {
+            Some(list) => list,
+            None => {
+                // No lock or cache borrowed while the manager commits.
+                let mut slab =
+                    self.pages
+                        .new_slab(&self.manager, class, false, self.secret, level)?;
+                if self.thread_safe {
+                    // One batch for this thread, the rest for any thread.
+                    let batch = CLASS[class].batch;
+                    let mut rest = slab.split_off(batch);
+                    let mut shared = Vec::new();
+                    while !rest.is_empty() {
+                        let next = rest.split_off(batch);
+                        shared.push(std::mem::replace(&mut rest, next));
+                    }
+                    self.central[class].lock().extend(shared);
+                }
+                slab
+            }
+        };
+        let block = list.pop().expect("batches and slabs are never empty");
+        if !list.is_empty() {
+            let mut rest = Some(list);
+            if cached {
+                with_cache(self, |cache| {
+                    cache.give(class, rest.take().unwrap_or_default())
+                });
+            }
+            if let Some(rest) = rest {
+                self.central[class].lock().push(rest);
+            }
+        }
+        Ok(block)
+    }
+
+    /// Gives a thread cache's surplus of `class` to the shared lists.
+    #[cold]
+    #[inline(never)]
+    fn spill(&self, blocks: FreeList, class: usize) {
+        self.central[class].lock().push(blocks);
+    }
+
+    #[cold]
+    fn free_debug(&self, address: usize, class: usize) -> Result<(), HostError> {
+        let mut debug = self.debug.lock();
+        let debug = &mut *debug;
+        if !debug.records.is_live(address) {
+            return Err(HostError::NotHostMemory);
+        }
+        // A live block whose second word equals its cookie: refused (and
+        // leaked) like any other, see the type's docs.
+        let block = block::check_not_free(address, self.secret).ok_or(HostError::NotHostMemory)?;
+        debug.records.forget(address);
+        debug.lists[class].push(block, self.secret);
+        Ok(())
+    }
+
+    /// A block bigger than a slab's: its own reservation, committed.
+    #[cold]
+    fn alloc_large(
+        &self,
+        size: usize,
+        level: MemoryCriticalLevel,
+        debug: Option<(Option<&CStr>, i32)>,
+    ) -> Result<usize, HostError> {
+        let base = self.manager.alloc_pages(
+            0,
+            size,
+            AllocationType::RESERVE | AllocationType::COMMIT,
+            self.protect,
+            level,
+        )?;
+        self.large.lock().insert(
+            base,
+            LargeBlock {
+                size,
+                debug: debug.is_some(),
+            },
+        );
+        if let Some((file, line)) = debug {
+            self.debug.lock().records.record(base, size, file, line);
+        }
+        Ok(base)
+    }
+
+    #[cold]
+    fn free_large(&self, address: usize) -> Result<(), HostError> {
+        let block = self
+            .large
+            .lock()
+            .remove(&address)
+            .ok_or(HostError::NotHostMemory)?;
+        if let Err(e) = self.manager.free_pages(address, 0, FreeType::RELEASE) {
+            self.large.lock().insert(address, block);
+            return Err(e);
+        }
+        if block.debug {
+            self.debug.lock().records.forget(address);
+        }
+        Ok(())
+    }
+
+    /// A counting slot for the calling thread's hit paths.
+    pub(super) fn claim_call_slot(&self) -> u32 {
+        self.calls.claim(thread_id())
+    }
+
+    /// A cache given back by an exiting thread: its lists go to the shared
+    /// ones, whole (no heap memory is read), its counting slot is free
+    /// again, and a non-thread-safe heap it owned is free for another
+    /// thread to take.
+    pub(super) fn adopt_thread_cache(
+        &self,
+        lists: Option<Box<[FreeList; CLASSES]>>,
+        call_slot: u32,
+    ) {
+        self.calls.release(call_slot, thread_id());
+        for (class, list) in lists.into_iter().flat_map(|l| *l).enumerate() {
+            if !list.is_empty() {
+                self.central[class].lock().push(list);
+            }
+        }
+        if !self.thread_safe {
+            let _ =
+                self.owner
+                    .compare_exchange(thread_id(), 0, Ordering::Release, Ordering::Relaxed);
+        }
+    }
+
+    /// The live `DebugAlloc` allocations of this heap by call site, with
+    /// counts and bytes. Any thread may ask, whoever owns the heap.
+    pub fn leak_report(&self) -> LeakReport {
+        self.debug.lock().records.report()
+    }
+
+    /// What the heap holds at this moment.
+    pub fn usage(&self) -> HeapUsage {
+        let PagesUsage {
+            chunks,
+            reserved_bytes,
+            committed_bytes,
+        } = self.pages.usage();
+        let (large_blocks, large_bytes) = {
+            let large = self.large.lock();
+            (large.len(), large.values().map(|b| b.size).sum())
+        };
+        let (debug_blocks, debug_bytes) = self.debug.lock().records.totals();
+        HeapUsage {
+            chunks,
+            chunk_reserved_bytes: reserved_bytes,
+            slab_committed_bytes: committed_bytes,
+            large_blocks,
+            large_bytes,
+            debug_blocks,
+            debug_bytes,
+        }
+    }
+
+    /// The block size a request of `size` bytes gets (for statistics and
+    /// tests): its class's, or `size` for blocks of their own.
+    pub fn block_size(size: usize) -> usize {
+        if size > SMALL_MAX {
+            size
+        } else {
+            CLASS[class_of(size)].size as usize
+        }
+    }
+}
+
+/// The manager stopped: the hit paths step aside, and every call goes
+/// through `run_call`, which answers `HOST_E_CLRNOTAVAILABLE`. The flag is
+/// cleared before the call that stopped the manager returns, so any call
+/// that follows it sees it.
+impl StopWatcher for HostMalloc {
+    fn stopped(&self) {
+        self.running.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for HostMalloc {
+    fn drop(&mut self) {
+        registry::retire(&self.manager, &self.calls);
+        // No lock of the heap is held while the manager releases (it may
+        // call the runtime back). Failures mean the manager released
+        // everything already (shut down).
+        for (&base, _) in self.large.get_mut().iter() {
+            let _ = self.manager.free_pages(base, 0, FreeType::RELEASE);
+        }
+        self.large.get_mut().clear();
+        self.pages.release(&self.manager);
+    }
+}
+
+impl std::fmt::Debug for HostMalloc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostMalloc")
+            .field("id", &self.id)
+            .field("malloc_type", &self.malloc_type)
+            .field("usage", &self.usage())
+            .finish_non_exhaustive()
+    }
+}

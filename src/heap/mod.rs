@@ -1,0 +1,90 @@
+//! `IHostMalloc` heaps: what `IHostMemoryManager::CreateMalloc` hands the
+//! runtime for fine-grained memory.
+//!
+//! A [`HostMalloc`] takes all its memory from its [`HostMemoryManager`]:
+//! it reserves chunks (4 MiB, doubling up to 256 MiB) and commits 64 KiB
+//! slabs in them on demand, `PAGE_READWRITE` or, for `MALLOC_EXECUTABLE`
+//! heaps, `PAGE_EXECUTE_READWRITE`; requests above 16 KiB get a
+//! reservation of their own. So heap memory counts in the manager's
+//! budget (a refused commit is `E_OUTOFMEMORY`), statistics and
+//! `VirtualQuery`, and it is all released when the heap's last reference
+//! goes.
+//!
+//! Every `Alloc`, `DebugAlloc` and `Free` follows the manager's call
+//! rules: refused with `HOST_E_CLRNOTAVAILABLE` once the manager failed or
+//! shut down, counted in its statistics, panics turned into `E_FAIL`.
+//! Most calls take a *hit path*: a block from (or back to) the calling
+//! thread's cache, with no lock and no atomic read-modify-write. It
+//! cannot fail or panic, so it runs outside the manager's `run_call`
+//! (whose bookkeeping costs as much as glibc's whole `malloc`+`free`): it
+//! tests the heap's copy of the manager's state (cleared by the manager
+//! when it stops) and counts itself, exactly, in a per-thread slot that
+//! the manager's statistics add up. Every other call (a miss, a large
+//! or debug block, any failure) runs under `run_call`.
+//!
+//! The layout, file by file:
+//!
+//! - `class`: the size classes (16-byte steps to 1 KiB, four per power of
+//!   two to 16 KiB), one class per slab;
+//! - `pages`: chunks, slabs, and the table from an address to its slab's
+//!   class (kept in the heap's own Rust memory, which a caller's overflow
+//!   cannot reach);
+//! - `block`: free lists threaded through free blocks, with the
+//!   double-free cookie — the only file with `unsafe`;
+//! - `cache`: per-thread caches (no lock, no atomic read-modify-write on
+//!   a hit);
+//! - `malloc`: the heap: `Alloc`, `DebugAlloc`, `Free`, ownership of
+//!   non-thread-safe heaps, large blocks;
+//! - `debug`: `DebugAlloc`'s records and the leak report;
+//! - `registry`: each manager's heaps, and the exact per-thread counts of
+//!   the calls the hit paths take outside the manager's `run_call`;
+//! - `bench`: the benchmark shared by `benches/heap.rs` and the CLI.
+
+mod block;
+mod cache;
+mod class;
+mod debug;
+mod flags;
+mod malloc;
+mod pages;
+mod registry;
+
+pub mod bench;
+
+pub use class::{ALIGNMENT, SMALL_MAX};
+pub use debug::{LeakReport, LeakSite};
+pub use flags::MallocType;
+pub use malloc::{HeapUsage, HostMalloc};
+pub(crate) use registry::add_hit_calls;
+
+use crate::host::{HostError, HostMemoryManager, Method};
+use std::sync::Arc;
+
+/// The heaps' face on the manager.
+impl HostMemoryManager {
+    /// `IHostMemoryManager::CreateMalloc(dwMallocType, &malloc)`: a new heap
+    /// over this manager. Bits other than `MALLOC_THREADSAFE` and
+    /// `MALLOC_EXECUTABLE` are `E_INVALIDARG`. The heap holds no memory
+    /// until its first allocation.
+    pub fn create_malloc(
+        self: &Arc<Self>,
+        malloc_type: MallocType,
+    ) -> Result<Arc<HostMalloc>, HostError> {
+        self.run_call(Method::CreateMalloc, || {
+            if !malloc_type.is_valid() {
+                return Err(HostError::InvalidArgument);
+            }
+            Ok(HostMalloc::new(Arc::clone(self), malloc_type))
+        })
+    }
+
+    /// The live `DebugAlloc` allocations of every live heap of this
+    /// manager, by call site.
+    pub fn leak_report(&self) -> LeakReport {
+        let mut report = LeakReport::default();
+        for heap in registry::heaps_of(self) {
+            report.merge(heap.leak_report());
+        }
+        report
+    }
+}
