@@ -1,0 +1,120 @@
+//! The COM face: hostmem's `IHostMemoryManager` and `IHostControl` objects,
+//! laid out as in `mscoree.h` so that a host can hand them to the CLR (or
+//! any runtime that speaks the hosting interfaces), and the two functions
+//! that create them, `hostmem_CreateMemoryManager` and
+//! `hostmem_CreateHostControl`. Declared for C and C++ in
+//! `include/hostmem/com.h`.
+//!
+//! - [`guid`] — `GUID` and the IIDs;
+//! - [`unknown`] — `IUnknown`, the reference count, [`ComRef`];
+//! - [`interfaces`] — the vtables, in `mscoree.h` order;
+//! - [`config`] — `hostmem_config`;
+//! - [`manager`] — the `IHostMemoryManager` object;
+//! - [`control`] — the `IHostControl` object;
+//! - [`callback`] — the runtime's `ICLRMemoryNotificationCallback`, held.
+//!
+//! Every function the C side can call runs inside a panic boundary (a
+//! panic becomes `E_FAIL`, or a count of 0 for `AddRef` / `Release`),
+//! checks its pointers before it dereferences anything (NULL out-pointers
+//! are `E_POINTER`) and adds no semantics: the host layer decides.
+#![allow(unsafe_code)]
+
+pub mod callback;
+pub mod config;
+pub mod control;
+pub mod guid;
+pub mod interfaces;
+pub mod manager;
+pub mod unknown;
+
+pub use callback::NotificationCallback;
+pub use config::HostmemConfig;
+pub use control::{ComHostControl, hostmem_CreateHostControl};
+pub use guid::{
+    Guid, IID_ICLR_MEMORY_NOTIFICATION_CALLBACK, IID_IHOST_CONTROL, IID_IHOST_MALLOC,
+    IID_IHOST_MEMORY_MANAGER, IID_IUNKNOWN,
+};
+pub use interfaces::{
+    ICLRMemoryNotificationCallback, ICLRMemoryNotificationCallbackVtbl, IHostControl,
+    IHostControlVtbl, IHostMalloc, IHostMallocVtbl, IHostMemoryManager, IHostMemoryManagerVtbl,
+};
+pub use manager::{ComMemoryManager, hostmem_CreateMemoryManager};
+pub use unknown::{ComRef, IUnknown, IUnknownVtbl, Interface, RefCount};
+
+use crate::host::HResult;
+use std::ptr::NonNull;
+
+/// `E_NOTIMPL` (0x80004001): the method is not implemented (yet).
+pub const E_NOTIMPL: HResult = HResult::E_NOTIMPL;
+
+/// Runs the body of a COM method: a panic becomes `E_FAIL`. (The manager
+/// latches its own failures: a panic inside one of its calls is caught
+/// there and answered `E_FAIL` once, `HOST_E_CLRNOTAVAILABLE` after.)
+fn hresult_boundary(body: impl FnOnce() -> HResult) -> HResult {
+    super::ffi_boundary(body, || HResult::E_FAIL)
+}
+
+/// Runs the body of `AddRef` / `Release`: a panic becomes a count of 0.
+fn count_boundary(body: impl FnOnce() -> u32) -> u32 {
+    super::ffi_boundary(body, || 0)
+}
+
+/// An out-parameter a C caller passed: not NULL, and writable for the
+/// duration of the call (the promise of [`Out::new`]'s caller).
+struct Out<T>(NonNull<T>);
+
+impl<T> Out<T> {
+    /// `None` for NULL.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is NULL or valid for writes of a `T` until the call returns.
+    unsafe fn new(ptr: *mut T) -> Option<Self> {
+        NonNull::new(ptr).map(Self)
+    }
+
+    /// Stores `value` (unaligned: a C caller's pointer need not have Rust's
+    /// alignment of `T`).
+    fn write(&mut self, value: T) {
+        // SAFETY: writable for the call (the contract of `new`).
+        unsafe { self.0.as_ptr().write_unaligned(value) }
+    }
+}
+
+/// `QueryInterface` of an object that implements `I` (and `IUnknown`):
+/// for those IIDs, one more reference and `*out = this`; for any other,
+/// `E_NOINTERFACE` with `*out` NULL. `E_POINTER` for a NULL `out`,
+/// `riid` or object (`refs` `None`).
+///
+/// # Safety
+///
+/// `riid` is NULL or readable; `out` is NULL or writable; `refs` is the
+/// count of the live object `this`.
+unsafe fn query_interface_of<I: Interface>(
+    this: *mut IUnknown,
+    refs: Option<&RefCount>,
+    riid: *const Guid,
+    out: *mut *mut std::ffi::c_void,
+) -> HResult {
+    // SAFETY: NULL or writable (the caller's contract).
+    let Some(mut out) = (unsafe { Out::new(out) }) else {
+        return HResult::E_POINTER;
+    };
+    out.write(std::ptr::null_mut());
+    let Some(refs) = refs else {
+        return HResult::E_POINTER;
+    };
+    // SAFETY: NULL or readable (the caller's contract).
+    match unsafe { unknown::iid_in(riid, &[IID_IUNKNOWN, I::IID]) } {
+        None => HResult::E_POINTER,
+        Some(false) => HResult::E_NOINTERFACE,
+        Some(true) => {
+            refs.add_ref();
+            out.write(this.cast());
+            HResult::S_OK
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

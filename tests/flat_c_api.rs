@@ -1,0 +1,463 @@
+//! The flat C API end to end, from C and C++:
+//!
+//! - `include/hostmem.h` and `include/hostmem/win32.h` agree with the Rust
+//!   definitions (constants, `MEMORY_BASIC_INFORMATION` layout, the fixed
+//!   prototypes), so header and library never drift;
+//! - `tests/c/flat_api.c` (the `hostmem_` names) and `tests/c/win32_compat.c`
+//!   (Windows code, unchanged: the Win32 names only; built once as C11 and
+//!   once as C++17) are compiled with `-Wall -Wextra -Werror`, linked
+//!   statically against the `libhostmem.a` that this `cargo test` built,
+//!   run, and must report no failed check.
+//!
+//! # Where the library comes from
+//!
+//! The `[lib]` target declares `crate-type = ["rlib", "cdylib",
+//! "staticlib"]`, and Cargo builds a library target with a single rustc
+//! invocation that emits every crate type at once (`--crate-type rlib
+//! --crate-type cdylib --crate-type staticlib`), into the profile's `deps/`
+//! directory (and uplifted to the profile directory). This test links the
+//! rlib, so the invocation that produced `libhostmem.a` is a dependency of
+//! this very binary: whenever the test runs — `cargo test`, `cargo test
+//! --release`, a clean clone, `--target <triple>` — `libhostmem.a` exists
+//! next to the test executable (`target/<profile>/deps/`) and is exactly as
+//! fresh as the rlib the test was linked with. No second `cargo build` is
+//! needed (it would contend for the build directory lock held by the outer
+//! `cargo test`).
+//!
+//! The C compiler is the one the `cc` crate picks (`CC`/`CXX` respected);
+//! executables go to `CARGO_TARGET_TMPDIR`. Each program runs natively,
+//! then, when `valgrind` is installed (and `HOSTMEM_TEST_VALGRIND` is not
+//! `0`), once more under valgrind, whose errors fail the test.
+
+use hostmem::ffi::flat::{
+    MEMORY_BASIC_INFORMATION_SIZE, hostmem_GetLastError, hostmem_SetLastError,
+    hostmem_VirtualAlloc, hostmem_VirtualFree, hostmem_VirtualProtect, hostmem_VirtualQuery,
+};
+use hostmem::win32::{
+    AllocationType, FreeType, MemoryBasicInformation, MemoryState, MemoryType, Protection,
+    Win32Error,
+};
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::mem::{offset_of, size_of};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The system libraries a Rust `staticlib` needs on Linux (glibc), as
+/// `rustc --print native-static-libs` lists them.
+const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"];
+
+/// Warnings are errors: the headers must be clean C11 and C++17.
+const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror"];
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_path(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `target/<profile>/deps`, where this test executable and the library are.
+fn deps_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .expect("the test executable is in a directory")
+        .to_path_buf()
+}
+
+/// The `libhostmem.a` built by this `cargo test` (see the module docs).
+fn static_library() -> PathBuf {
+    let deps = deps_dir();
+    let candidates = [Some(deps.as_path()), deps.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join("libhostmem.a"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "libhostmem.a not found in {} or its parent: is crate-type \"staticlib\" still in \
+                 Cargo.toml's [lib]?",
+                deps.display()
+            )
+        })
+}
+
+/// A directory for this profile's executables.
+fn output_dir() -> PathBuf {
+    let deps = deps_dir();
+    let profile = deps.parent().and_then(Path::file_name).map_or_else(
+        || "unknown".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("flat_c_api")
+        .join(profile);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// The target triple of this test (the one the library was built for).
+fn target_triple() -> String {
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    format!("{}-unknown-linux-{env}", std::env::consts::ARCH)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Language {
+    C11,
+    Cxx17,
+}
+
+/// The compiler command the `cc` crate picks for `language`, with its
+/// default flags for this target.
+fn compiler(language: Language) -> Command {
+    let triple = target_triple();
+    cc::Build::new()
+        .cpp(language == Language::Cxx17)
+        .target(&triple)
+        .host(&triple)
+        .opt_level(0)
+        .debug(true)
+        .warnings(false)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler()
+        .to_command()
+}
+
+fn describe(command: &Command, output: &Output) -> String {
+    format!(
+        "{command:?}\nstatus: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "failed:\n{}",
+        describe(&command, &output)
+    );
+    output
+}
+
+/// Compiles `source` (under `tests/c`) as `language`, links it against
+/// `libhostmem.a`, and returns the executable.
+fn build(source: &str, language: Language) -> PathBuf {
+    let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
+    let suffix = match language {
+        Language::C11 => "c",
+        Language::Cxx17 => "cxx",
+    };
+    let exe = output_dir().join(format!("{stem}-{suffix}"));
+    let mut command = compiler(language);
+    match language {
+        Language::C11 => command.arg("-std=c11"),
+        Language::Cxx17 => command.args(["-x", "c++", "-std=c++17"]),
+    };
+    command
+        .args(WARNINGS)
+        .arg("-I")
+        .arg(repo_path("include"))
+        .arg(repo_path(&format!("tests/c/{source}")));
+    if language == Language::Cxx17 {
+        // What follows is not C++ source.
+        command.args(["-x", "none"]);
+    }
+    command
+        .arg(static_library())
+        .args(NATIVE_STATIC_LIBS)
+        .arg("-o")
+        .arg(&exe);
+    run(command);
+    exe
+}
+
+/// `valgrind`, if installed and not disabled by `HOSTMEM_TEST_VALGRIND=0`.
+fn valgrind() -> Option<Command> {
+    if std::env::var_os("HOSTMEM_TEST_VALGRIND").is_some_and(|v| v == "0") {
+        return None;
+    }
+    let installed = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    installed.then(|| {
+        let mut command = Command::new("valgrind");
+        // Memory errors fail the run; leaks do not (the default manager
+        // and the threads' last errors live until the process ends).
+        command.args(["--quiet", "--error-exitcode=99", "--leak-check=no"]);
+        command
+    })
+}
+
+/// Runs a C test program; it must exit 0 and report "N passed, 0 failed"
+/// with N > 0. Returns N.
+fn run_checks(mut command: Command, what: &str) -> u32 {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {shown}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let details = describe(&command, &output);
+    print!("{stdout}");
+    assert!(output.status.success(), "{what} failed:\n{details}");
+    let totals = stdout
+        .lines()
+        .find_map(|line| {
+            let (_, totals) = line.rsplit_once(": ")?;
+            let (passed, failed) = totals.split_once(" passed, ")?;
+            let failed = failed.strip_suffix(" failed")?;
+            Some((passed.parse::<u32>().ok()?, failed.parse::<u32>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no \"N passed, M failed\" line from {what}:\n{details}"));
+    assert_eq!(totals.1, 0, "{what}:\n{details}");
+    assert!(totals.0 > 0, "{what} checked nothing");
+    totals.0
+}
+
+/// Builds a C test program and runs it natively, then under valgrind if
+/// there is one; both runs must pass every check. Returns the number of
+/// checks.
+fn build_and_run(source: &str, language: Language) -> u32 {
+    let exe = build(source, language);
+    let what = format!("{source} ({language:?})");
+    let checks = run_checks(Command::new(&exe), &what);
+    if let Some(mut valgrind) = valgrind() {
+        valgrind.arg(&exe);
+        let under_valgrind = run_checks(valgrind, &format!("{what} under valgrind"));
+        assert_eq!(
+            under_valgrind, checks,
+            "{what}: valgrind run made other checks"
+        );
+    }
+    checks
+}
+
+#[test]
+fn flat_api_c_program_passes() {
+    build_and_run("flat_api.c", Language::C11);
+}
+
+#[test]
+fn win32_compat_c_program_passes() {
+    build_and_run("win32_compat.c", Language::C11);
+}
+
+#[test]
+fn win32_compat_cpp_program_passes() {
+    build_and_run("win32_compat.c", Language::Cxx17);
+}
+
+/// `HOSTMEM_X UINT32_C(value)` lines of `include/hostmem.h`, by `X`.
+fn header_constants() -> BTreeMap<String, u32> {
+    let mut constants = BTreeMap::new();
+    for line in read("include/hostmem.h").lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("#define") {
+            continue;
+        }
+        let Some(name) = words.next().and_then(|n| n.strip_prefix("HOSTMEM_")) else {
+            continue;
+        };
+        if !["MEM_", "PAGE_", "ERROR_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        let literal = words
+            .next()
+            .and_then(|v| v.strip_prefix("UINT32_C("))
+            .and_then(|v| v.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("HOSTMEM_{name} is not a UINT32_C(...) constant: {line}"));
+        let value = match literal.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => literal.parse(),
+        }
+        .unwrap_or_else(|e| panic!("HOSTMEM_{name}: bad literal {literal}: {e}"));
+        assert!(
+            constants.insert(name.to_owned(), value).is_none(),
+            "HOSTMEM_{name} defined twice"
+        );
+    }
+    constants
+}
+
+/// Every named constant of the Rust vocabulary, by its Win32 name.
+fn rust_constants() -> BTreeMap<String, u32> {
+    let mut constants = BTreeMap::new();
+    let mut add = |name: String, value: u32| {
+        if let Some(other) = constants.insert(name.clone(), value) {
+            assert_eq!(other, value, "{name} has two values in Rust");
+        }
+    };
+    for (name, flag) in AllocationType::all().iter_names() {
+        add(format!("MEM_{name}"), flag.bits());
+    }
+    for (name, flag) in FreeType::all().iter_names() {
+        add(format!("MEM_{name}"), flag.bits());
+    }
+    for (name, flag) in MemoryState::all().iter_names() {
+        add(format!("MEM_{name}"), flag.bits());
+    }
+    for (name, flag) in MemoryType::all().iter_names() {
+        add(format!("MEM_{name}"), flag.bits());
+    }
+    for (name, flag) in Protection::all().iter_names() {
+        add(format!("PAGE_{name}"), flag.bits());
+    }
+    for code in 0..=0xFFFF {
+        if let Some(name) = Win32Error(code).name() {
+            add(name.to_owned(), code);
+        }
+    }
+    constants
+}
+
+#[test]
+fn header_constants_match_rust() {
+    let header = header_constants();
+    let rust = rust_constants();
+    for (name, value) in &rust {
+        assert_eq!(
+            header.get(name),
+            Some(value),
+            "HOSTMEM_{name}: the header does not say {value:#x} as Rust does"
+        );
+    }
+    for (name, value) in &header {
+        assert_eq!(
+            rust.get(name),
+            Some(value),
+            "HOSTMEM_{name} = {value:#x} in the header, unknown to Rust"
+        );
+    }
+    // Spot checks against the spec's table, in case both sides moved.
+    assert_eq!(header["MEM_COMMIT"], 0x1000);
+    assert_eq!(header["MEM_RESET_UNDO"], 0x100_0000);
+    assert_eq!(header["PAGE_EXECUTE_READWRITE"], 0x40);
+    assert_eq!(header["ERROR_INVALID_ADDRESS"], 487);
+}
+
+#[test]
+fn win32_header_aliases_every_constant() {
+    let mut aliased = Vec::new();
+    for line in read("include/hostmem/win32.h").lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("#define") {
+            continue;
+        }
+        let (Some(name), Some(value)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if let Some(target) = value.strip_prefix("HOSTMEM_") {
+            assert_eq!(name, target, "{name} is defined as {value}");
+            aliased.push(name.to_owned());
+        }
+    }
+    aliased.sort();
+    let header: Vec<String> = header_constants().into_keys().collect();
+    assert_eq!(
+        aliased, header,
+        "win32.h must alias every hostmem.h constant once"
+    );
+}
+
+/// Whitespace-normalised text, for comparing prototypes.
+fn normalise(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn header_declares_the_fixed_abi() {
+    // DESIGN.md's C ABI, verbatim.
+    let prototypes = [
+        "void* hostmem_VirtualAlloc(void* address, size_t size, uint32_t allocation_type, uint32_t protect);",
+        "int32_t hostmem_VirtualFree(void* address, size_t size, uint32_t free_type);",
+        "size_t hostmem_VirtualQuery(const void* address, void* mbi, size_t length);",
+        "int32_t hostmem_VirtualProtect(void* address, size_t size, uint32_t new_protect, uint32_t* old_protect);",
+        "uint32_t hostmem_GetLastError(void);",
+        "void hostmem_SetLastError(uint32_t code);",
+    ];
+    let header = normalise(&read("include/hostmem.h"));
+    for prototype in prototypes {
+        assert!(
+            header.contains(&normalise(prototype)),
+            "hostmem.h lacks `{prototype}`"
+        );
+    }
+    // The Rust functions have the same C types.
+    let _: unsafe extern "C" fn(*mut c_void, usize, u32, u32) -> *mut c_void = hostmem_VirtualAlloc;
+    let _: unsafe extern "C" fn(*mut c_void, usize, u32) -> i32 = hostmem_VirtualFree;
+    let _: unsafe extern "C" fn(*const c_void, *mut c_void, usize) -> usize = hostmem_VirtualQuery;
+    let _: unsafe extern "C" fn(*mut c_void, usize, u32, *mut u32) -> i32 = hostmem_VirtualProtect;
+    let _: unsafe extern "C" fn() -> u32 = hostmem_GetLastError;
+    let _: unsafe extern "C" fn(u32) = hostmem_SetLastError;
+}
+
+#[test]
+fn header_struct_layout_matches_rust() {
+    type Mbi = MemoryBasicInformation;
+    let rust = [
+        (
+            "BaseAddress",
+            offset_of!(Mbi, base_address),
+            size_of::<usize>(),
+        ),
+        (
+            "AllocationBase",
+            offset_of!(Mbi, allocation_base),
+            size_of::<usize>(),
+        ),
+        (
+            "AllocationProtect",
+            offset_of!(Mbi, allocation_protect),
+            size_of::<Protection>(),
+        ),
+        (
+            "PartitionId",
+            offset_of!(Mbi, partition_id),
+            size_of::<u16>(),
+        ),
+        (
+            "RegionSize",
+            offset_of!(Mbi, region_size),
+            size_of::<usize>(),
+        ),
+        ("State", offset_of!(Mbi, state), size_of::<MemoryState>()),
+        ("Protect", offset_of!(Mbi, protect), size_of::<Protection>()),
+        ("Type", offset_of!(Mbi, type_), size_of::<MemoryType>()),
+    ];
+    let exe = build("mbi_layout.c", Language::C11);
+    let stdout = String::from_utf8(run(Command::new(exe)).stdout).expect("ASCII output");
+    let mut c = BTreeMap::new();
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let numbers: Vec<usize> = words[1..].iter().map(|w| w.parse().unwrap()).collect();
+        c.insert(words[0].to_owned(), numbers);
+    }
+    for (field, offset, size) in rust {
+        assert_eq!(
+            c.get(field),
+            Some(&vec![offset, size]),
+            "{field}: C (offset, size) differ from Rust"
+        );
+    }
+    assert_eq!(c["sizeof"], vec![size_of::<Mbi>()]);
+    assert_eq!(size_of::<Mbi>(), MEMORY_BASIC_INFORMATION_SIZE);
+    #[cfg(target_pointer_width = "64")]
+    assert_eq!(MEMORY_BASIC_INFORMATION_SIZE, 48);
+}

@@ -1,0 +1,454 @@
+//! The COM face end to end, as a runtime sees it:
+//!
+//! - `include/hostmem/com.h` agrees with the Rust definitions (the IIDs,
+//!   byte for byte, with their `{...}` comments; the HRESULT values; the
+//!   enum values), so header and library never drift;
+//! - `tests/c/mock_clr.c`, a mock CLR in C, is compiled with `-Wall -Wextra
+//!   -Werror`, linked statically against the `libhostmem.a` this `cargo
+//!   test` built, run, and must report "N passed, 0 failed"; then, when
+//!   valgrind is installed, run again under valgrind, which must report no
+//!   invalid access and no definite leak;
+//! - `tests/c/mock_clr_cpp.cpp` drives the objects through the C++
+//!   declarations (`manager->VirtualAlloc(...)`, a C++ callback class), and
+//!   the C declarations compile as C++ too (`CINTERFACE`).
+//!
+//! The library is found as `tests/flat_c_api.rs` finds it: Cargo builds the
+//! `[lib]` target with one rustc invocation that emits every crate type
+//! (rlib, cdylib, staticlib) into `target/<profile>/deps/`, and this test
+//! links the rlib, so `libhostmem.a` sits next to this executable and is
+//! exactly as fresh. The compiler is the one the `cc` crate picks.
+
+use hostmem::ffi::com::{
+    E_NOTIMPL, Guid, IID_ICLR_MEMORY_NOTIFICATION_CALLBACK, IID_IHOST_CONTROL, IID_IHOST_MALLOC,
+    IID_IHOST_MEMORY_MANAGER, IID_IUNKNOWN,
+};
+use hostmem::host::{HResult, MemoryAvailable, MemoryCriticalLevel};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The system libraries a Rust `staticlib` needs on Linux (glibc), as
+/// `rustc --print native-static-libs` lists them.
+const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"];
+
+/// Warnings are errors: the header must be clean C11 and C++17.
+const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror"];
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_path(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `target/<profile>/deps`, where this test executable and the library are.
+fn deps_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .expect("the test executable is in a directory")
+        .to_path_buf()
+}
+
+/// The `libhostmem.a` built by this `cargo test` (see the module docs).
+fn static_library() -> PathBuf {
+    let deps = deps_dir();
+    [Some(deps.as_path()), deps.parent()]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join("libhostmem.a"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "libhostmem.a not found in {} or its parent: is crate-type \"staticlib\" still in \
+                 Cargo.toml's [lib]?",
+                deps.display()
+            )
+        })
+}
+
+/// A directory for this profile's executables.
+fn output_dir() -> PathBuf {
+    let deps = deps_dir();
+    let profile = deps.parent().and_then(Path::file_name).map_or_else(
+        || "unknown".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("mock_clr")
+        .join(profile);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// The target triple of this test (the one the library was built for).
+fn target_triple() -> String {
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    format!("{}-unknown-linux-{env}", std::env::consts::ARCH)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Language {
+    C11,
+    Cxx17,
+}
+
+/// The compiler the `cc` crate picks for `language` (`CC` / `CXX`
+/// respected), with its default flags for this target.
+fn compiler(language: Language) -> Command {
+    let triple = target_triple();
+    cc::Build::new()
+        .cpp(language == Language::Cxx17)
+        .target(&triple)
+        .host(&triple)
+        .opt_level(0)
+        .debug(true)
+        .warnings(false)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler()
+        .to_command()
+}
+
+fn describe(command: &Command, output: &Output) -> String {
+    format!(
+        "{command:?}\nstatus: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "failed:\n{}",
+        describe(&command, &output)
+    );
+    output
+}
+
+/// Compiles `tests/c/<source>` as `language` and links it statically
+/// against `libhostmem.a`; returns the executable.
+fn build(source: &str, language: Language) -> PathBuf {
+    let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
+    let suffix = match language {
+        Language::C11 => "c",
+        Language::Cxx17 => "cxx",
+    };
+    let exe = output_dir().join(format!("{stem}-{suffix}"));
+    let mut command = compiler(language);
+    match language {
+        Language::C11 => command.arg("-std=c11"),
+        Language::Cxx17 => command.args(["-x", "c++", "-std=c++17"]),
+    };
+    command
+        .args(WARNINGS)
+        .arg("-I")
+        .arg(repo_path("include"))
+        .arg(repo_path(&format!("tests/c/{source}")));
+    if language == Language::Cxx17 {
+        // What follows is not C++ source.
+        command.args(["-x", "none"]);
+    }
+    command
+        .arg(static_library())
+        .args(NATIVE_STATIC_LIBS)
+        .arg("-o")
+        .arg(&exe);
+    run(command);
+    exe
+}
+
+/// The "N passed, M failed" line of a mock's output.
+fn totals(stdout: &str) -> Option<(u32, u32)> {
+    stdout.lines().find_map(|line| {
+        let (passed, failed) = line.trim().split_once(" passed, ")?;
+        let failed = failed.strip_suffix(" failed")?;
+        Some((passed.parse().ok()?, failed.parse().ok()?))
+    })
+}
+
+/// Runs a mock (under `wrapper` if given): it must exit 0 and report "N
+/// passed, 0 failed" with N > 0. Returns N.
+fn run_mock(exe: &Path, wrapper: &[&str]) -> u32 {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command.env("RUST_BACKTRACE", "0");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    let (passed, failed) = totals(&stdout).unwrap_or_else(|| {
+        panic!(
+            "no \"N passed, M failed\" line:\n{}",
+            describe(&command, &output)
+        )
+    });
+    assert!(
+        output.status.success() && failed == 0,
+        "the mock runtime failed:\n{}",
+        describe(&command, &output)
+    );
+    assert!(passed > 0, "the mock runtime checked nothing");
+    passed
+}
+
+fn valgrind() -> Option<PathBuf> {
+    let output = Command::new("which").arg("valgrind").output().ok()?;
+    let path = String::from_utf8(output.stdout).ok()?;
+    let path = path.trim();
+    (output.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+#[test]
+fn mock_clr_c_passes_and_is_clean_under_valgrind() {
+    let exe = build("mock_clr.c", Language::C11);
+    let passed = run_mock(&exe, &[]);
+    println!("mock CLR (C): {passed} checks passed");
+
+    let Some(valgrind) = valgrind() else {
+        println!("note: valgrind is not installed; the memory check of the mock CLR is skipped");
+        return;
+    };
+    let valgrind = valgrind.to_string_lossy().into_owned();
+    let under_valgrind = run_mock(
+        &exe,
+        &[
+            &valgrind,
+            "--error-exitcode=1",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+            "--track-origins=yes",
+            "--quiet",
+        ],
+    );
+    assert_eq!(
+        under_valgrind, passed,
+        "the same checks pass under valgrind"
+    );
+    println!("mock CLR under valgrind: no invalid access, no definite leak");
+}
+
+#[test]
+fn mock_clr_cpp_passes() {
+    let exe = build("mock_clr_cpp.cpp", Language::Cxx17);
+    let passed = run_mock(&exe, &[]);
+    println!("mock CLR (C++): {passed} checks passed");
+}
+
+#[test]
+fn c_declarations_compile_as_cpp_with_cinterface() {
+    let mut command = compiler(Language::Cxx17);
+    command
+        .args(["-x", "c++", "-std=c++17", "-DCINTERFACE", "-fsyntax-only"])
+        .args(WARNINGS)
+        .arg("-I")
+        .arg(repo_path("include"))
+        .arg(repo_path("include/hostmem/com.h"));
+    run(command);
+}
+
+/// The IIDs of the header: `static const IID IID_X = { ... };`, by name,
+/// with the `{...}` text of the comment above each.
+fn header_iids(header: &str) -> BTreeMap<String, (Guid, String)> {
+    let mut iids = BTreeMap::new();
+    let mut comment = String::new();
+    let mut rest = header;
+    while let Some(start) = rest.find("static const IID ") {
+        let before = &rest[..start];
+        if let Some(open) = before.rfind("/* {") {
+            comment = before[open + 3..]
+                .split(" */")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        let declaration = &rest[start + "static const IID ".len()..];
+        let end = declaration
+            .find(';')
+            .expect("an IID definition ends with ';'");
+        let (name, value) = declaration[..end]
+            .split_once('=')
+            .expect("an IID definition has '='");
+        let numbers: Vec<u64> = value
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter_map(|word| word.strip_prefix("0x"))
+            .map(|hex| u64::from_str_radix(hex, 16).expect("a hex number"))
+            .collect();
+        assert_eq!(numbers.len(), 11, "{name}: 11 numbers");
+        let mut data4 = [0u8; 8];
+        for (byte, &n) in data4.iter_mut().zip(&numbers[3..]) {
+            *byte = u8::try_from(n).expect("Data4 holds bytes");
+        }
+        let guid = Guid {
+            data1: u32::try_from(numbers[0]).unwrap(),
+            data2: u16::try_from(numbers[1]).unwrap(),
+            data3: u16::try_from(numbers[2]).unwrap(),
+            data4,
+        };
+        iids.insert(name.trim().to_owned(), (guid, std::mem::take(&mut comment)));
+        rest = &declaration[end..];
+    }
+    iids
+}
+
+#[test]
+fn header_iids_match_rust() {
+    let header = read("include/hostmem/com.h");
+    let iids = header_iids(&header);
+    let expected = [
+        ("IID_IUnknown", IID_IUNKNOWN),
+        ("IID_IHostMemoryManager", IID_IHOST_MEMORY_MANAGER),
+        ("IID_IHostMalloc", IID_IHOST_MALLOC),
+        (
+            "IID_ICLRMemoryNotificationCallback",
+            IID_ICLR_MEMORY_NOTIFICATION_CALLBACK,
+        ),
+        ("IID_IHostControl", IID_IHOST_CONTROL),
+    ];
+    assert_eq!(iids.len(), expected.len(), "{iids:?}");
+    for (name, guid) in expected {
+        let (header_guid, comment) = &iids[name];
+        assert_eq!(header_guid, &guid, "{name}");
+        assert_eq!(comment, &guid.to_string(), "{name}'s comment");
+    }
+    // The spec's spelling (spec/semantics.md §1), independently of both.
+    assert_eq!(
+        IID_IHOST_MEMORY_MANAGER.to_string(),
+        "{7BC698D1-F9E3-4460-9CDE-D04248E9FA25}"
+    );
+    assert_eq!(
+        IID_IHOST_CONTROL.to_string(),
+        "{02CA073C-7079-4860-880A-C2F7A449C991}"
+    );
+}
+
+/// `#define NAME ((HRESULT)0x...L)` lines, by name.
+fn header_hresults(header: &str) -> BTreeMap<String, u32> {
+    let mut hresults = BTreeMap::new();
+    for line in header.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("#define") {
+            continue;
+        }
+        let (Some(name), Some(value)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Some(hex) = value
+            .strip_prefix("((HRESULT)0x")
+            .and_then(|v| v.strip_suffix("L)"))
+        else {
+            continue;
+        };
+        let value = u32::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            hresults.insert(name.to_owned(), value).is_none(),
+            "{name} defined twice"
+        );
+    }
+    hresults
+}
+
+#[test]
+fn header_hresults_match_rust() {
+    let hresults = header_hresults(&read("include/hostmem/com.h"));
+    let expected = [
+        ("S_OK", HResult::S_OK),
+        ("E_NOTIMPL", E_NOTIMPL),
+        ("E_NOINTERFACE", HResult::E_NOINTERFACE),
+        ("E_POINTER", HResult::E_POINTER),
+        ("E_FAIL", HResult::E_FAIL),
+        ("E_OUTOFMEMORY", HResult::E_OUTOFMEMORY),
+        ("E_INVALIDARG", HResult::E_INVALIDARG),
+        ("HOST_E_DEADLOCK", HResult::HOST_E_DEADLOCK),
+        ("HOST_E_INTERRUPTED", HResult::HOST_E_INTERRUPTED),
+        ("HOST_E_INVALIDOPERATION", HResult::HOST_E_INVALIDOPERATION),
+        ("HOST_E_CLRNOTAVAILABLE", HResult::HOST_E_CLRNOTAVAILABLE),
+        ("HOST_E_TIMEOUT", HResult::HOST_E_TIMEOUT),
+        ("HOST_E_NOT_OWNER", HResult::HOST_E_NOT_OWNER),
+        ("HOST_E_ABANDONED", HResult::HOST_E_ABANDONED),
+        (
+            "HOST_E_EXITPROCESS_THREADABORT",
+            HResult::HOST_E_EXITPROCESS_THREADABORT,
+        ),
+    ];
+    assert_eq!(hresults.len(), expected.len(), "{hresults:?}");
+    for (name, hr) in expected {
+        assert_eq!(hresults.get(name), Some(&hr.bits()), "{name}");
+        if hr != E_NOTIMPL {
+            assert_eq!(hr.name(), Some(name), "the Rust name of {name}");
+        }
+    }
+    // The spec's numbers (spec/semantics.md §1), independently of both.
+    assert_eq!(hresults["HOST_E_INVALIDOPERATION"], 0x8013_1022);
+    assert_eq!(hresults["E_INVALIDARG"], 0x8007_0057);
+}
+
+/// `name = value` enumerators of the header, by name.
+fn header_enumerators(header: &str) -> BTreeMap<String, u32> {
+    let mut values = BTreeMap::new();
+    for line in header.lines() {
+        let line = line.split("/*").next().unwrap_or_default().trim();
+        let Some((name, value)) = line.trim_end_matches(',').split_once(" = ") else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if !name.starts_with('e') && !name.starts_with("MALLOC_") {
+            continue;
+        }
+        let value = match value.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => value.parse(),
+        }
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        values.insert(name.to_owned(), value);
+    }
+    values
+}
+
+#[test]
+fn header_enums_match_rust() {
+    let values = header_enumerators(&read("include/hostmem/com.h"));
+    let expected = [
+        ("eTaskCritical", MemoryCriticalLevel::TaskCritical as u32),
+        (
+            "eAppDomainCritical",
+            MemoryCriticalLevel::AppDomainCritical as u32,
+        ),
+        (
+            "eProcessCritical",
+            MemoryCriticalLevel::ProcessCritical as u32,
+        ),
+        ("eMemoryAvailableLow", MemoryAvailable::Low as u32),
+        ("eMemoryAvailableNeutral", MemoryAvailable::Neutral as u32),
+        ("eMemoryAvailableHigh", MemoryAvailable::High as u32),
+        ("MALLOC_THREADSAFE", 0x1),
+        ("MALLOC_EXECUTABLE", 0x2),
+    ];
+    assert_eq!(values.len(), expected.len(), "{values:?}");
+    for (name, value) in expected {
+        assert_eq!(values.get(name), Some(&value), "{name}");
+    }
+    for (name, value) in &values {
+        if name.starts_with("eTask") || name.ends_with("Critical") {
+            assert!(MemoryCriticalLevel::from_raw(*value).is_some(), "{name}");
+        }
+    }
+}
