@@ -1,0 +1,380 @@
+//! The operations the benchmarks time, each as a function that does one
+//! unit of work: through the host (`HostMemoryManager`), through the bare
+//! engine (`AddressSpace`), and as the raw syscall sequence that does the
+//! same work. `hostmem bench` and the criterion benches (`benches/engine.rs`)
+//! both call these, so they measure the same thing.
+//!
+//! The raw side uses the same kernel flags as hostmem's unix backend
+//! (`MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE`, through rustix), so a
+//! ratio isolates what hostmem adds on top of the syscalls it needs.
+#![allow(unsafe_code)]
+
+use crate::engine::AddressSpace;
+use crate::ffi::com::{ComMemoryManager, IHostMalloc, IHostMemoryManager, IUnknown};
+use crate::heap::{HostMalloc, MallocType};
+use crate::host::{HResult, HostMemoryManager, MemoryCriticalLevel};
+use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection};
+use rustix::mm::{self, Advice, MapFlags, MprotectFlags, ProtFlags};
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::sync::Arc;
+
+/// 64 KiB: the allocation granularity, the size figures 1, 3 and 7 use.
+pub const SMALL: usize = 0x1_0000;
+/// 256 MiB: the reservation of figure 2.
+pub const LARGE: usize = 0x1000_0000;
+/// The reservation figure 3 commits and decommits inside: 1 MiB.
+pub const COMMIT_RESERVATION: usize = 0x10_0000;
+/// Where in that reservation figure 3 commits (so the kernel splits and
+/// merges the mapping, as a commit inside a larger reservation does).
+pub const COMMIT_OFFSET: usize = 0x1_0000;
+
+const FLAGS: MapFlags = MapFlags::PRIVATE.union(MapFlags::NORESERVE);
+const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
+const RESERVE_COMMIT: AllocationType = AllocationType::RESERVE.union(AllocationType::COMMIT);
+
+/// Writes one byte at `addr`, which must be in a committed, writable page
+/// that nobody else uses (the page fault is part of the work measured).
+pub fn touch(addr: usize) {
+    // SAFETY: every caller passes the start of a page it has just mapped
+    // (or committed) read-write and that no one else references.
+    unsafe { (addr as *mut u8).write_volatile(1) }
+}
+
+/// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`.
+///
+/// # Panics
+///
+/// If the kernel refuses (the benchmark cannot go on).
+pub fn raw_map(len: usize, prot: ProtFlags) -> usize {
+    // SAFETY: no MAP_FIXED: the kernel picks free address space, so no
+    // existing mapping is affected.
+    unsafe { mm::mmap_anonymous(std::ptr::null_mut(), len, prot, FLAGS) }.expect("mmap") as usize
+}
+
+/// `munmap(addr, len)` of a mapping made by [`raw_map`].
+pub fn raw_unmap(addr: usize, len: usize) {
+    // SAFETY: the callers unmap only mappings they made with `raw_map` and
+    // hold no references into.
+    unsafe { mm::munmap(addr as *mut c_void, len) }.expect("munmap");
+}
+
+fn raw_protect(addr: usize, len: usize, prot: MprotectFlags) {
+    // SAFETY: the range lies in a mapping the caller made with `raw_map`.
+    unsafe { mm::mprotect(addr as *mut c_void, len, prot) }.expect("mprotect");
+}
+
+fn raw_discard(addr: usize, len: usize) {
+    // SAFETY: the range lies in a private anonymous mapping the caller made
+    // with `raw_map`; dropping its contents is the decommit measured.
+    unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxDontNeed) }.expect("madvise");
+}
+
+/// Figure 1, raw: `mmap` 64 KiB read-write, touch one page, `munmap`.
+pub fn raw_alloc_touch_free() {
+    let at = raw_map(SMALL, ProtFlags::READ | ProtFlags::WRITE);
+    touch(at);
+    raw_unmap(at, SMALL);
+}
+
+/// Figure 1, host: `VirtualAlloc(NULL, 64 KiB, MEM_RESERVE | MEM_COMMIT,
+/// PAGE_READWRITE)`, touch one page, `VirtualFree(MEM_RELEASE)`.
+pub fn host_alloc_touch_free(host: &HostMemoryManager) {
+    let at = host
+        .virtual_alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE, LEVEL)
+        .expect("VirtualAlloc");
+    touch(at);
+    host.virtual_free(at, 0, FreeType::RELEASE)
+        .expect("VirtualFree");
+}
+
+/// Figure 1, bare engine: the same calls on an [`AddressSpace`].
+pub fn engine_alloc_touch_free(space: &mut AddressSpace) {
+    let at = space
+        .virtual_alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE)
+        .expect("VirtualAlloc");
+    touch(at);
+    space
+        .virtual_free(at, 0, FreeType::RELEASE)
+        .expect("VirtualFree");
+}
+
+/// Figure 2, raw: `mmap(PROT_NONE)` 256 MiB and `munmap`.
+pub fn raw_reserve_release() {
+    let at = raw_map(LARGE, ProtFlags::empty());
+    raw_unmap(black_box(at), LARGE);
+}
+
+/// Figure 2, host: `VirtualAlloc(NULL, 256 MiB, MEM_RESERVE,
+/// PAGE_READWRITE)` and `VirtualFree(MEM_RELEASE)`.
+pub fn host_reserve_release(host: &HostMemoryManager) {
+    let at = host
+        .virtual_alloc(
+            0,
+            LARGE,
+            AllocationType::RESERVE,
+            Protection::READWRITE,
+            LEVEL,
+        )
+        .expect("VirtualAlloc");
+    host.virtual_free(at, 0, FreeType::RELEASE)
+        .expect("VirtualFree");
+}
+
+/// Figure 2, bare engine.
+pub fn engine_reserve_release(space: &mut AddressSpace) {
+    let at = space
+        .virtual_alloc(0, LARGE, AllocationType::RESERVE, Protection::READWRITE)
+        .expect("VirtualAlloc");
+    space
+        .virtual_free(at, 0, FreeType::RELEASE)
+        .expect("VirtualFree");
+}
+
+/// Figure 3, raw: in a `PROT_NONE` mapping at `base` (made with
+/// [`raw_map`], [`COMMIT_RESERVATION`] bytes), `mprotect` 64 KiB read-write,
+/// touch, `madvise(MADV_DONTNEED)`, `mprotect(PROT_NONE)`.
+pub fn raw_commit_touch_decommit(base: usize) {
+    let at = base + COMMIT_OFFSET;
+    raw_protect(at, SMALL, MprotectFlags::READ | MprotectFlags::WRITE);
+    touch(at);
+    raw_discard(at, SMALL);
+    raw_protect(at, SMALL, MprotectFlags::empty());
+}
+
+/// Figure 3, host: in a reservation at `base` ([`COMMIT_RESERVATION`]
+/// bytes), `VirtualAlloc(MEM_COMMIT)` 64 KiB, touch,
+/// `VirtualFree(MEM_DECOMMIT)`.
+pub fn host_commit_touch_decommit(host: &HostMemoryManager, base: usize) {
+    let at = base + COMMIT_OFFSET;
+    host.virtual_alloc(
+        at,
+        SMALL,
+        AllocationType::COMMIT,
+        Protection::READWRITE,
+        LEVEL,
+    )
+    .expect("VirtualAlloc");
+    touch(at);
+    host.virtual_free(at, SMALL, FreeType::DECOMMIT)
+        .expect("VirtualFree");
+}
+
+/// Figure 3, bare engine.
+pub fn engine_commit_touch_decommit(space: &mut AddressSpace, base: usize) {
+    let at = base + COMMIT_OFFSET;
+    space
+        .virtual_alloc(at, SMALL, AllocationType::COMMIT, Protection::READWRITE)
+        .expect("VirtualAlloc");
+    touch(at);
+    space
+        .virtual_free(at, SMALL, FreeType::DECOMMIT)
+        .expect("VirtualFree");
+}
+
+/// Reserves the reservation figure 3 works in, through the host.
+pub fn host_commit_reservation(host: &HostMemoryManager) -> usize {
+    host.virtual_alloc(
+        0,
+        COMMIT_RESERVATION,
+        AllocationType::RESERVE,
+        Protection::READWRITE,
+        LEVEL,
+    )
+    .expect("VirtualAlloc")
+}
+
+/// Reserves the reservation figure 3 works in, in a bare engine.
+pub fn engine_commit_reservation(space: &mut AddressSpace) -> usize {
+    space
+        .virtual_alloc(
+            0,
+            COMMIT_RESERVATION,
+            AllocationType::RESERVE,
+            Protection::READWRITE,
+        )
+        .expect("VirtualAlloc")
+}
+
+/// `VirtualQuery` through the host; panics on failure.
+pub fn host_query(host: &HostMemoryManager, addr: usize) -> MemoryBasicInformation {
+    host.virtual_query(addr).expect("VirtualQuery")
+}
+
+/// Figure 5: `VirtualFree(MEM_RELEASE)` of an address the host did not
+/// allocate; returns whether it answered `HOST_E_INVALIDOPERATION`.
+pub fn host_free_foreign(host: &HostMemoryManager, addr: usize) -> bool {
+    host.virtual_free(addr, 0, FreeType::RELEASE) == Err(crate::host::HostError::NotHostMemory)
+}
+
+/// Makes `count` live reservations of 64 KiB each in `host`, each exactly
+/// one kernel mapping: they alternate between reserved (`PROT_NONE`) and
+/// committed read-write, so that neighbours never merge into one mapping
+/// and no reservation is split in several. Returns their bases.
+pub fn host_populate(host: &HostMemoryManager, count: usize) -> Vec<usize> {
+    (0..count)
+        .map(|i| {
+            let kind = if i % 2 == 0 {
+                AllocationType::RESERVE
+            } else {
+                RESERVE_COMMIT
+            };
+            host.virtual_alloc(0, SMALL, kind, Protection::READWRITE, LEVEL)
+                .expect("VirtualAlloc")
+        })
+        .collect()
+}
+
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
+}
+
+/// The C library's `malloc` then `free` of `size` bytes (figure 8's
+/// reference); touches the first byte so the block is really used.
+pub fn libc_malloc_free(size: usize) {
+    // SAFETY: malloc and free are the C library's; the block is written
+    // within its size (at least one byte) and freed once.
+    unsafe {
+        let p = malloc(size).cast::<u8>();
+        assert!(!p.is_null(), "malloc");
+        p.write_volatile(1);
+        free(black_box(p).cast());
+    }
+}
+
+/// A small, fast pseudo-random sequence (xorshift64*), so that the
+/// addresses and sizes the benchmarks use are the same in every run.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value; 0 is replaced).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 11) % n as u64) as usize
+    }
+}
+
+/// `count` allocation sizes drawn uniformly from 16 to 1024 bytes
+/// (figure 8).
+pub fn malloc_sizes(count: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    (0..count).map(|_| 16 + rng.below(1024 - 16 + 1)).collect()
+}
+
+/// `count` addresses drawn at random inside the reservations at `bases`
+/// (each 64 KiB), page-aligned or not.
+pub fn random_addresses(bases: &[usize], count: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| bases[rng.below(bases.len())] + rng.below(SMALL))
+        .collect()
+}
+
+/// Figure 8's heap: an `IHostMalloc` reached through the COM vtable (what
+/// the runtime calls) when `CreateMalloc` works, else through the Rust API.
+pub enum BenchHeap {
+    /// Through `IHostMemoryManager::CreateMalloc` and the `IHostMalloc`
+    /// vtable; both objects are released on drop.
+    Com {
+        /// The `IHostMemoryManager*`, one reference owned.
+        manager: *mut IHostMemoryManager,
+        /// The `IHostMalloc*`, one reference owned.
+        heap: *mut IHostMalloc,
+    },
+    /// Through [`HostMalloc`]'s methods.
+    Rust(Arc<HostMalloc>),
+}
+
+impl BenchHeap {
+    /// A thread-safe heap through the COM vtable, or the HRESULT
+    /// `CreateMalloc` answered.
+    pub fn com(host: Arc<HostMemoryManager>) -> Result<Self, HResult> {
+        let manager = ComMemoryManager::create(host);
+        let mut heap = std::ptr::null_mut();
+        // SAFETY: `manager` is a live object just made, with one reference
+        // that this function owns; `heap` is writable.
+        let hr = unsafe {
+            ((*(*manager).vtbl).create_malloc)(manager, MallocType::THREADSAFE.bits(), &mut heap)
+        };
+        if hr == HResult::S_OK && !heap.is_null() {
+            Ok(Self::Com { manager, heap })
+        } else {
+            release(manager.cast());
+            Err(hr)
+        }
+    }
+
+    /// A thread-safe heap through the Rust API.
+    pub fn rust(host: &Arc<HostMemoryManager>) -> Self {
+        Self::Rust(
+            host.create_malloc(MallocType::THREADSAFE)
+                .expect("CreateMalloc"),
+        )
+    }
+
+    /// Whether calls go through the COM vtable.
+    pub fn is_com(&self) -> bool {
+        matches!(self, Self::Com { .. })
+    }
+
+    /// `Alloc(size)`, a write to the block's first byte, `Free`.
+    pub fn alloc_free(&self, size: usize) {
+        match self {
+            Self::Com { heap, .. } => {
+                let mut p = std::ptr::null_mut();
+                // SAFETY: `heap` is a live IHostMalloc this value holds a
+                // reference on; `p` is writable; the block is written within
+                // its size and freed once.
+                unsafe {
+                    let vtbl = &*(**heap).vtbl;
+                    let hr = (vtbl.alloc)(*heap, size, LEVEL as u32, &mut p);
+                    assert!(hr == HResult::S_OK && !p.is_null(), "IHostMalloc::Alloc");
+                    p.cast::<u8>().write_volatile(1);
+                    (vtbl.free)(*heap, black_box(p));
+                }
+            }
+            Self::Rust(heap) => {
+                let p = heap.alloc(size, LEVEL).expect("IHostMalloc::Alloc");
+                touch(p);
+                heap.free(black_box(p)).expect("IHostMalloc::Free");
+            }
+        }
+    }
+}
+
+fn release(object: *mut IUnknown) {
+    // SAFETY: the callers pass an object on which they own a reference and
+    // which they do not use afterwards.
+    unsafe {
+        ((*(*object).vtbl).release)(object);
+    }
+}
+
+impl Drop for BenchHeap {
+    fn drop(&mut self) {
+        if let Self::Com { manager, heap } = *self {
+            release(heap.cast());
+            release(manager.cast());
+        }
+    }
+}
+
+// SAFETY: hostmem's COM objects are safe to call from any thread (the
+// contract of the COM face).
+unsafe impl Send for BenchHeap {}
+// SAFETY: as above.
+unsafe impl Sync for BenchHeap {}
