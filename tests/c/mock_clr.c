@@ -70,6 +70,7 @@ static void skip(const char* what) {
 #define PAGE_NOACCESS  HOSTMEM_PAGE_NOACCESS
 #define PAGE_READONLY  HOSTMEM_PAGE_READONLY
 #define PAGE_READWRITE HOSTMEM_PAGE_READWRITE
+#define PAGE_EXECUTE_READWRITE HOSTMEM_PAGE_EXECUTE_READWRITE
 #define GRANULE        ((size_t)0x10000)
 #define PAGE           ((size_t)0x1000)
 
@@ -625,14 +626,11 @@ static void test_methods(void) {
         CHECK(available > 0);
     }
 
-    /* CreateMalloc: the IHostMalloc issue; until then E_NOTIMPL. */
+    /* CreateMalloc (the heaps themselves: test_malloc). */
     CHECK_HR(m->lpVtbl->CreateMalloc(m, MALLOC_THREADSAFE, NULL), E_POINTER);
     IHostMalloc* heap = (IHostMalloc*)1;
     hr = m->lpVtbl->CreateMalloc(m, MALLOC_THREADSAFE, &heap);
-    if (hr == E_NOTIMPL) {
-        CHECK(heap == NULL);
-        skip("CreateMalloc returns E_NOTIMPL (IHostMalloc is a later issue)");
-    } else {
+    {
         CHECK_HR(hr, S_OK);
         if (heap) {
             void* block = NULL;
@@ -800,6 +798,186 @@ static void* worker(void* arg) {
     return NULL;
 }
 
+/* ---- IHostMalloc, as the runtime uses it ---------------------------- */
+
+typedef struct HeapThread {
+    IHostMalloc* heap;
+    int index;
+    int failures;
+} HeapThread;
+
+/* Allocates blocks of varied sizes, fills each with a pattern of its own,
+ * and checks every pattern before freeing: a heap that hands one block to
+ * two threads, or corrupts a free list, breaks a pattern. */
+static void* heap_worker(void* arg) {
+    HeapThread* t = (HeapThread*)arg;
+    enum { LIVE = 64 };
+    unsigned char* blocks[LIVE] = {0};
+    size_t sizes[LIVE] = {0};
+    unsigned seed = 12345u + (unsigned)t->index * 7919u;
+    for (int round = 0; round < 4000; round++) {
+        seed = seed * 1103515245u + 12345u;
+        int slot = (int)((seed >> 8) % LIVE);
+        if (blocks[slot]) {
+            unsigned char want = (unsigned char)(slot * 31 + t->index);
+            if (!filled_with(blocks[slot], sizes[slot], want)) t->failures++;
+            if (t->heap->lpVtbl->Free(t->heap, blocks[slot]) != S_OK) t->failures++;
+            blocks[slot] = NULL;
+        } else {
+            size_t size = 16 + (seed >> 12) % 1009;
+            void* p = NULL;
+            if (t->heap->lpVtbl->Alloc(t->heap, size, eTaskCritical, &p) != S_OK || p == NULL ||
+                ((uintptr_t)p & 15) != 0) {
+                t->failures++;
+                continue;
+            }
+            memset(p, slot * 31 + t->index, size);
+            blocks[slot] = p;
+            sizes[slot] = size;
+        }
+    }
+    for (int slot = 0; slot < LIVE; slot++) {
+        if (!blocks[slot]) continue;
+        if (!filled_with(blocks[slot], sizes[slot], (unsigned char)(slot * 31 + t->index))) t->failures++;
+        if (t->heap->lpVtbl->Free(t->heap, blocks[slot]) != S_OK) t->failures++;
+    }
+    return NULL;
+}
+
+static void* foreign_thread_alloc(void* arg) {
+    IHostMalloc* heap = (IHostMalloc*)arg;
+    void* p = (void*)1;
+    HRESULT hr = heap->lpVtbl->Alloc(heap, 32, eTaskCritical, &p);
+    return (void*)(uintptr_t)(hr == HOST_E_NOT_OWNER && p == NULL);
+}
+
+static void test_malloc(void) {
+    IHostMemoryManager* m = new_manager();
+    IHostMalloc* heap = NULL;
+    CHECK_HR(m->lpVtbl->CreateMalloc(m, 0x4, &heap), E_INVALIDARG);
+    CHECK(heap == NULL);
+    CHECK_HR(m->lpVtbl->CreateMalloc(m, MALLOC_THREADSAFE, NULL), E_POINTER);
+    CHECK_HR(m->lpVtbl->CreateMalloc(m, MALLOC_THREADSAFE, &heap), S_OK);
+    CHECK(heap != NULL);
+    if (!heap) {
+        m->lpVtbl->Release(m);
+        return;
+    }
+    IUnknown* unknown = NULL;
+    CHECK_HR(heap->lpVtbl->QueryInterface(heap, &IID_IHostMalloc, (void**)&unknown), S_OK);
+    CHECK(unknown == (IUnknown*)heap);
+    CHECK(heap->lpVtbl->Release(heap) == 1);
+
+    /* Alignment, sizes, and size 0 giving unique pointers. */
+    void* a = NULL;
+    void* b = NULL;
+    CHECK_HR(heap->lpVtbl->Alloc(heap, 0, eTaskCritical, &a), S_OK);
+    CHECK_HR(heap->lpVtbl->Alloc(heap, 0, eTaskCritical, &b), S_OK);
+    CHECK(a != NULL && b != NULL && a != b);
+    CHECK_HR(heap->lpVtbl->Alloc(heap, 16, eTaskCritical, NULL), E_POINTER);
+    CHECK_HR(heap->lpVtbl->Alloc(heap, 16, 7, &a), E_INVALIDARG);
+    CHECK_HR(heap->lpVtbl->Free(heap, b), S_OK);
+    void* big = NULL;
+    CHECK_HR(heap->lpVtbl->Alloc(heap, 3 << 20, eTaskCritical, &big), S_OK);
+    CHECK(big != NULL && ((uintptr_t)big & 15) == 0);
+    if (big) memset(big, 0x5A, 3 << 20);
+    MBI mbi;
+    CHECK_HR(query(m, big, &mbi), S_OK);
+    CHECK(mbi.State == MEM_COMMIT && mbi.Protect == PAGE_READWRITE);
+
+    /* Free: NULL is fine; what this heap did not hand out is refused and
+     * corrupts nothing. */
+    CHECK_HR(heap->lpVtbl->Free(heap, NULL), S_OK);
+    char* small = NULL;
+    CHECK_HR(heap->lpVtbl->Alloc(heap, 64, eTaskCritical, (void**)&small), S_OK);
+    memset(small, 0x33, 64);
+    int on_stack = 0;
+    void* c_heap = malloc(64);
+    IHostMalloc* other = NULL;
+    CHECK_HR(m->lpVtbl->CreateMalloc(m, MALLOC_THREADSAFE, &other), S_OK);
+    void* theirs = NULL;
+    CHECK_HR(other->lpVtbl->Alloc(other, 64, eTaskCritical, &theirs), S_OK);
+    CHECK_HR(heap->lpVtbl->Free(heap, &on_stack), HOST_E_INVALIDOPERATION);
+    CHECK_HR(heap->lpVtbl->Free(heap, c_heap), HOST_E_INVALIDOPERATION);
+    CHECK_HR(heap->lpVtbl->Free(heap, theirs), HOST_E_INVALIDOPERATION);
+    CHECK_HR(heap->lpVtbl->Free(heap, small + 16), HOST_E_INVALIDOPERATION);
+    CHECK(filled_with(small, 64, 0x33));
+    CHECK_HR(heap->lpVtbl->Free(heap, small), S_OK);
+    CHECK_HR(heap->lpVtbl->Free(heap, small), HOST_E_INVALIDOPERATION);
+    CHECK_HR(other->lpVtbl->Free(other, theirs), S_OK);
+    CHECK(other->lpVtbl->Release(other) == 0);
+    free(c_heap);
+
+    /* DebugAlloc remembers file and line. */
+    void* dbg = NULL;
+    CHECK_HR(heap->lpVtbl->DebugAlloc(heap, 40, eAppDomainCritical, (char*)__FILE__, __LINE__, &dbg), S_OK);
+    CHECK(dbg != NULL && ((uintptr_t)dbg & 15) == 0);
+    CHECK_HR(heap->lpVtbl->DebugAlloc(heap, 40, eAppDomainCritical, NULL, 0, NULL), E_POINTER);
+    CHECK_HR(heap->lpVtbl->Free(heap, dbg), S_OK);
+
+    /* 4 threads hammering the thread-safe heap, each block checksummed. */
+    pthread_t threads[4];
+    HeapThread results[4];
+    for (int i = 0; i < 4; i++) {
+        results[i] = (HeapThread){heap, i, 0};
+        pthread_create(&threads[i], NULL, heap_worker, &results[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(results[i].failures == 0);
+    }
+    CHECK_HR(heap->lpVtbl->Free(heap, big), S_OK);
+    CHECK(heap->lpVtbl->Release(heap) == 0);
+
+    /* A heap without MALLOC_THREADSAFE belongs to its first user. */
+    IHostMalloc* mine = NULL;
+    CHECK_HR(m->lpVtbl->CreateMalloc(m, 0, &mine), S_OK);
+    void* p = NULL;
+    CHECK_HR(mine->lpVtbl->Alloc(mine, 32, eTaskCritical, &p), S_OK);
+    pthread_t intruder;
+    void* refused = NULL;
+    pthread_create(&intruder, NULL, foreign_thread_alloc, mine);
+    pthread_join(intruder, &refused);
+    CHECK(refused != NULL);
+    CHECK_HR(mine->lpVtbl->Free(mine, p), S_OK);
+    CHECK(mine->lpVtbl->Release(mine) == 0);
+
+#if defined(__x86_64__)
+    /* An executable heap's memory runs code: mov eax, 42; ret. */
+    IHostMalloc* code = NULL;
+    CHECK_HR(m->lpVtbl->CreateMalloc(m, MALLOC_THREADSAFE | MALLOC_EXECUTABLE, &code), S_OK);
+    unsigned char* fn = NULL;
+    CHECK_HR(code->lpVtbl->Alloc(code, 16, eTaskCritical, (void**)&fn), S_OK);
+    if (fn) {
+        static const unsigned char body[] = {0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3};
+        memcpy(fn, body, sizeof body);
+        int (*call)(void);
+        memcpy(&call, &fn, sizeof call);
+        CHECK(call() == 42);
+        CHECK_HR(query(m, fn, &mbi), S_OK);
+        CHECK(mbi.Protect == PAGE_EXECUTE_READWRITE);
+        CHECK_HR(code->lpVtbl->Free(code, fn), S_OK);
+    }
+    CHECK(code->lpVtbl->Release(code) == 0);
+#endif
+    m->lpVtbl->Release(m);
+
+    /* The budget refuses a heap allocation: E_OUTOFMEMORY, NULL. */
+    hostmem_config config;
+    memset(&config, 0, sizeof config);
+    config.size = sizeof config;
+    config.budget_bytes = 4 * GRANULE;
+    IHostMemoryManager* tight = NULL;
+    CHECK_HR(hostmem_CreateMemoryManager(&config, &tight), S_OK);
+    IHostMalloc* capped = NULL;
+    CHECK_HR(tight->lpVtbl->CreateMalloc(tight, MALLOC_THREADSAFE, &capped), S_OK);
+    void* too_big = (void*)1;
+    CHECK_HR(capped->lpVtbl->Alloc(capped, 1 << 20, eProcessCritical, &too_big), E_OUTOFMEMORY);
+    CHECK(too_big == NULL);
+    CHECK(capped->lpVtbl->Release(capped) == 0);
+    CHECK(tight->lpVtbl->Release(tight) == 0);
+}
+
 static void test_threads(void) {
     shared_manager = new_manager();
     pthread_t threads[THREADS];
@@ -834,6 +1012,7 @@ int main(void) {
     test_methods();
     test_notification_callback();
     test_threads();
+    test_malloc();
     int p = atomic_load(&passed), f = atomic_load(&failed), s = atomic_load(&skipped);
     if (s) printf("%d skipped\n", s);
     printf("%d passed, %d failed\n", p, f);

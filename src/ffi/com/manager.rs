@@ -7,8 +7,10 @@ use super::config::HostmemConfig;
 use super::interfaces::{
     ICLRMemoryNotificationCallback, IHostMalloc, IHostMemoryManager, IHostMemoryManagerVtbl,
 };
+use super::malloc::ComHostMalloc;
 use super::unknown::{IUnknown, IUnknownVtbl, RefCount};
-use super::{E_NOTIMPL, Out, count_boundary, hresult_boundary, query_interface_of};
+use super::{Out, count_boundary, hresult_boundary, query_interface_of};
+use crate::heap::MallocType;
 use crate::host::{
     HResult, HostConfig, HostError, HostMemoryManager, MemoryCriticalLevel,
     MemoryNotificationCallback,
@@ -209,28 +211,39 @@ fn hresult(result: Result<(), HostError>) -> HResult {
     result.map_or_else(HostError::hresult, |()| HResult::S_OK)
 }
 
-/// `CreateMalloc(type, &malloc)`: not implemented yet (the `IHostMalloc`
-/// issue): `E_NOTIMPL` with `*out` NULL; `E_POINTER` for a NULL `out`.
+/// `CreateMalloc(type, &malloc)`: a new heap over this manager as an
+/// `IHostMalloc*` with one reference. Bits other than `MALLOC_THREADSAFE`
+/// and `MALLOC_EXECUTABLE` are `E_INVALIDARG`; `E_POINTER` for a NULL
+/// `out`; `*out` is NULL on failure.
 ///
 /// # Safety
 ///
 /// `this` is a live object of this module; `out` is NULL or writable.
 unsafe extern "system" fn create_malloc(
     this: *mut IHostMemoryManager,
-    _malloc_type: u32,
+    malloc_type: u32,
     out: *mut *mut IHostMalloc,
 ) -> HResult {
     hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(_host) = (unsafe { host(this) }) else {
-            return HResult::E_POINTER;
-        };
         // SAFETY: NULL or writable (the caller's contract).
         let Some(mut out) = (unsafe { Out::new(out) }) else {
             return HResult::E_POINTER;
         };
         out.write(null_mut());
-        E_NOTIMPL
+        // SAFETY: `this` is ours, alive for the call (the caller's contract).
+        let Some(object) = (unsafe { ComMemoryManager::from_this(this) }) else {
+            return HResult::E_POINTER;
+        };
+        match object
+            .host
+            .create_malloc(MallocType::from_bits_retain(malloc_type))
+        {
+            Ok(heap) => {
+                out.write(ComHostMalloc::create(heap));
+                HResult::S_OK
+            }
+            Err(e) => e.hresult(),
+        }
     })
 }
 

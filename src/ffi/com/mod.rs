@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod guid;
 pub mod interfaces;
+pub mod malloc;
 pub mod manager;
 pub mod unknown;
 
@@ -38,6 +39,7 @@ pub use interfaces::{
     ICLRMemoryNotificationCallback, ICLRMemoryNotificationCallbackVtbl, IHostControl,
     IHostControlVtbl, IHostMalloc, IHostMallocVtbl, IHostMemoryManager, IHostMemoryManagerVtbl,
 };
+pub use malloc::ComHostMalloc;
 pub use manager::{ComMemoryManager, hostmem_CreateMemoryManager};
 pub use unknown::{ComRef, IUnknown, IUnknownVtbl, Interface, RefCount};
 

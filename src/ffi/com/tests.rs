@@ -147,8 +147,20 @@ fn memory_through_the_vtable() {
             HResult::HOST_E_INVALIDOPERATION
         );
         let mut malloc = std::ptr::dangling_mut::<IHostMalloc>();
-        assert_eq!((v.create_malloc)(manager, 1, &mut malloc), E_NOTIMPL);
+        assert_eq!(
+            (v.create_malloc)(manager, 4, &mut malloc),
+            HResult::E_INVALIDARG
+        );
         assert!(malloc.is_null());
+        assert_eq!((v.create_malloc)(manager, 1, &mut malloc), HResult::S_OK);
+        assert!(!malloc.is_null());
+        let heap = &*(*malloc).vtbl;
+        let mut block = std::ptr::null_mut();
+        assert_eq!((heap.alloc)(malloc, 24, 0, &mut block), HResult::S_OK);
+        assert_eq!(block.addr() % 16, 0);
+        assert_eq!((heap.free)(malloc, block), HResult::S_OK);
+        assert_eq!((heap.free)(malloc, block), HResult::HOST_E_INVALIDOPERATION);
+        assert_eq!((heap.unknown.release)(malloc.cast()), 0);
     }
     assert_eq!(release(manager), 0);
 }

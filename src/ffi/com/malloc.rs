@@ -1,0 +1,213 @@
+//! hostmem's `IHostMalloc` object: a reference-counted COM object over an
+//! `Arc<HostMalloc>` (a heap drawn from its manager's pages).
+#![allow(unsafe_code)]
+
+use super::interfaces::{IHostMalloc, IHostMallocVtbl};
+use super::unknown::{IUnknown, IUnknownVtbl, RefCount};
+use super::{Out, count_boundary, hresult_boundary, query_interface_of};
+use crate::heap::HostMalloc;
+use crate::host::{HResult, HostError, MemoryCriticalLevel};
+use std::ffi::{CStr, c_char, c_void};
+use std::ptr::null_mut;
+use std::sync::Arc;
+
+/// The `IHostMalloc` object: its first field is the vtable pointer. The
+/// last `Release` frees it and drops its reference to the heap (the heap's
+/// memory goes back to the manager when no reference remains).
+#[repr(C)]
+pub struct ComHostMalloc {
+    vtbl: *const IHostMallocVtbl,
+    refs: RefCount,
+    heap: Arc<HostMalloc>,
+}
+
+static VTBL: IHostMallocVtbl = IHostMallocVtbl {
+    unknown: IUnknownVtbl {
+        query_interface,
+        add_ref,
+        release,
+    },
+    alloc,
+    debug_alloc,
+    free,
+};
+
+impl ComHostMalloc {
+    /// A new object over `heap` with one reference, which the caller owns.
+    pub fn create(heap: Arc<HostMalloc>) -> *mut IHostMalloc {
+        Box::into_raw(Box::new(Self {
+            vtbl: &VTBL,
+            refs: RefCount::new(),
+            heap,
+        }))
+        .cast()
+    }
+
+    /// The object behind `this`; `None` for NULL.
+    ///
+    /// # Safety
+    ///
+    /// `this` is NULL or a pointer made by [`create`](Self::create) on
+    /// which the caller holds a reference for as long as `'a` lasts.
+    unsafe fn from_this<'a, T>(this: *mut T) -> Option<&'a Self> {
+        // SAFETY: NULL, or a live `ComHostMalloc` (the caller's contract).
+        unsafe { this.cast::<Self>().as_ref() }
+    }
+}
+
+/// `QueryInterface`: `IUnknown` and `IHostMalloc`.
+///
+/// # Safety
+///
+/// `this` is a live object of this module; `riid` readable or NULL; `out`
+/// writable or NULL.
+unsafe extern "system" fn query_interface(
+    this: *mut IUnknown,
+    riid: *const super::Guid,
+    out: *mut *mut c_void,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: `this` is ours (the caller's contract).
+        let refs = unsafe { ComHostMalloc::from_this(this) }.map(|o| &o.refs);
+        // SAFETY: `riid` and `out` as the caller promised.
+        unsafe { query_interface_of::<IHostMalloc>(this, refs, riid, out) }
+    })
+}
+
+/// `AddRef`: the new count.
+///
+/// # Safety
+///
+/// `this` is a live object of this module.
+unsafe extern "system" fn add_ref(this: *mut IUnknown) -> u32 {
+    count_boundary(|| {
+        // SAFETY: `this` is ours and alive (the caller's contract).
+        unsafe { ComHostMalloc::from_this(this) }.map_or(0, |o| o.refs.add_ref())
+    })
+}
+
+/// `Release`: the new count; at 0 the object is freed.
+///
+/// # Safety
+///
+/// `this` is a live object of this module on which the caller gives back
+/// one reference.
+unsafe extern "system" fn release(this: *mut IUnknown) -> u32 {
+    count_boundary(|| {
+        // SAFETY: `this` is ours and alive (the caller's contract).
+        let Some(object) = (unsafe { ComHostMalloc::from_this(this) }) else {
+            return 0;
+        };
+        let count = object.refs.release();
+        if count == 0 {
+            // SAFETY: the last reference is gone, so nothing else reaches
+            // the object; `create` made it with `Box::into_raw`, and the
+            // count reaches 0 once, so it is freed exactly once.
+            drop(unsafe { Box::from_raw(this.cast::<ComHostMalloc>()) });
+        }
+        count
+    })
+}
+
+/// The heap behind `this`; `None` for NULL.
+///
+/// # Safety
+///
+/// `this` is NULL or a live object of this module, referenced by the
+/// caller for the whole of `'a`.
+unsafe fn heap<'a>(this: *mut IHostMalloc) -> Option<&'a HostMalloc> {
+    // SAFETY: NULL or ours, alive for `'a` (the caller's contract).
+    unsafe { ComHostMalloc::from_this(this) }.map(|object| &*object.heap)
+}
+
+/// Stores an allocation's outcome: `*out` the block or NULL.
+fn finish(mut out: Out<*mut c_void>, result: Result<usize, HostError>) -> HResult {
+    match result {
+        Ok(block) => {
+            out.write(std::ptr::with_exposed_provenance_mut(block));
+            HResult::S_OK
+        }
+        Err(e) => e.hresult(),
+    }
+}
+
+/// `Alloc(size, level, &p)`: `*p` a 16-byte aligned block, or NULL with
+/// `E_OUTOFMEMORY` when the budget (at `level`) refuses. `E_POINTER` for a
+/// NULL `p`; `E_INVALIDARG` for a level outside `EMemoryCriticalLevel`.
+///
+/// # Safety
+///
+/// `this` is a live object of this module; `out` is NULL or writable.
+unsafe extern "system" fn alloc(
+    this: *mut IHostMalloc,
+    size: usize,
+    critical_level: u32,
+    out: *mut *mut c_void,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: NULL or writable (the caller's contract).
+        let Some(mut out) = (unsafe { Out::new(out) }) else {
+            return HResult::E_POINTER;
+        };
+        out.write(null_mut());
+        // SAFETY: `this` is ours, alive for the call (the caller's contract).
+        let Some(heap) = (unsafe { heap(this) }) else {
+            return HResult::E_POINTER;
+        };
+        let Some(level) = MemoryCriticalLevel::from_raw(critical_level) else {
+            return HResult::E_INVALIDARG;
+        };
+        finish(out, heap.alloc(size, level))
+    })
+}
+
+/// `DebugAlloc(size, level, file, line, &p)`: as `Alloc`, and the heap
+/// remembers `file` (NULL: none) and `line` for its leak report.
+///
+/// # Safety
+///
+/// `this` is a live object of this module; `file` is NULL or a
+/// NUL-terminated string readable for the call; `out` is NULL or writable.
+unsafe extern "system" fn debug_alloc(
+    this: *mut IHostMalloc,
+    size: usize,
+    critical_level: u32,
+    file: *mut c_char,
+    line: i32,
+    out: *mut *mut c_void,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: NULL or writable (the caller's contract).
+        let Some(mut out) = (unsafe { Out::new(out) }) else {
+            return HResult::E_POINTER;
+        };
+        out.write(null_mut());
+        // SAFETY: `this` is ours, alive for the call (the caller's contract).
+        let Some(heap) = (unsafe { heap(this) }) else {
+            return HResult::E_POINTER;
+        };
+        let Some(level) = MemoryCriticalLevel::from_raw(critical_level) else {
+            return HResult::E_INVALIDARG;
+        };
+        // SAFETY: NULL or a NUL-terminated string (the caller's contract).
+        let file = (!file.is_null()).then(|| unsafe { CStr::from_ptr(file) });
+        finish(out, heap.debug_alloc(size, level, file, line))
+    })
+}
+
+/// `Free(p)`: NULL is `S_OK`; a pointer this heap did not hand out is
+/// `HOST_E_INVALIDOPERATION` and changes nothing.
+///
+/// # Safety
+///
+/// `this` is a live object of this module.
+unsafe extern "system" fn free(this: *mut IHostMalloc, block: *mut c_void) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: `this` is ours, alive for the call (the caller's contract).
+        let Some(heap) = (unsafe { heap(this) }) else {
+            return HResult::E_POINTER;
+        };
+        heap.free(block.addr())
+            .map_or_else(HostError::hresult, |()| HResult::S_OK)
+    })
+}
