@@ -1,0 +1,154 @@
+//! Building the C test programs: the compiler the `cc` crate picks, the
+//! `libhostmem.a` this `cargo test` built (Cargo emits every crate type of
+//! the `[lib]` target in one rustc invocation, into `target/<profile>/deps/`,
+//! next to the test executable), and the system libraries a Rust
+//! `staticlib` needs. Shared by `tests/flat_c_api.rs` and
+//! `tests/mock_clr.rs`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The system libraries a Rust `staticlib` needs on Linux (glibc), as
+/// `rustc --print native-static-libs` lists them.
+pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"];
+
+/// Warnings are errors: the headers must be clean C11 and C++17.
+pub const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror"];
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub fn read(relative: &str) -> String {
+    let path = repo_path(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `target/<profile>/deps`, where this test executable and the library are.
+pub fn deps_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .expect("the test executable is in a directory")
+        .to_path_buf()
+}
+
+/// The `libhostmem.a` built by this `cargo test` (see the module docs).
+pub fn static_library() -> PathBuf {
+    let deps = deps_dir();
+    let candidates = [Some(deps.as_path()), deps.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join("libhostmem.a"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "libhostmem.a not found in {} or its parent: is crate-type \"staticlib\" still in \
+                 Cargo.toml's [lib]?",
+                deps.display()
+            )
+        })
+}
+
+/// A directory for this profile's executables.
+pub fn output_dir() -> PathBuf {
+    let deps = deps_dir();
+    let profile = deps.parent().and_then(Path::file_name).map_or_else(
+        || "unknown".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(profile);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// The target triple of this test (the one the library was built for).
+pub fn target_triple() -> String {
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    format!("{}-unknown-linux-{env}", std::env::consts::ARCH)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Language {
+    /// C11.
+    C11,
+    /// C++17.
+    Cxx17,
+}
+
+/// The compiler command the `cc` crate picks for `language`, with its
+/// default flags for this target.
+pub fn compiler(language: Language) -> Command {
+    let triple = target_triple();
+    cc::Build::new()
+        .cpp(language == Language::Cxx17)
+        .target(&triple)
+        .host(&triple)
+        .opt_level(0)
+        .debug(true)
+        .warnings(false)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler()
+        .to_command()
+}
+
+pub fn describe(command: &Command, output: &Output) -> String {
+    format!(
+        "{command:?}\nstatus: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+pub fn run(mut command: Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "failed:\n{}",
+        describe(&command, &output)
+    );
+    output
+}
+
+/// Compiles `source` (under `tests/c`) as `language`, links it against
+/// `libhostmem.a`, and returns the executable.
+pub fn build(source: &str, language: Language) -> PathBuf {
+    let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
+    let suffix = match language {
+        Language::C11 => "c",
+        Language::Cxx17 => "cxx",
+    };
+    let exe = output_dir().join(format!("{stem}-{suffix}"));
+    let mut command = compiler(language);
+    match language {
+        Language::C11 => command.arg("-std=c11"),
+        Language::Cxx17 => command.args(["-x", "c++", "-std=c++17"]),
+    };
+    command
+        .args(WARNINGS)
+        .arg("-I")
+        .arg(repo_path("include"))
+        .arg(repo_path(&format!("tests/c/{source}")));
+    if language == Language::Cxx17 {
+        // What follows is not C++ source.
+        command.args(["-x", "none"]);
+    }
+    command
+        .arg(static_library())
+        .args(NATIVE_STATIC_LIBS)
+        .arg("-o")
+        .arg(&exe);
+    run(command);
+    exe
+}
