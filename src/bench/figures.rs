@@ -143,7 +143,8 @@ pub fn fig2(plan: &Plan) -> Figure {
         ratio_means: "hostmem / raw, median of paired trials".into(),
         rows: ns_rows(&s[0], &s[1], &s[2], Target::ratio_at_most(1.10)),
         notes: vec![format!(
-            "a 256 MiB reservation has {} pages: hostmem's page map for it is {} KiB",
+            "a 256 MiB reservation has {} pages, all in one state: hostmem's page map keeps one \
+             fill word for it until a part of it changes (then 4 bits a page, {} KiB)",
             LARGE / 4096,
             LARGE / 4096 / 2 / 1024
         )],
