@@ -6,7 +6,8 @@
 use super::guid::Guid;
 use super::interfaces::{IHostControl, IHostControlVtbl, IHostMemoryManager};
 use super::unknown::{ComRef, IUnknown, IUnknownVtbl, RefCount};
-use super::{Out, count_boundary, hresult_boundary, query_interface_of};
+use super::{ComObject, object_add_ref, object_query_interface, object_release};
+use super::{Out, hresult_boundary};
 use crate::host::HResult;
 use std::ffi::c_void;
 use std::ptr::null_mut;
@@ -28,9 +29,9 @@ pub struct ComHostControl {
 /// The one vtable of hostmem's `IHostControl` objects.
 static VTBL: IHostControlVtbl = IHostControlVtbl {
     unknown: IUnknownVtbl {
-        query_interface,
-        add_ref,
-        release,
+        query_interface: object_query_interface::<ComHostControl>,
+        add_ref: object_add_ref::<ComHostControl>,
+        release: object_release::<ComHostControl>,
     },
     get_host_manager,
     set_app_domain_manager,
@@ -96,62 +97,6 @@ pub unsafe extern "C" fn hostmem_CreateHostControl(
     })
 }
 
-/// `QueryInterface`: `IID_IUnknown` and `IID_IHostControl`.
-///
-/// # Safety
-///
-/// `this` is a live object of this module; `riid` is NULL or readable;
-/// `out` is NULL or writable.
-unsafe extern "system" fn query_interface(
-    this: *mut IUnknown,
-    riid: *const Guid,
-    out: *mut *mut c_void,
-) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours (the caller's contract).
-        let refs = unsafe { ComHostControl::from_this(this) }.map(|o| &o.refs);
-        // SAFETY: `riid` and `out` as the caller promised.
-        unsafe { query_interface_of::<IHostControl>(this, refs, riid, out) }
-    })
-}
-
-/// `AddRef`: the new count.
-///
-/// # Safety
-///
-/// `this` is a live object of this module.
-unsafe extern "system" fn add_ref(this: *mut IUnknown) -> u32 {
-    count_boundary(|| {
-        // SAFETY: `this` is ours and alive (the caller's contract).
-        unsafe { ComHostControl::from_this(this) }.map_or(0, |o| o.refs.add_ref())
-    })
-}
-
-/// `Release`: the new count; at 0 the object is freed and releases its
-/// manager.
-///
-/// # Safety
-///
-/// `this` is a live object of this module on which the caller gives back
-/// one reference.
-unsafe extern "system" fn release(this: *mut IUnknown) -> u32 {
-    count_boundary(|| {
-        // SAFETY: `this` is ours and alive (the caller's contract).
-        let Some(object) = (unsafe { ComHostControl::from_this(this) }) else {
-            return 0;
-        };
-        let count = object.refs.release();
-        if count == 0 {
-            // SAFETY: the last reference is gone, so nothing else can reach
-            // the object; it was made by `Box::into_raw` in `create`, and
-            // the count reaches 0 once, so it is freed exactly once (its
-            // `ComRef` releasing the manager).
-            drop(unsafe { Box::from_raw(this.cast::<ComHostControl>()) });
-        }
-        count
-    })
-}
-
 /// `GetHostManager(riid, &object)`: for `IID_IHostMemoryManager`, the
 /// manager with one more reference; for any other IID (the runtime also
 /// asks for `IHostTaskManager`, `IHostSyncManager`, …) `E_NOINTERFACE`
@@ -207,4 +152,13 @@ unsafe extern "system" fn set_app_domain_manager(
             None => HResult::E_POINTER,
         }
     })
+}
+
+// SAFETY: `#[repr(C)]` with the vtable pointer first; objects are made only
+// by `create`, with `Box::into_raw` and a count of one.
+unsafe impl ComObject for ComHostControl {
+    type Interface = IHostControl;
+    fn refs(&self) -> &RefCount {
+        &self.refs
+    }
 }

@@ -3,8 +3,9 @@
 #![allow(unsafe_code)]
 
 use super::interfaces::{IHostMalloc, IHostMallocVtbl};
-use super::unknown::{IUnknown, IUnknownVtbl, RefCount};
-use super::{Out, count_boundary, hresult_boundary, query_interface_of};
+use super::unknown::{IUnknownVtbl, RefCount};
+use super::{ComObject, object_add_ref, object_query_interface, object_release};
+use super::{Out, hresult_boundary};
 use crate::heap::HostMalloc;
 use crate::host::{HResult, HostError, MemoryCriticalLevel};
 use std::ffi::{CStr, c_char, c_void};
@@ -23,9 +24,9 @@ pub struct ComHostMalloc {
 
 static VTBL: IHostMallocVtbl = IHostMallocVtbl {
     unknown: IUnknownVtbl {
-        query_interface,
-        add_ref,
-        release,
+        query_interface: object_query_interface::<ComHostMalloc>,
+        add_ref: object_add_ref::<ComHostMalloc>,
+        release: object_release::<ComHostMalloc>,
     },
     alloc,
     debug_alloc,
@@ -53,60 +54,6 @@ impl ComHostMalloc {
         // SAFETY: NULL, or a live `ComHostMalloc` (the caller's contract).
         unsafe { this.cast::<Self>().as_ref() }
     }
-}
-
-/// `QueryInterface`: `IUnknown` and `IHostMalloc`.
-///
-/// # Safety
-///
-/// `this` is a live object of this module; `riid` readable or NULL; `out`
-/// writable or NULL.
-unsafe extern "system" fn query_interface(
-    this: *mut IUnknown,
-    riid: *const super::Guid,
-    out: *mut *mut c_void,
-) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours (the caller's contract).
-        let refs = unsafe { ComHostMalloc::from_this(this) }.map(|o| &o.refs);
-        // SAFETY: `riid` and `out` as the caller promised.
-        unsafe { query_interface_of::<IHostMalloc>(this, refs, riid, out) }
-    })
-}
-
-/// `AddRef`: the new count.
-///
-/// # Safety
-///
-/// `this` is a live object of this module.
-unsafe extern "system" fn add_ref(this: *mut IUnknown) -> u32 {
-    count_boundary(|| {
-        // SAFETY: `this` is ours and alive (the caller's contract).
-        unsafe { ComHostMalloc::from_this(this) }.map_or(0, |o| o.refs.add_ref())
-    })
-}
-
-/// `Release`: the new count; at 0 the object is freed.
-///
-/// # Safety
-///
-/// `this` is a live object of this module on which the caller gives back
-/// one reference.
-unsafe extern "system" fn release(this: *mut IUnknown) -> u32 {
-    count_boundary(|| {
-        // SAFETY: `this` is ours and alive (the caller's contract).
-        let Some(object) = (unsafe { ComHostMalloc::from_this(this) }) else {
-            return 0;
-        };
-        let count = object.refs.release();
-        if count == 0 {
-            // SAFETY: the last reference is gone, so nothing else reaches
-            // the object; `create` made it with `Box::into_raw`, and the
-            // count reaches 0 once, so it is freed exactly once.
-            drop(unsafe { Box::from_raw(this.cast::<ComHostMalloc>()) });
-        }
-        count
-    })
 }
 
 /// The heap behind `this`; `None` for NULL.
@@ -210,4 +157,13 @@ unsafe extern "system" fn free(this: *mut IHostMalloc, block: *mut c_void) -> HR
         heap.free(block.addr())
             .map_or_else(HostError::hresult, |()| HResult::S_OK)
     })
+}
+
+// SAFETY: `#[repr(C)]` with the vtable pointer first; objects are made only
+// by `create`, with `Box::into_raw` and a count of one.
+unsafe impl ComObject for ComHostMalloc {
+    type Interface = IHostMalloc;
+    fn refs(&self) -> &RefCount {
+        &self.refs
+    }
 }

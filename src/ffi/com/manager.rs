@@ -8,8 +8,9 @@ use super::interfaces::{
     ICLRMemoryNotificationCallback, IHostMalloc, IHostMemoryManager, IHostMemoryManagerVtbl,
 };
 use super::malloc::ComHostMalloc;
-use super::unknown::{IUnknown, IUnknownVtbl, RefCount};
-use super::{Out, count_boundary, hresult_boundary, query_interface_of};
+use super::unknown::{IUnknownVtbl, RefCount};
+use super::{ComObject, object_add_ref, object_query_interface, object_release};
+use super::{Out, hresult_boundary};
 use crate::heap::MallocType;
 use crate::host::{
     HResult, HostConfig, HostError, HostMemoryManager, MemoryCriticalLevel,
@@ -36,9 +37,9 @@ pub struct ComMemoryManager {
 /// The one vtable of hostmem's `IHostMemoryManager` objects.
 static VTBL: IHostMemoryManagerVtbl = IHostMemoryManagerVtbl {
     unknown: IUnknownVtbl {
-        query_interface,
-        add_ref,
-        release,
+        query_interface: object_query_interface::<ComMemoryManager>,
+        add_ref: object_add_ref::<ComMemoryManager>,
+        release: object_release::<ComMemoryManager>,
     },
     create_malloc,
     virtual_alloc,
@@ -138,60 +139,6 @@ pub unsafe extern "C" fn hostmem_CreateMemoryManager(
             config,
         ))));
         HResult::S_OK
-    })
-}
-
-/// `QueryInterface`: `IID_IUnknown` and `IID_IHostMemoryManager`.
-///
-/// # Safety
-///
-/// `this` is a live object of this module; `riid` is NULL or readable;
-/// `out` is NULL or writable.
-unsafe extern "system" fn query_interface(
-    this: *mut IUnknown,
-    riid: *const super::Guid,
-    out: *mut *mut c_void,
-) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours (the caller's contract).
-        let refs = unsafe { ComMemoryManager::from_this(this) }.map(|o| &o.refs);
-        // SAFETY: `riid` and `out` as the caller promised.
-        unsafe { query_interface_of::<IHostMemoryManager>(this, refs, riid, out) }
-    })
-}
-
-/// `AddRef`: the new count.
-///
-/// # Safety
-///
-/// `this` is a live object of this module.
-unsafe extern "system" fn add_ref(this: *mut IUnknown) -> u32 {
-    count_boundary(|| {
-        // SAFETY: `this` is ours and alive (the caller's contract).
-        unsafe { ComMemoryManager::from_this(this) }.map_or(0, |o| o.refs.add_ref())
-    })
-}
-
-/// `Release`: the new count; at 0 the object is freed.
-///
-/// # Safety
-///
-/// `this` is a live object of this module on which the caller gives back
-/// one reference.
-unsafe extern "system" fn release(this: *mut IUnknown) -> u32 {
-    count_boundary(|| {
-        // SAFETY: `this` is ours and alive (the caller's contract).
-        let Some(object) = (unsafe { ComMemoryManager::from_this(this) }) else {
-            return 0;
-        };
-        let count = object.refs.release();
-        if count == 0 {
-            // SAFETY: the last reference is gone, so nothing else can reach
-            // the object; it was made by `Box::into_raw` in `create`, and
-            // the count reaches 0 once, so it is freed exactly once.
-            drop(unsafe { Box::from_raw(this.cast::<ComMemoryManager>()) });
-        }
-        count
     })
 }
 
@@ -499,4 +446,13 @@ unsafe extern "system" fn released_virtual_address_space(
         };
         hresult(host.released_virtual_address_space(address as usize))
     })
+}
+
+// SAFETY: `#[repr(C)]` with the vtable pointer first; objects are made only
+// by `create`, with `Box::into_raw` and a count of one.
+unsafe impl ComObject for ComMemoryManager {
+    type Interface = IHostMemoryManager;
+    fn refs(&self) -> &RefCount {
+        &self.refs
+    }
 }

@@ -118,5 +118,88 @@ unsafe fn query_interface_of<I: Interface>(
     }
 }
 
+/// One of hostmem's COM objects: a `#[repr(C)]` struct whose first field
+/// is the vtable pointer of [`Interface`](ComObject::Interface), made by
+/// `Box::into_raw` and freed when its count reaches 0. Its `IUnknown`
+/// methods are [`object_query_interface`], [`object_add_ref`] and
+/// [`object_release`].
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]` with the vtable pointer first, and every
+/// object reached through a pointer to them was made by `Box::into_raw`
+/// with a count of one.
+unsafe trait ComObject: Sized {
+    /// The interface the object implements (besides `IUnknown`).
+    type Interface: Interface;
+    /// The object's reference count.
+    fn refs(&self) -> &RefCount;
+}
+
+/// The object behind `this`; `None` for NULL.
+///
+/// # Safety
+///
+/// `this` is NULL or points to a live `T` on which the caller holds a
+/// reference for as long as `'a` lasts.
+unsafe fn object_of<'a, T: ComObject, P>(this: *mut P) -> Option<&'a T> {
+    // SAFETY: NULL, or a live `T` (the caller's contract).
+    unsafe { this.cast::<T>().as_ref() }
+}
+
+/// `QueryInterface` of a [`ComObject`]: `IUnknown` and its interface.
+///
+/// # Safety
+///
+/// `this` is a live `T`; `riid` is NULL or readable; `out` is NULL or
+/// writable.
+unsafe extern "system" fn object_query_interface<T: ComObject>(
+    this: *mut IUnknown,
+    riid: *const Guid,
+    out: *mut *mut std::ffi::c_void,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: `this` is a live `T` (the caller's contract).
+        let refs = unsafe { object_of::<T, _>(this) }.map(ComObject::refs);
+        // SAFETY: `riid` and `out` as the caller promised.
+        unsafe { query_interface_of::<T::Interface>(this, refs, riid, out) }
+    })
+}
+
+/// `AddRef` of a [`ComObject`]: the new count.
+///
+/// # Safety
+///
+/// `this` is a live `T`.
+unsafe extern "system" fn object_add_ref<T: ComObject>(this: *mut IUnknown) -> u32 {
+    count_boundary(|| {
+        // SAFETY: `this` is a live `T` (the caller's contract).
+        unsafe { object_of::<T, _>(this) }.map_or(0, |o| o.refs().add_ref())
+    })
+}
+
+/// `Release` of a [`ComObject`]: the new count; at 0 the object is freed
+/// (dropping what it holds).
+///
+/// # Safety
+///
+/// `this` is a live `T` on which the caller gives back one reference.
+unsafe extern "system" fn object_release<T: ComObject>(this: *mut IUnknown) -> u32 {
+    count_boundary(|| {
+        // SAFETY: `this` is a live `T` (the caller's contract).
+        let Some(object) = (unsafe { object_of::<T, _>(this) }) else {
+            return 0;
+        };
+        let count = object.refs().release();
+        if count == 0 {
+            // SAFETY: the last reference is gone, so nothing else reaches
+            // the object; it was made by `Box::into_raw` (the trait's
+            // contract), and the count reaches 0 once: freed exactly once.
+            drop(unsafe { Box::from_raw(this.cast::<T>()) });
+        }
+        count
+    })
+}
+
 #[cfg(test)]
 mod tests;
