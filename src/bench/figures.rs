@@ -71,7 +71,26 @@ fn host() -> HostMemoryManager {
     HostMemoryManager::new(HostConfig::default())
 }
 
-fn ns_rows(host: &[f64], engine: &[f64], raw: &[f64], target: Target) -> Vec<Row> {
+/// Figures 1–3: the host, the bare engine and the raw syscalls
+/// interleaved in batches of `batch`, as rows against the raw side (the
+/// host's with `target`).
+fn host_engine_raw_rows(
+    plan: &Plan,
+    batch: usize,
+    host: &mut dyn FnMut(),
+    engine: &mut dyn FnMut(),
+    raw: &mut dyn FnMut(),
+    target: Target,
+) -> Vec<Row> {
+    let s = interleaved(
+        plan.trials,
+        &mut [
+            Side::new(batch, host),
+            Side::new(batch, engine),
+            Side::new(batch, raw),
+        ],
+    );
+    let (host, engine, raw) = (&s[0], &s[1], &s[2]);
     vec![
         Row::new(
             "host (HostMemoryManager)",
@@ -99,21 +118,20 @@ pub fn fig1(plan: &Plan) -> Figure {
     let mut h = || ops::host_alloc_touch_free(&host);
     let mut e = || ops::engine_alloc_touch_free(&mut space);
     let mut r = ops::raw_alloc_touch_free;
-    let b = plan.syscall_batch;
-    let s = interleaved(
-        plan.trials,
-        &mut [
-            Side::new(b, &mut h),
-            Side::new(b, &mut e),
-            Side::new(b, &mut r),
-        ],
+    let rows = host_engine_raw_rows(
+        plan,
+        plan.syscall_batch,
+        &mut h,
+        &mut e,
+        &mut r,
+        Target::ratio_at_most(1.10),
     );
     Figure {
         number: 1,
         title: "VirtualAlloc(MEM_RESERVE|MEM_COMMIT) 64 KiB, touch one page, VirtualFree(MEM_RELEASE)".into(),
         reference: "mmap(NULL, 64 KiB, RW) + touch + munmap".into(),
         ratio_means: "hostmem / raw, median of paired trials".into(),
-        rows: ns_rows(&s[0], &s[1], &s[2], Target::ratio_at_most(1.10)),
+        rows,
         notes: vec![
             "both sides map MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE; the raw side takes the kernel's placement (mmap at NULL), hostmem its 64 KiB-aligned hint".into(),
         ],
@@ -127,21 +145,20 @@ pub fn fig2(plan: &Plan) -> Figure {
     let mut h = || ops::host_reserve_release(&host);
     let mut e = || ops::engine_reserve_release(&mut space);
     let mut r = ops::raw_reserve_release;
-    let b = plan.reserve_batch;
-    let s = interleaved(
-        plan.trials,
-        &mut [
-            Side::new(b, &mut h),
-            Side::new(b, &mut e),
-            Side::new(b, &mut r),
-        ],
+    let rows = host_engine_raw_rows(
+        plan,
+        plan.reserve_batch,
+        &mut h,
+        &mut e,
+        &mut r,
+        Target::ratio_at_most(1.10),
     );
     Figure {
         number: 2,
         title: "VirtualAlloc(MEM_RESERVE) 256 MiB, VirtualFree(MEM_RELEASE)".into(),
         reference: "mmap(NULL, 256 MiB, PROT_NONE) + munmap".into(),
         ratio_means: "hostmem / raw, median of paired trials".into(),
-        rows: ns_rows(&s[0], &s[1], &s[2], Target::ratio_at_most(1.10)),
+        rows,
         notes: vec![format!(
             "a 256 MiB reservation has {} pages, all in one state: hostmem's page map keeps one \
              fill word for it until a part of it changes (then 4 bits a page, {} KiB)",
@@ -161,14 +178,13 @@ pub fn fig3(plan: &Plan) -> Figure {
     let mut h = || ops::host_commit_touch_decommit(&host, host_base);
     let mut e = || ops::engine_commit_touch_decommit(&mut space, engine_base);
     let mut r = || ops::raw_commit_touch_decommit(raw_base);
-    let b = plan.syscall_batch;
-    let s = interleaved(
-        plan.trials,
-        &mut [
-            Side::new(b, &mut h),
-            Side::new(b, &mut e),
-            Side::new(b, &mut r),
-        ],
+    let rows = host_engine_raw_rows(
+        plan,
+        plan.syscall_batch,
+        &mut h,
+        &mut e,
+        &mut r,
+        Target::ratio_at_most(1.10),
     );
     ops::raw_unmap(raw_base, ops::COMMIT_RESERVATION);
     Figure {
@@ -176,7 +192,7 @@ pub fn fig3(plan: &Plan) -> Figure {
         title: "VirtualAlloc(MEM_COMMIT) 64 KiB, touch, VirtualFree(MEM_DECOMMIT), inside a 1 MiB reservation".into(),
         reference: "mprotect(RW) + touch + madvise(DONTNEED) + mprotect(NONE)".into(),
         ratio_means: "hostmem / raw, median of paired trials".into(),
-        rows: ns_rows(&s[0], &s[1], &s[2], Target::ratio_at_most(1.10)),
+        rows,
         notes: vec![
             "the 64 KiB lie 64 KiB into the reservation, so the kernel splits and re-merges the mapping on both sides".into(),
         ],
