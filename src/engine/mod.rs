@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod foreign;
+mod index;
 mod page_map;
 mod placement;
 mod range;
@@ -23,9 +24,9 @@ use crate::win32::{
     ALLOCATION_GRANULARITY, AllocationType, FreeType, MemoryBasicInformation, PAGE_SIZE,
     Protection, Win32Error,
 };
+use index::ReservationIndex;
 use placement::Placement;
 use request::{AllocRequest, PrivateProtection, alloc_request, private_protection};
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Totals of an address space.
@@ -40,11 +41,11 @@ pub struct SpaceTotals {
 }
 
 /// The Win32 view of the address space a caller allocated through hostmem:
-/// its reservations, indexed by base address (O(log n) lookup), each with
-/// four bits of state a page.
+/// its reservations, indexed by address (a radix table: O(1) lookup),
+/// each with four bits of state a page.
 pub struct AddressSpace<B: OsBackend = UnixBackend> {
     os: B,
-    reservations: BTreeMap<usize, Reservation>,
+    reservations: ReservationIndex,
     placement: Placement,
     /// The placement's anchor page, once mapped (`Some(None)`: tried, but
     /// the address was taken). It belongs to no reservation: Win32 sees it
@@ -88,7 +89,7 @@ impl<B: OsBackend> AddressSpace<B> {
     pub fn with_backend(os: B) -> Self {
         Self {
             os,
-            reservations: BTreeMap::new(),
+            reservations: ReservationIndex::new(),
             placement: Placement::default(),
             anchor: None,
             committed_bytes: 0,
@@ -112,16 +113,19 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// The live reservations, in address order.
     pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
-        self.reservations.values()
+        self.reservations.iter()
     }
 
     /// The reservation holding `addr`, if the engine made it.
     pub fn reservation_at(&self, addr: usize) -> Option<&Reservation> {
+        self.reservations.at(addr)
+    }
+
+    /// The live reservation at `base` (a base the caller found).
+    fn reservation(&self, base: usize) -> &Reservation {
         self.reservations
-            .range(..=addr)
-            .next_back()
-            .map(|(_, r)| r)
-            .filter(|r| r.contains(addr))
+            .get(base)
+            .expect("a base found in the index")
     }
 
     fn reservation_base_at(&self, addr: usize) -> Option<usize> {
@@ -248,15 +252,14 @@ impl<B: OsBackend> AddressSpace<B> {
         if commit {
             self.committed_bytes += len;
         }
-        self.reservations.insert(base, reservation);
+        self.reservations.insert(reservation);
         Ok(base)
     }
 
     fn overlaps_reservation(&self, range: Range<usize>) -> bool {
         self.reservations
-            .range(..range.end)
-            .next_back()
-            .is_some_and(|(_, r)| r.end() > range.start)
+            .last_before(range.end)
+            .is_some_and(|r| r.end() > range.start)
     }
 
     /// Maps `len` bytes at a 64 KiB-aligned address: one `mmap` at the
@@ -333,7 +336,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// Gives every run of `range` back the access its page state says.
     fn restore_access(&self, base: usize, range: PageRange) -> Result<(), Win32Error> {
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         for (run, state) in r.pages().runs(r.page_indices(range)) {
             let (start, end) = (r.page_address(run.start), r.page_address(run.end));
             self.os
@@ -350,7 +353,7 @@ impl<B: OsBackend> AddressSpace<B> {
     ) -> Result<usize, Win32Error> {
         let base = self.reservation_holding(range)?;
         let state = PageState::Committed(protection.page);
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().run_end(pages.start, pages.end) < pages.end
             || r.pages().state(pages.start) != state
@@ -359,7 +362,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let r = self
             .reservations
-            .get_mut(&base)
+            .get_mut(base)
             .expect("reservation found above");
         let before = r.pages().committed_pages(pages.clone());
         self.committed_bytes += (pages.len() - before) * PAGE_SIZE;
@@ -369,7 +372,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     fn reset(&mut self, range: PageRange) -> Result<usize, Win32Error> {
         let base = self.reservation_holding(range)?;
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) > 0 {
             // Reserved pages in the range hold nothing, so one call covers it.
@@ -378,7 +381,7 @@ impl<B: OsBackend> AddressSpace<B> {
                 .map_err(change_error)?;
             let r = self
                 .reservations
-                .get_mut(&base)
+                .get_mut(base)
                 .expect("reservation found above");
             r.pages_mut().mark_reset(pages);
         }
@@ -387,7 +390,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     fn reset_undo(&mut self, range: PageRange) -> Result<usize, Win32Error> {
         let base = self.reservation_holding(range)?;
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) != pages.len() {
             return Err(Win32Error::INVALID_ADDRESS);
@@ -409,7 +412,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let r = self
             .reservations
-            .get_mut(&base)
+            .get_mut(base)
             .expect("reservation found above");
         r.pages_mut().clear_reset(pages);
         Err(Win32Error::INVALID_ADDRESS)
@@ -443,7 +446,7 @@ impl<B: OsBackend> AddressSpace<B> {
             }
             return self.release(base);
         }
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         let range = if size == 0 {
             if page != base {
                 return Err(Win32Error::INVALID_ADDRESS);
@@ -460,7 +463,7 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     fn release(&mut self, base: usize) -> Result<(), Win32Error> {
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         self.os.unmap(base, r.size()).map_err(|e| match e {
             // munmap checks the mapping limit before it changes anything.
             OsError::ENOMEM | OsError::EAGAIN => Win32Error::NOT_ENOUGH_MEMORY,
@@ -468,7 +471,7 @@ impl<B: OsBackend> AddressSpace<B> {
         })?;
         let r = self
             .reservations
-            .remove(&base)
+            .remove(base)
             .expect("reservation found above");
         self.reserved_bytes -= r.size();
         self.committed_bytes -= r.committed_bytes();
@@ -477,7 +480,7 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     fn decommit(&mut self, base: usize, range: PageRange) -> Result<(), Win32Error> {
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         let pages = r.page_indices(range);
         let committed = r.pages().committed_pages(pages.clone());
         if committed > 0 {
@@ -491,7 +494,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let r = self
             .reservations
-            .get_mut(&base)
+            .get_mut(base)
             .expect("reservation found above");
         r.set_pages(pages, PageState::Reserved, committed);
         self.committed_bytes -= committed * PAGE_SIZE;
@@ -510,14 +513,12 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let below = self
             .reservations
-            .range(..address)
-            .next_back()
-            .map_or(0, |(_, r)| r.end());
+            .last_before(address)
+            .map_or(0, Reservation::end);
         let above = self
             .reservations
-            .range(address..)
-            .next()
-            .map_or(USER_ADDRESS_END, |(&b, _)| b);
+            .first_from(address)
+            .map_or(USER_ADDRESS_END, Reservation::base);
         let maps = self
             .os
             .mappings()
@@ -553,7 +554,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let range = PageRange::touched(address, size.max(1))?;
         let base = self.reservation_holding(range)?;
-        let r = &self.reservations[&base];
+        let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) != pages.len() {
             return Err(Win32Error::INVALID_ADDRESS);
@@ -567,7 +568,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let r = self
             .reservations
-            .get_mut(&base)
+            .get_mut(base)
             .expect("reservation found above");
         let all = pages.len();
         r.set_pages(pages, state, all);
@@ -580,7 +581,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// failure to unmap one leaves that mapping in place: nothing else can
     /// be done about it).
     pub fn release_all(&mut self) {
-        for r in std::mem::take(&mut self.reservations).into_values() {
+        for r in self.reservations.take_all() {
             let _ = self.os.unmap(r.base(), r.size());
         }
         if let Some(Some(at)) = self.anchor.take() {

@@ -126,7 +126,7 @@ const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
 #[derive(Clone, Debug)]
 pub struct PageMap {
     /// One word per 16 pages; empty while the map is uniform.
-    words: Vec<u64>,
+    words: Box<[u64]>,
     /// While uniform: the word every word would hold.
     fill: u64,
     pages: usize,
@@ -154,7 +154,7 @@ impl PageMap {
     /// A map of `pages` pages, all in `initial` state, none reset.
     pub fn new(pages: usize, initial: PageState) -> Self {
         Self {
-            words: Vec::new(),
+            words: Box::default(),
             fill: initial.code() * NIBBLE_ONES,
             pages,
         }
@@ -219,7 +219,7 @@ impl PageMap {
             if changed == self.fill {
                 return;
             }
-            self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)];
+            self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
         }
         for w in Self::words_of(&range) {
             let mask = lanes(w, &range);
@@ -242,7 +242,7 @@ impl PageMap {
         };
         if state == PageState::Reserved && range.start == 0 && range.end == self.pages {
             // Every page reserved and unmarked: uniform again.
-            self.words = Vec::new();
+            self.words = Box::default();
             self.fill = 0;
             return;
         }

@@ -1,0 +1,486 @@
+//! `ReservationIndex`: the engine's reservations, found from any address
+//! in three table reads, whatever their number.
+//!
+//! A B-tree keyed by base answers "which reservation holds this address"
+//! in O(log n) node visits, and at 50,000 reservations each visit is a
+//! cache miss. Here the address itself is the key: a radix table over the
+//! 64 KiB granules of the user address space, three levels deep like a
+//! page table (entries spanning 8 GiB, 2 MiB and 64 KiB). An entry is
+//! empty, names the one reservation that meets its span, or points to a
+//! table one level down when several do. A lookup reads at most one entry
+//! per level, then checks the reservation it names really holds the
+//! address (a reservation may meet a span only in part).
+//!
+//! Only spans that two reservations share are split, so a reservation
+//! alone in its region costs one entry per span it meets at the highest
+//! level: a 256 MiB reservation in an empty 8 GiB span is one entry, not
+//! 4,096. Each 64 KiB granule belongs to at most one reservation (bases
+//! are granule-aligned), so the bottom level never needs splitting.
+//!
+//! Reservations live in a slab (their slot is what the entries hold); a
+//! `BTreeMap` from base to slot keeps their order for what needs it:
+//! neighbours of free memory, overlap checks and iteration.
+
+use super::range::USER_ADDRESS_END;
+use super::reservation::Reservation;
+use crate::win32::ALLOCATION_GRANULARITY;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Bytes spanned by one entry at each level, as a shift.
+const SHIFT: [u32; 3] = [33, 21, 16];
+/// Entries of a table at each level: the top covers the user address space.
+const FANOUT: [usize; 3] = [
+    (USER_ADDRESS_END - 1) / (1 << SHIFT[0]) + 1,
+    1 << (SHIFT[0] - SHIFT[1]),
+    1 << (SHIFT[1] - SHIFT[2]),
+];
+const BOTTOM: usize = SHIFT.len() - 1;
+const _: () = assert!(1 << SHIFT[BOTTOM] == ALLOCATION_GRANULARITY);
+
+/// An entry: 0 is empty, `TABLE | t` points to table `t`, and anything
+/// else is `slot + 1` of the one reservation that meets the entry's span.
+type Entry = u32;
+const EMPTY: Entry = 0;
+const TABLE: Entry = 1 << 31;
+
+enum Kind {
+    Empty,
+    Owner(u32),
+    Table(u32),
+}
+
+fn kind(e: Entry) -> Kind {
+    if e == EMPTY {
+        Kind::Empty
+    } else if e & TABLE != 0 {
+        Kind::Table(e & !TABLE)
+    } else {
+        Kind::Owner(e - 1)
+    }
+}
+
+/// A reservation in the slab, on a cache line of its own: a lookup that
+/// misses the cache costs one line, not two.
+#[repr(align(64))]
+struct Slot(Option<Reservation>);
+
+const _: () = assert!(size_of::<Slot>() == 64);
+
+/// The engine's reservations, indexed by address (see the module docs).
+pub struct ReservationIndex {
+    /// The tables of each level, end to end: table `t` of level `l` is
+    /// `entries[l][t * FANOUT[l]..][..FANOUT[l]]`. Level 0 has one table.
+    entries: [Vec<Entry>; 3],
+    /// The entries of each table that are not empty: a table is freed
+    /// when none is left.
+    live: [Vec<u32>; 3],
+    /// Freed tables for reuse, by level (the top is never freed).
+    free_tables: [Vec<u32>; 3],
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    by_base: BTreeMap<usize, u32>,
+}
+
+impl Default for ReservationIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReservationIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self {
+            entries: [vec![EMPTY; FANOUT[0]], Vec::new(), Vec::new()],
+            live: [vec![0], Vec::new(), Vec::new()],
+            free_tables: Default::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_base: BTreeMap::new(),
+        }
+    }
+
+    /// The number of reservations.
+    pub fn len(&self) -> usize {
+        self.by_base.len()
+    }
+
+    /// The reservation holding `addr`.
+    #[inline]
+    pub fn at(&self, addr: usize) -> Option<&Reservation> {
+        let slot = self.slot_at(addr)?;
+        self.slots[slot as usize]
+            .0
+            .as_ref()
+            .filter(|r| r.contains(addr))
+    }
+
+    /// The reservation whose base is `base`.
+    pub fn get(&self, base: usize) -> Option<&Reservation> {
+        self.at(base).filter(|r| r.base() == base)
+    }
+
+    /// The reservation whose base is `base`, to change.
+    pub fn get_mut(&mut self, base: usize) -> Option<&mut Reservation> {
+        let slot = self.slot_at(base)?;
+        self.slots[slot as usize]
+            .0
+            .as_mut()
+            .filter(|r| r.base() == base)
+    }
+
+    /// The reservations in address order.
+    pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
+        self.by_base.values().map(|&slot| self.reservation(slot))
+    }
+
+    /// The last reservation starting before `addr`.
+    pub fn last_before(&self, addr: usize) -> Option<&Reservation> {
+        let (_, &slot) = self.by_base.range(..addr).next_back()?;
+        Some(self.reservation(slot))
+    }
+
+    /// The first reservation starting at or after `addr`.
+    pub fn first_from(&self, addr: usize) -> Option<&Reservation> {
+        let (_, &slot) = self.by_base.range(addr..).next()?;
+        Some(self.reservation(slot))
+    }
+
+    /// Adds `r`, which must overlap no reservation.
+    pub fn insert(&mut self, r: Reservation) {
+        let granules = Self::granules(&r);
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot as usize].0 = Some(r);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&s| s < TABLE - 1)
+                    .expect("fewer than 2^31 reservations");
+                self.slots.push(Slot(Some(r)));
+                slot
+            }
+        };
+        let previous = self.by_base.insert(granules.start, slot);
+        debug_assert!(previous.is_none(), "two reservations at one base");
+        self.insert_in(0, 0, 0, granules, slot);
+    }
+
+    /// Removes and returns the reservation whose base is `base`.
+    pub fn remove(&mut self, base: usize) -> Option<Reservation> {
+        let slot = self.by_base.remove(&base)?;
+        let r = self.slots[slot as usize]
+            .0
+            .take()
+            .expect("an indexed slot holds a reservation");
+        self.remove_in(0, 0, 0, Self::granules(&r), slot);
+        self.free_slots.push(slot);
+        Some(r)
+    }
+
+    /// Removes and returns every reservation, in address order.
+    pub fn take_all(&mut self) -> Vec<Reservation> {
+        let by_base = std::mem::take(&mut self.by_base);
+        let all = by_base
+            .into_values()
+            .filter_map(|slot| self.slots[slot as usize].0.take())
+            .collect();
+        self.entries[0].fill(EMPTY);
+        self.live[0][0] = 0;
+        for level in 1..SHIFT.len() {
+            self.entries[level].clear();
+            self.live[level].clear();
+        }
+        self.free_tables = Default::default();
+        self.slots.clear();
+        self.free_slots.clear();
+        all
+    }
+
+    fn reservation(&self, slot: u32) -> &Reservation {
+        self.slots[slot as usize]
+            .0
+            .as_ref()
+            .expect("an indexed slot holds a reservation")
+    }
+
+    /// The granules a reservation occupies (its last one in full: no other
+    /// reservation can start in it).
+    fn granules(r: &Reservation) -> Range<usize> {
+        let end = r.end().div_ceil(ALLOCATION_GRANULARITY) * ALLOCATION_GRANULARITY;
+        r.base()..end
+    }
+
+    #[inline]
+    fn slot_at(&self, addr: usize) -> Option<u32> {
+        let mut e = *self.entries[0].get(addr >> SHIFT[0])?;
+        for level in 1..SHIFT.len() {
+            if e & TABLE == 0 {
+                break;
+            }
+            let table = (e & !TABLE) as usize;
+            let i = (addr >> SHIFT[level]) & (FANOUT[level] - 1);
+            e = self.entries[level][table * FANOUT[level] + i];
+        }
+        e.checked_sub(1)
+    }
+
+    /// The entries of a table at `level` whose spans meet `range`, with
+    /// each one's span clipped to `range`. `origin` is the table's first
+    /// address.
+    fn spans(
+        level: usize,
+        origin: usize,
+        range: Range<usize>,
+    ) -> impl Iterator<Item = (usize, Range<usize>)> {
+        let shift = SHIFT[level];
+        let first = (range.start - origin) >> shift;
+        let last = (range.end - 1 - origin) >> shift;
+        (first..=last).map(move |i| {
+            let start = origin + (i << shift);
+            let end = start + (1 << shift);
+            (i, range.start.max(start)..range.end.min(end))
+        })
+    }
+
+    fn entry(&self, level: usize, table: u32, i: usize) -> Entry {
+        self.entries[level][table as usize * FANOUT[level] + i]
+    }
+
+    fn set(&mut self, level: usize, table: u32, i: usize, e: Entry) {
+        let slot = &mut self.entries[level][table as usize * FANOUT[level] + i];
+        let was = std::mem::replace(slot, e);
+        let live = &mut self.live[level][table as usize];
+        match (was == EMPTY, e == EMPTY) {
+            (true, false) => *live += 1,
+            (false, true) => *live -= 1,
+            _ => {}
+        }
+    }
+
+    /// An empty table at `level` (a freed one is empty again).
+    fn new_table(&mut self, level: usize) -> u32 {
+        if let Some(t) = self.free_tables[level].pop() {
+            return t;
+        }
+        let t = u32::try_from(self.live[level].len())
+            .ok()
+            .filter(|&t| t < TABLE)
+            .expect("fewer than 2^31 tables");
+        let len = self.entries[level].len() + FANOUT[level];
+        self.entries[level].resize(len, EMPTY);
+        self.live[level].push(0);
+        t
+    }
+
+    /// Records `slot` over `range` (granule-aligned, inside the span of
+    /// table `table` at `level`, which starts at `origin`).
+    fn insert_in(
+        &mut self,
+        table: u32,
+        level: usize,
+        origin: usize,
+        range: Range<usize>,
+        slot: u32,
+    ) {
+        for (i, sub) in Self::spans(level, origin, range) {
+            let span_start = origin + (i << SHIFT[level]);
+            match kind(self.entry(level, table, i)) {
+                Kind::Empty => self.set(level, table, i, slot + 1),
+                Kind::Owner(other) => {
+                    assert!(level < BOTTOM, "two reservations in one granule");
+                    // Two reservations meet this span: split it.
+                    let child = self.new_table(level + 1);
+                    let span = span_start..span_start + (1 << SHIFT[level]);
+                    let theirs = Self::granules(self.reservation(other));
+                    let theirs = theirs.start.max(span.start)..theirs.end.min(span.end);
+                    self.insert_in(child, level + 1, span_start, theirs, other);
+                    self.set(level, table, i, TABLE | child);
+                    self.insert_in(child, level + 1, span_start, sub, slot);
+                }
+                Kind::Table(child) => self.insert_in(child, level + 1, span_start, sub, slot),
+            }
+        }
+    }
+
+    /// Forgets `slot` over `range`, freeing the tables left empty.
+    fn remove_in(
+        &mut self,
+        table: u32,
+        level: usize,
+        origin: usize,
+        range: Range<usize>,
+        slot: u32,
+    ) {
+        for (i, sub) in Self::spans(level, origin, range) {
+            let span_start = origin + (i << SHIFT[level]);
+            match kind(self.entry(level, table, i)) {
+                Kind::Owner(s) if s == slot => self.set(level, table, i, EMPTY),
+                Kind::Table(child) => {
+                    self.remove_in(child, level + 1, span_start, sub, slot);
+                    if self.live[level + 1][child as usize] == 0 {
+                        self.set(level, table, i, EMPTY);
+                        self.free_tables[level + 1].push(child);
+                    }
+                }
+                Kind::Owner(_) | Kind::Empty => {
+                    debug_assert!(false, "a reservation's span not indexed to it");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::PageState;
+    use crate::win32::{PAGE_SIZE, Protection};
+
+    impl ReservationIndex {
+        /// Tables allocated at each level.
+        fn tables(&self) -> [usize; 3] {
+            [0, 1, 2].map(|l| self.live[l].len())
+        }
+    }
+
+    fn reservation(base: usize, size: usize) -> Reservation {
+        Reservation::new(base, size, Protection::READWRITE, PageState::Reserved)
+    }
+
+    /// Every address of interest answers as a linear scan over the live
+    /// reservations does.
+    fn check(index: &ReservationIndex, live: &[(usize, usize)], probes: &[usize]) {
+        for &addr in probes {
+            let expected = live
+                .iter()
+                .find(|&&(b, s)| b <= addr && addr < b + s)
+                .map(|&(b, _)| b);
+            assert_eq!(
+                index.at(addr).map(Reservation::base),
+                expected,
+                "lookup of {addr:#x}"
+            );
+        }
+        assert_eq!(index.len(), live.len());
+        let mut bases: Vec<usize> = live.iter().map(|&(b, _)| b).collect();
+        bases.sort_unstable();
+        let order: Vec<usize> = index.iter().map(Reservation::base).collect();
+        assert_eq!(order, bases);
+    }
+
+    fn probes(live: &[(usize, usize)]) -> Vec<usize> {
+        let mut p = vec![
+            0,
+            ALLOCATION_GRANULARITY,
+            USER_ADDRESS_END - 1,
+            USER_ADDRESS_END,
+        ];
+        for &(b, s) in live {
+            p.extend([b - 1, b, b + s / 2, b + s - 1, b + s, b + s + PAGE_SIZE]);
+            p.push((b + s).div_ceil(ALLOCATION_GRANULARITY) * ALLOCATION_GRANULARITY);
+        }
+        p
+    }
+
+    #[test]
+    fn neighbours_in_one_granule_span_split_down_to_the_bottom() {
+        let g = ALLOCATION_GRANULARITY;
+        let origin = 16 << 40;
+        let mut index = ReservationIndex::new();
+        // Three reservations in one 2 MiB span, the middle one ending
+        // mid-granule: the rest of its last granule answers no one.
+        let live = [
+            (origin, g),
+            (origin + g, PAGE_SIZE),
+            (origin + 3 * g, 2 * g),
+        ];
+        for &(b, s) in &live {
+            index.insert(reservation(b, s));
+        }
+        check(&index, &live, &probes(&live));
+        assert_eq!(
+            index.tables(),
+            [1, 1, 1],
+            "the top, one 2 MiB table, one granule table"
+        );
+        for &(b, _) in &live {
+            index.remove(b).unwrap();
+        }
+        check(&index, &[], &probes(&live));
+        assert_eq!(index.live[0][0], 0);
+        assert_eq!(index.free_tables[1].len() + index.free_tables[2].len(), 2);
+    }
+
+    #[test]
+    fn a_large_reservation_alone_is_one_entry_a_span() {
+        let mut index = ReservationIndex::new();
+        let base = 32 << 30;
+        index.insert(reservation(base, 256 << 20));
+        assert_eq!(index.tables(), [1, 0, 0], "no table below the top");
+        assert_eq!(index.live[0][0], 1);
+        // A neighbour in the same 8 GiB span splits it once, into 2 MiB
+        // entries; the two share no 2 MiB span, so no granule table.
+        index.insert(reservation(base + (256 << 20), ALLOCATION_GRANULARITY));
+        assert_eq!(index.tables(), [1, 1, 0]);
+        let live = [
+            (base, 256 << 20),
+            (base + (256 << 20), ALLOCATION_GRANULARITY),
+        ];
+        check(&index, &live, &probes(&live));
+    }
+
+    #[test]
+    fn random_inserts_and_removes_agree_with_a_scan() {
+        // A small deterministic generator: no dependency for one test.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let g = ALLOCATION_GRANULARITY;
+        let mut index = ReservationIndex::new();
+        let mut live: Vec<(usize, usize)> = Vec::new();
+        for step in 0..3000 {
+            if live.len() > 40 && next(2) == 0 || live.len() > 200 {
+                let (b, _) = live.swap_remove(next(live.len()));
+                assert_eq!(index.remove(b).map(|r| r.base()), Some(b));
+                assert!(index.remove(b).is_none(), "removed twice");
+            } else {
+                // Bases over a few 8 GiB spans, sizes from one page to
+                // beyond a 2 MiB span and, rarely, an 8 GiB one.
+                let base = (1 << 36) + next(1 << 20) * g;
+                let size = match next(10) {
+                    0 => (1 + next(4)) << 33,
+                    1..=3 => (1 + next(64)) * g,
+                    _ => (1 + next(40)) * PAGE_SIZE,
+                };
+                let overlaps = live.iter().any(|&(b, s)| {
+                    let end = |b: usize, s: usize| (b + s).div_ceil(g) * g;
+                    b < end(base, size) && base < end(b, s)
+                });
+                if !overlaps {
+                    index.insert(reservation(base, size));
+                    live.push((base, size));
+                }
+            }
+            if step % 50 == 0 {
+                check(&index, &live, &probes(&live));
+            }
+        }
+        for (b, _) in live.drain(..) {
+            index.remove(b).unwrap();
+        }
+        assert_eq!(index.live[0][0], 0, "every entry emptied");
+        let in_use: usize = (1..3)
+            .map(|l| index.live[l].len() - index.free_tables[l].len())
+            .sum();
+        assert_eq!(in_use, 0, "every table below the top freed");
+        assert!(index.entries.iter().flatten().all(|&e| e == EMPTY));
+    }
+}
