@@ -30,6 +30,7 @@ use std::panic::{self, AssertUnwindSafe};
 /// half-changed is behind a `parking_lot` mutex (not poisoned), and the
 /// layer above reports `ERROR_INTERNAL_ERROR` / `E_FAIL` exactly so the
 /// caller stops trusting that state.
+#[inline(always)]
 pub(crate) fn ffi_boundary<T>(body: impl FnOnce() -> T, on_panic: impl FnOnce() -> T) -> T {
     match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => value,

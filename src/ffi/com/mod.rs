@@ -52,6 +52,7 @@ pub const E_NOTIMPL: HResult = HResult::E_NOTIMPL;
 /// Runs the body of a COM method: a panic becomes `E_FAIL`. (The manager
 /// latches its own failures: a panic inside one of its calls is caught
 /// there and answered `E_FAIL` once, `HOST_E_CLRNOTAVAILABLE` after.)
+#[inline(always)]
 fn hresult_boundary(body: impl FnOnce() -> HResult) -> HResult {
     super::ffi_boundary(body, || HResult::E_FAIL)
 }
