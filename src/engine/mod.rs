@@ -484,12 +484,27 @@ impl<B: OsBackend> AddressSpace<B> {
         let pages = r.page_indices(range);
         let committed = r.pages().committed_pages(pages.clone());
         if committed > 0 {
-            // Revoke access first, then drop the contents: if dropping
-            // fails, giving the access back restores the state exactly.
-            self.set_access(base, range, Access::empty())?;
-            if let Err(e) = self.os.discard(range.start(), range.len()) {
-                self.restore_access(base, range)?;
-                return Err(change_error(e));
+            if splits_a_mapping(r, pages.clone()) {
+                // Revoking access splits a kernel mapping, which can fail
+                // (ENOMEM at vm.max_map_count): revoke first, then drop
+                // the contents, so that a failure of either leaves the
+                // pages exactly as they were.
+                self.set_access(base, range, Access::empty())?;
+                if let Err(e) = self.os.discard(range.start(), range.len()) {
+                    self.restore_access(base, range)?;
+                    return Err(change_error(e));
+                }
+            } else {
+                // Whole mappings: drop the contents first, then revoke
+                // access — the raw sequence, which spares the kernel one
+                // page-table walk and TLB flush (revoking access to
+                // present pages, then zapping them, costs ~6 % more). A
+                // failed revoke gives every run its access back; only
+                // the contents, which the caller was discarding, are gone.
+                self.os
+                    .discard(range.start(), range.len())
+                    .map_err(change_error)?;
+                self.set_access(base, range, Access::empty())?;
             }
         }
         let r = self
@@ -574,6 +589,21 @@ impl<B: OsBackend> AddressSpace<B> {
         r.set_pages(pages, state, all);
         Ok(old)
     }
+}
+
+/// Whether making the pages of `pages` inaccessible would split a kernel
+/// mapping: where an edge of the range has pages whose access changes, and
+/// the page across that edge has the same access (one mapping holds both)
+/// or belongs to another reservation (the kernel may have merged the two).
+/// Inside the range, runs of different access are mappings of their own.
+fn splits_a_mapping(r: &Reservation, pages: Range<usize>) -> bool {
+    let map = r.pages();
+    let access = |page: usize| map.state(page).access();
+    let first = access(pages.start);
+    let last = access(pages.end - 1);
+    let at_start = !first.is_empty() && (pages.start == 0 || access(pages.start - 1) == first);
+    let at_end = !last.is_empty() && (pages.end == map.len() || access(pages.end) == last);
+    at_start || at_end
 }
 
 impl<B: OsBackend> AddressSpace<B> {

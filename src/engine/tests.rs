@@ -124,6 +124,86 @@ fn failed_discard_restores_access_and_data() {
     );
 }
 
+/// A decommit of whole kernel mappings drops the contents before revoking
+/// access (as the raw sequence does); one that splits a mapping revokes
+/// first, so that a failed split changes nothing. Told apart by the calls
+/// made before an injected failure of the discard.
+#[test]
+fn decommit_discards_first_only_where_no_mapping_splits() {
+    let mut space = faulty();
+    let base = space
+        .virtual_alloc(0, 0x100000, AllocationType::RESERVE, P::READWRITE)
+        .unwrap();
+    let run = base + 0x10000;
+    space
+        .virtual_alloc(run, 0x10000, AllocationType::COMMIT, P::READWRITE)
+        .unwrap();
+    let fail_discard = FaultPlan {
+        operation: OsOperation::Discard,
+        nth: 0,
+        error: OsError::ENOMEM,
+    };
+    // The whole committed run: a mapping of its own.
+    let protects = space.backend().calls(OsOperation::Protect);
+    space.backend().inject(fail_discard);
+    assert_eq!(
+        space.virtual_free(run, 0x10000, FreeType::DECOMMIT),
+        Err(Win32Error::NOT_ENOUGH_MEMORY)
+    );
+    assert_eq!(
+        space.backend().calls(OsOperation::Protect),
+        protects,
+        "the discard came first and changed nothing"
+    );
+    // Half of it: the mapping splits, so access is revoked first and
+    // given back after the failed discard.
+    space.backend().inject(fail_discard);
+    assert_eq!(
+        space.virtual_free(run, 0x8000, FreeType::DECOMMIT),
+        Err(Win32Error::NOT_ENOUGH_MEMORY)
+    );
+    assert_eq!(space.backend().calls(OsOperation::Protect), protects + 2);
+    for addr in [run, run + 0x8000] {
+        let mbi = space.virtual_query(addr).unwrap();
+        assert_eq!(
+            (mbi.state, mbi.protect),
+            (MemoryState::COMMIT, P::READWRITE)
+        );
+        assert_eq!(
+            kernel_access(&space, addr),
+            Some(Access::READ | Access::WRITE)
+        );
+    }
+    // A failed revoke after the discard: the pages stay committed and
+    // accessible, their access given back; the contents are gone.
+    crate::bench::ops::touch(run);
+    space.backend().inject(FaultPlan {
+        operation: OsOperation::Protect,
+        nth: 0,
+        error: OsError::ENOMEM,
+    });
+    assert_eq!(
+        space.virtual_free(run, 0x10000, FreeType::DECOMMIT),
+        Err(Win32Error::NOT_ENOUGH_MEMORY)
+    );
+    let mbi = space.virtual_query(run).unwrap();
+    assert_eq!(
+        (mbi.state, mbi.protect, mbi.region_size),
+        (MemoryState::COMMIT, P::READWRITE, 0x10000)
+    );
+    assert_eq!(
+        kernel_access(&space, run),
+        Some(Access::READ | Access::WRITE)
+    );
+    assert_eq!(space.totals().committed_bytes, 0x10000);
+    // And with no fault, the decommit goes through.
+    space
+        .virtual_free(run, 0x10000, FreeType::DECOMMIT)
+        .unwrap();
+    assert_eq!(kernel_access(&space, run), Some(Access::empty()));
+    assert_eq!(space.totals().committed_bytes, 0);
+}
+
 #[test]
 fn failed_rollback_is_an_internal_error() {
     let mut space = faulty();
