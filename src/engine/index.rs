@@ -17,13 +17,24 @@
 //! 4,096. Each 64 KiB granule belongs to at most one reservation (bases
 //! are granule-aligned), so the bottom level never needs splitting.
 //!
+//! A query of a small reservation whose pages share one state (most of
+//! them) needs no more: the granule entries of a reservation carry a
+//! 32-bit summary of it (its state, protection and extent from that
+//! granule), so that `VirtualQuery` reads one entry at the bottom and
+//! nothing else. With 50,000 regions the granule tables take 400 KB where
+//! the reservations take 3 MB, and on a machine whose caches hold a
+//! megabyte or two that is the difference between a cache hit and a trip
+//! to memory. The summary is rewritten whenever the reservation's state
+//! changes from or to uniform.
+//!
 //! Reservations live in a slab (their slot is what the entries hold); a
 //! `BTreeMap` from base to slot keeps their order for what needs it:
 //! neighbours of free memory, overlap checks and iteration.
 
-use super::range::USER_ADDRESS_END;
-use super::reservation::Reservation;
-use crate::win32::ALLOCATION_GRANULARITY;
+use super::page_map::{PageProtection, PageState};
+use super::range::{USER_ADDRESS_END, page_floor};
+use super::reservation::{Reservation, describe};
+use crate::win32::{ALLOCATION_GRANULARITY, MemoryBasicInformation, PAGE_SIZE, Protection};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -38,11 +49,13 @@ const FANOUT: [usize; 3] = [
 const BOTTOM: usize = SHIFT.len() - 1;
 const _: () = assert!(1 << SHIFT[BOTTOM] == ALLOCATION_GRANULARITY);
 
-/// An entry: 0 is empty, `TABLE | t` points to table `t`, and anything
-/// else is `slot + 1` of the one reservation that meets the entry's span.
-type Entry = u32;
+/// An entry. Its low 32 bits: 0 is empty, `TABLE | t` points to table
+/// `t`, and anything else is `slot + 1` of the one reservation that meets
+/// the entry's span. Its high 32 bits, in a granule entry, may hold the
+/// reservation's [`Summary`].
+type Entry = u64;
 const EMPTY: Entry = 0;
-const TABLE: Entry = 1 << 31;
+const TABLE: u32 = 1 << 31;
 
 enum Kind {
     Empty,
@@ -51,13 +64,99 @@ enum Kind {
 }
 
 fn kind(e: Entry) -> Kind {
-    if e == EMPTY {
+    let low = e as u32;
+    if low == 0 {
         Kind::Empty
-    } else if e & TABLE != 0 {
-        Kind::Table(e & !TABLE)
+    } else if low & TABLE != 0 {
+        Kind::Table(low & !TABLE)
     } else {
-        Kind::Owner(e - 1)
+        Kind::Owner(low - 1)
     }
+}
+
+fn owner(slot: u32, summary: u32) -> Entry {
+    (u64::from(summary) << 32) | u64::from(slot + 1)
+}
+
+fn table_entry(t: u32) -> Entry {
+    u64::from(TABLE | t)
+}
+
+/// What `VirtualQuery` needs of a reservation whose pages share one state,
+/// seen from one of its granules, in 32 bits (0: none, the reservation is
+/// not uniform or does not fit): bit 31 set; bits 28–30 the page state's
+/// code; bits 23–27 the allocation protection (3 bits base, 2 bits
+/// caching); bits 12–22 how many granules before this one the reservation
+/// starts; bits 0–11 how many pages after this granule's start it ends.
+struct Summary;
+
+impl Summary {
+    const VALID: u32 = 1 << 31;
+
+    fn of(r: &Reservation, granule: usize) -> u32 {
+        let Some(state) = r.pages().uniform_state() else {
+            return 0;
+        };
+        let protect = r.allocation_protect();
+        let Some(base) = PageProtection::from_protection(protect) else {
+            return 0;
+        };
+        let caching = match protect.modifiers() {
+            m if m.is_empty() => 0,
+            Protection::NOCACHE => 1,
+            Protection::WRITECOMBINE => 2,
+            _ => return 0,
+        };
+        let back = (granule - r.base()) / ALLOCATION_GRANULARITY;
+        let ahead = (r.end() - granule) / PAGE_SIZE;
+        if back >= 1 << 11 || ahead >= 1 << 12 {
+            return 0;
+        }
+        Self::VALID
+            | (state.code() as u32) << 28
+            | (base as u32) << 25
+            | caching << 23
+            | (back as u32) << 12
+            | ahead as u32
+    }
+
+    /// The query of `addr` in granule `granule`, or `None` if `addr` lies
+    /// past the reservation's end (in the rest of its last granule).
+    fn query(summary: u32, granule: usize, addr: usize) -> Option<MemoryBasicInformation> {
+        let end = granule + (summary & 0xFFF) as usize * PAGE_SIZE;
+        if addr >= end {
+            return None;
+        }
+        let base = granule - ((summary >> 12) & 0x7FF) as usize * ALLOCATION_GRANULARITY;
+        let state = PageState::from_code(u64::from((summary >> 28) & 7));
+        let protect = PageState::from_code(u64::from((summary >> 25) & 7));
+        let caching = [
+            Protection::empty(),
+            Protection::NOCACHE,
+            Protection::WRITECOMBINE,
+        ][((summary >> 23) & 3) as usize];
+        let PageState::Committed(protect) = protect else {
+            unreachable!("a summary holds a valid protection")
+        };
+        let allocation_protect = protect.protection() | caching;
+        Some(describe(
+            page_floor(addr),
+            end,
+            base,
+            allocation_protect,
+            state,
+        ))
+    }
+}
+
+/// What the index knows of an address.
+pub enum Lookup<'a> {
+    /// The query, answered from the granule's summary.
+    Answered(MemoryBasicInformation),
+    /// The reservation holding the address.
+    In(&'a Reservation),
+    /// No reservation holds it.
+    Outside,
 }
 
 /// A reservation in the slab, on a cache line of its own: a lookup that
@@ -119,15 +218,6 @@ impl ReservationIndex {
     /// The reservation whose base is `base`.
     pub fn get(&self, base: usize) -> Option<&Reservation> {
         self.at(base).filter(|r| r.base() == base)
-    }
-
-    /// The reservation whose base is `base`, to change.
-    pub fn get_mut(&mut self, base: usize) -> Option<&mut Reservation> {
-        let slot = self.slot_at(base)?;
-        self.slots[slot as usize]
-            .0
-            .as_mut()
-            .filter(|r| r.base() == base)
     }
 
     /// The reservations in address order.
@@ -214,18 +304,68 @@ impl ReservationIndex {
         r.base()..end
     }
 
+    /// The entry that decides `addr`: empty or an owner.
     #[inline]
-    fn slot_at(&self, addr: usize) -> Option<u32> {
-        let mut e = *self.entries[0].get(addr >> SHIFT[0])?;
+    fn entry_at(&self, addr: usize) -> Entry {
+        let Some(&(mut e)) = self.entries[0].get(addr >> SHIFT[0]) else {
+            return EMPTY;
+        };
         for level in 1..SHIFT.len() {
-            if e & TABLE == 0 {
+            if (e as u32) & TABLE == 0 {
                 break;
             }
-            let table = (e & !TABLE) as usize;
+            let table = ((e as u32) & !TABLE) as usize;
             let i = (addr >> SHIFT[level]) & (FANOUT[level] - 1);
             e = self.entries[level][table * FANOUT[level] + i];
         }
-        e.checked_sub(1)
+        e
+    }
+
+    #[inline]
+    fn slot_at(&self, addr: usize) -> Option<u32> {
+        (self.entry_at(addr) as u32).checked_sub(1)
+    }
+
+    /// `VirtualQuery`'s view of `addr`: answered from the granule's
+    /// summary when it has one, else the reservation holding it, if any.
+    #[inline]
+    pub fn lookup(&self, addr: usize) -> Lookup<'_> {
+        let e = self.entry_at(addr);
+        let summary = (e >> 32) as u32;
+        if summary != 0 {
+            let granule = addr & !(ALLOCATION_GRANULARITY - 1);
+            return Summary::query(summary, granule, addr)
+                .map_or(Lookup::Outside, Lookup::Answered);
+        }
+        let Some(slot) = (e as u32).checked_sub(1) else {
+            return Lookup::Outside;
+        };
+        match self.slots[slot as usize]
+            .0
+            .as_ref()
+            .filter(|r| r.contains(addr))
+        {
+            Some(r) => Lookup::In(r),
+            None => Lookup::Outside,
+        }
+    }
+
+    /// Changes the reservation at `base` with `f`, keeping the summaries
+    /// of its granules true. `None` if there is none.
+    pub fn update<R>(&mut self, base: usize, f: impl FnOnce(&mut Reservation) -> R) -> Option<R> {
+        let slot = self.slot_at(base)?;
+        let r = self.slots[slot as usize]
+            .0
+            .as_mut()
+            .filter(|r| r.base() == base)?;
+        let before = r.pages().uniform_state();
+        let result = f(r);
+        let r = self.reservation(slot);
+        if r.pages().uniform_state() != before {
+            let granules = Self::granules(r);
+            self.refresh_in(0, 0, 0, granules, slot);
+        }
+        Some(result)
     }
 
     /// The entries of a table at `level` whose spans meet `range`, with
@@ -289,7 +429,14 @@ impl ReservationIndex {
         for (i, sub) in Self::spans(level, origin, range) {
             let span_start = origin + (i << SHIFT[level]);
             match kind(self.entry(level, table, i)) {
-                Kind::Empty => self.set(level, table, i, slot + 1),
+                Kind::Empty => {
+                    let summary = if level == BOTTOM {
+                        Summary::of(self.reservation(slot), span_start)
+                    } else {
+                        0
+                    };
+                    self.set(level, table, i, owner(slot, summary));
+                }
                 Kind::Owner(other) => {
                     assert!(level < BOTTOM, "two reservations in one granule");
                     // Two reservations meet this span: split it.
@@ -298,10 +445,32 @@ impl ReservationIndex {
                     let theirs = Self::granules(self.reservation(other));
                     let theirs = theirs.start.max(span.start)..theirs.end.min(span.end);
                     self.insert_in(child, level + 1, span_start, theirs, other);
-                    self.set(level, table, i, TABLE | child);
+                    self.set(level, table, i, table_entry(child));
                     self.insert_in(child, level + 1, span_start, sub, slot);
                 }
                 Kind::Table(child) => self.insert_in(child, level + 1, span_start, sub, slot),
+            }
+        }
+    }
+
+    /// Rewrites the summaries of `slot`'s granule entries over `range`.
+    fn refresh_in(
+        &mut self,
+        table: u32,
+        level: usize,
+        origin: usize,
+        range: Range<usize>,
+        slot: u32,
+    ) {
+        for (i, sub) in Self::spans(level, origin, range) {
+            let span_start = origin + (i << SHIFT[level]);
+            match kind(self.entry(level, table, i)) {
+                Kind::Owner(s) if s == slot && level == BOTTOM => {
+                    let summary = Summary::of(self.reservation(slot), span_start);
+                    self.set(level, table, i, owner(slot, summary));
+                }
+                Kind::Table(child) => self.refresh_in(child, level + 1, span_start, sub, slot),
+                _ => {}
             }
         }
     }
@@ -337,8 +506,7 @@ impl ReservationIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::PageState;
-    use crate::win32::{PAGE_SIZE, Protection};
+    use crate::engine::PageProtection;
 
     impl ReservationIndex {
         /// Tables allocated at each level.
@@ -364,6 +532,14 @@ mod tests {
                 expected,
                 "lookup of {addr:#x}"
             );
+            match (index.lookup(addr), index.at(addr)) {
+                (Lookup::Answered(mbi), Some(r)) => {
+                    assert_eq!(mbi, r.query(addr), "summary of {addr:#x}");
+                }
+                (Lookup::In(found), Some(r)) => assert_eq!(found.base(), r.base()),
+                (Lookup::Outside, None) => {}
+                _ => panic!("lookup and at disagree at {addr:#x}"),
+            }
         }
         assert_eq!(index.len(), live.len());
         let mut bases: Vec<usize> = live.iter().map(|&(b, _)| b).collect();
@@ -416,6 +592,54 @@ mod tests {
     }
 
     #[test]
+    fn granule_summaries_answer_queries_and_follow_state_changes() {
+        let g = ALLOCATION_GRANULARITY;
+        let origin = 16 << 40;
+        let mut index = ReservationIndex::new();
+        let protect = Protection::READWRITE | Protection::NOCACHE;
+        index.insert(Reservation::new(origin, g, protect, PageState::Reserved));
+        index.insert(Reservation::new(
+            origin + g,
+            3 * g,
+            protect,
+            PageState::Reserved,
+        ));
+        let addr = origin + 2 * g + 3 * PAGE_SIZE + 5;
+        let answered = |index: &ReservationIndex| match index.lookup(addr) {
+            Lookup::Answered(mbi) => Some(mbi),
+            Lookup::In(_) => None,
+            Lookup::Outside => panic!("{addr:#x} is inside"),
+        };
+        let mbi = answered(&index).expect("a uniform reservation is summarised");
+        assert_eq!(mbi, index.at(addr).unwrap().query(addr));
+        assert_eq!(
+            (mbi.allocation_base, mbi.region_size),
+            (origin + g, 2 * g - 3 * PAGE_SIZE)
+        );
+        // Part committed: not uniform, answered from the reservation.
+        let commit = PageState::Committed(PageProtection::ReadWrite);
+        index.update(origin + g, |r| r.set_pages(0..1, commit, 0));
+        assert!(answered(&index).is_none());
+        // All committed: uniform again, and the summary says so.
+        index.update(origin + g, |r| r.set_pages(0..48, commit, 1));
+        let mbi = answered(&index).expect("uniform again");
+        assert_eq!(mbi, index.at(addr).unwrap().query(addr));
+        assert_eq!(mbi.protect, protect);
+        // Past the end of a reservation that ends mid-granule: outside.
+        index.insert(Reservation::new(
+            origin + 4 * g,
+            PAGE_SIZE,
+            protect,
+            PageState::Reserved,
+        ));
+        assert!(matches!(
+            index.lookup(origin + 4 * g + PAGE_SIZE),
+            Lookup::Outside
+        ));
+        assert!(matches!(index.lookup(origin + 4 * g), Lookup::Answered(_)));
+    }
+
+    #[test]
     fn a_large_reservation_alone_is_one_entry_a_span() {
         let mut index = ReservationIndex::new();
         let base = 32 << 30;
@@ -447,7 +671,27 @@ mod tests {
         let mut index = ReservationIndex::new();
         let mut live: Vec<(usize, usize)> = Vec::new();
         for step in 0..3000 {
-            if live.len() > 40 && next(2) == 0 || live.len() > 200 {
+            if !live.is_empty() && next(4) == 0 {
+                // Change some pages' state: from or to uniform.
+                let (b, size) = live[next(live.len())];
+                let pages = size / PAGE_SIZE;
+                let from = next(pages);
+                let to = if next(2) == 0 {
+                    pages
+                } else {
+                    from + 1 + next(pages - from)
+                };
+                let state = match next(3) {
+                    0 => PageState::Reserved,
+                    1 => PageState::Committed(PageProtection::ReadWrite),
+                    _ => PageState::Committed(PageProtection::ExecuteRead),
+                };
+                let from = if next(2) == 0 { 0 } else { from };
+                index.update(b, |r| {
+                    let before = r.pages().committed_pages(from..to);
+                    r.set_pages(from..to, state, before);
+                });
+            } else if live.len() > 40 && next(2) == 0 || live.len() > 200 {
                 let (b, _) = live.swap_remove(next(live.len()));
                 assert_eq!(index.remove(b).map(|r| r.base()), Some(b));
                 assert!(index.remove(b).is_none(), "removed twice");

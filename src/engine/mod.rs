@@ -24,7 +24,7 @@ use crate::win32::{
     ALLOCATION_GRANULARITY, AllocationType, FreeType, MemoryBasicInformation, PAGE_SIZE,
     Protection, Win32Error,
 };
-use index::ReservationIndex;
+use index::{Lookup, ReservationIndex};
 use placement::Placement;
 use request::{AllocRequest, PrivateProtection, alloc_request, private_protection};
 use std::ops::Range;
@@ -126,6 +126,14 @@ impl<B: OsBackend> AddressSpace<B> {
         self.reservations
             .get(base)
             .expect("a base found in the index")
+    }
+
+    /// Changes the live reservation at `base` (the index keeps its
+    /// granules' summaries up to date).
+    fn change(&mut self, base: usize, f: impl FnOnce(&mut Reservation)) {
+        self.reservations
+            .update(base, f)
+            .expect("a base found in the index");
     }
 
     fn reservation_base_at(&self, addr: usize) -> Option<usize> {
@@ -360,13 +368,12 @@ impl<B: OsBackend> AddressSpace<B> {
         {
             self.set_access(base, range, state.access())?;
         }
-        let r = self
-            .reservations
-            .get_mut(base)
-            .expect("reservation found above");
-        let before = r.pages().committed_pages(pages.clone());
+        let before = self
+            .reservation(base)
+            .pages()
+            .committed_pages(pages.clone());
         self.committed_bytes += (pages.len() - before) * PAGE_SIZE;
-        r.set_pages(pages, state, before);
+        self.change(base, |r| r.set_pages(pages, state, before));
         Ok(range.start())
     }
 
@@ -379,11 +386,7 @@ impl<B: OsBackend> AddressSpace<B> {
             self.os
                 .reset(range.start(), range.len())
                 .map_err(change_error)?;
-            let r = self
-                .reservations
-                .get_mut(base)
-                .expect("reservation found above");
-            r.pages_mut().mark_reset(pages);
+            self.change(base, |r| r.pages_mut().mark_reset(pages));
         }
         Ok(range.start())
     }
@@ -410,11 +413,7 @@ impl<B: OsBackend> AddressSpace<B> {
                     .map_err(change_error)?;
             }
         }
-        let r = self
-            .reservations
-            .get_mut(base)
-            .expect("reservation found above");
-        r.pages_mut().clear_reset(pages);
+        self.change(base, |r| r.pages_mut().clear_reset(pages));
         Err(Win32Error::INVALID_ADDRESS)
     }
 
@@ -507,11 +506,7 @@ impl<B: OsBackend> AddressSpace<B> {
                 self.set_access(base, range, Access::empty())?;
             }
         }
-        let r = self
-            .reservations
-            .get_mut(base)
-            .expect("reservation found above");
-        r.set_pages(pages, PageState::Reserved, committed);
+        self.change(base, |r| r.set_pages(pages, PageState::Reserved, committed));
         self.committed_bytes -= committed * PAGE_SIZE;
         Ok(())
     }
@@ -523,8 +518,10 @@ impl<B: OsBackend> AddressSpace<B> {
         if address >= USER_ADDRESS_END {
             return Err(Win32Error::INVALID_PARAMETER);
         }
-        if let Some(r) = self.reservation_at(address) {
-            return Ok(r.query(address));
+        match self.reservations.lookup(address) {
+            Lookup::Answered(mbi) => return Ok(mbi),
+            Lookup::In(r) => return Ok(r.query(address)),
+            Lookup::Outside => {}
         }
         let below = self
             .reservations
@@ -581,12 +578,8 @@ impl<B: OsBackend> AddressSpace<B> {
         {
             self.set_access(base, range, state.access())?;
         }
-        let r = self
-            .reservations
-            .get_mut(base)
-            .expect("reservation found above");
         let all = pages.len();
-        r.set_pages(pages, state, all);
+        self.change(base, |r| r.set_pages(pages, state, all));
         Ok(old)
     }
 }

@@ -93,14 +93,16 @@ pub enum PageState {
 }
 
 impl PageState {
-    fn code(self) -> u64 {
+    /// The state's 3-bit code (0 reserved, 1–6 committed).
+    pub(super) fn code(self) -> u64 {
         match self {
             Self::Reserved => 0,
             Self::Committed(p) => p as u64,
         }
     }
 
-    fn from_code(code: u64) -> Self {
+    /// The state of a 3-bit code.
+    pub(super) fn from_code(code: u64) -> Self {
         PageProtection::from_code(code).map_or(Self::Reserved, Self::Committed)
     }
 
@@ -164,6 +166,13 @@ impl PageMap {
     /// per-page words stored.
     pub fn is_uniform(&self) -> bool {
         self.words.is_empty()
+    }
+
+    /// The state of every page, while the map is uniform.
+    pub fn uniform_state(&self) -> Option<PageState> {
+        self.words
+            .is_empty()
+            .then(|| PageState::from_code(self.fill & 7))
     }
 
     fn word(&self, w: usize) -> u64 {
@@ -240,11 +249,27 @@ impl PageMap {
             PageState::Reserved => u64::MAX,
             PageState::Committed(_) => STATE_BITS,
         };
-        if state == PageState::Reserved && range.start == 0 && range.end == self.pages {
-            // Every page reserved and unmarked: uniform again.
-            self.words = Box::default();
-            self.fill = 0;
-            return;
+        if range.start == 0 && range.end == self.pages {
+            // Every page in one state: uniform again, unless committed
+            // pages keep differing reset marks.
+            let marked = match state {
+                PageState::Reserved => 0,
+                PageState::Committed(_) if self.words.is_empty() => self.fill & RESET_BITS,
+                PageState::Committed(_) => {
+                    let any = self.words.iter().fold(0, |acc, w| acc | (w & RESET_BITS));
+                    let all = self.words.iter().fold(RESET_BITS, |acc, w| acc & w);
+                    if any != 0 && all != RESET_BITS {
+                        u64::MAX // differing marks: stays per page
+                    } else {
+                        any
+                    }
+                }
+            };
+            if marked != u64::MAX {
+                self.words = Box::default();
+                self.fill = pattern | marked;
+                return;
+            }
         }
         self.update(range, |word, mask| {
             let mask = mask & touched;

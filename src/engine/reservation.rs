@@ -134,18 +134,40 @@ impl Reservation {
         let index = (addr - self.base) / PAGE_SIZE;
         let state = self.pages.state(index);
         let end = self.pages.run_end(index, self.pages.len());
-        MemoryBasicInformation {
-            base_address: self.page_address(index),
-            allocation_base: self.base,
-            allocation_protect: self.allocation_protect,
-            partition_id: 0,
-            region_size: (end - index) * PAGE_SIZE,
-            state: match state {
-                PageState::Reserved => MemoryState::RESERVE,
-                PageState::Committed(_) => MemoryState::COMMIT,
-            },
-            protect: self.protection_of(state),
-            type_: MemoryType::PRIVATE,
-        }
+        describe(
+            self.page_address(index),
+            self.page_address(end),
+            self.base,
+            self.allocation_protect,
+            state,
+        )
+    }
+}
+
+/// The `MEMORY_BASIC_INFORMATION` of the run of pages `[page, run_end)` of
+/// a reservation at `base` reserved with `allocation_protect`, all in
+/// `state`.
+pub fn describe(
+    page: usize,
+    run_end: usize,
+    base: usize,
+    allocation_protect: Protection,
+    state: PageState,
+) -> MemoryBasicInformation {
+    MemoryBasicInformation {
+        base_address: page,
+        allocation_base: base,
+        allocation_protect,
+        partition_id: 0,
+        region_size: run_end - page,
+        state: match state {
+            PageState::Reserved => MemoryState::RESERVE,
+            PageState::Committed(_) => MemoryState::COMMIT,
+        },
+        protect: match state {
+            PageState::Reserved => Protection::empty(),
+            PageState::Committed(p) => p.protection() | allocation_protect.modifiers(),
+        },
+        type_: MemoryType::PRIVATE,
     }
 }
