@@ -27,7 +27,8 @@
 //! The C compiler is the one the `cc` crate picks (`CC`/`CXX` respected);
 //! executables go to `CARGO_TARGET_TMPDIR`. Each program runs natively,
 //! then, when `valgrind` is installed (and `HOSTMEM_TEST_VALGRIND` is not
-//! `0`), once more under valgrind, whose errors fail the test.
+//! `0`), once more under valgrind, whose errors and definitely lost blocks
+//! fail the test (`tests/common/mod.rs`).
 
 use hostmem::ffi::flat::{
     MEMORY_BASIC_INFORMATION_SIZE, hostmem_GetLastError, hostmem_SetLastError,
@@ -44,67 +45,6 @@ use std::process::Command;
 
 mod common;
 use common::*;
-
-/// `valgrind`, if installed and not disabled by `HOSTMEM_TEST_VALGRIND=0`.
-fn valgrind() -> Option<Command> {
-    if std::env::var_os("HOSTMEM_TEST_VALGRIND").is_some_and(|v| v == "0") {
-        return None;
-    }
-    let installed = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    installed.then(|| {
-        let mut command = Command::new("valgrind");
-        // Memory errors fail the run; leaks do not (the default manager
-        // and the threads' last errors live until the process ends).
-        command.args(["--quiet", "--error-exitcode=99", "--leak-check=no"]);
-        command
-    })
-}
-
-/// Runs a C test program; it must exit 0 and report "N passed, 0 failed"
-/// with N > 0. Returns N.
-fn run_checks(mut command: Command, what: &str) -> u32 {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {shown}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let details = describe(&command, &output);
-    print!("{stdout}");
-    assert!(output.status.success(), "{what} failed:\n{details}");
-    let totals = stdout
-        .lines()
-        .find_map(|line| {
-            let (_, totals) = line.rsplit_once(": ")?;
-            let (passed, failed) = totals.split_once(" passed, ")?;
-            let failed = failed.strip_suffix(" failed")?;
-            Some((passed.parse::<u32>().ok()?, failed.parse::<u32>().ok()?))
-        })
-        .unwrap_or_else(|| panic!("no \"N passed, M failed\" line from {what}:\n{details}"));
-    assert_eq!(totals.1, 0, "{what}:\n{details}");
-    assert!(totals.0 > 0, "{what} checked nothing");
-    totals.0
-}
-
-/// Builds a C test program and runs it natively, then under valgrind if
-/// there is one; both runs must pass every check. Returns the number of
-/// checks.
-fn build_and_run(source: &str, language: Language) -> u32 {
-    let exe = build(source, language);
-    let what = format!("{source} ({language:?})");
-    let checks = run_checks(Command::new(&exe), &what);
-    if let Some(mut valgrind) = valgrind() {
-        valgrind.arg(&exe);
-        let under_valgrind = run_checks(valgrind, &format!("{what} under valgrind"));
-        assert_eq!(
-            under_valgrind, checks,
-            "{what}: valgrind run made other checks"
-        );
-    }
-    checks
-}
 
 #[test]
 fn flat_api_c_program_passes() {

@@ -5,12 +5,13 @@
 //!   enum values), so header and library never drift;
 //! - `tests/c/mock_clr.c`, a mock CLR in C, is compiled with `-Wall -Wextra
 //!   -Werror`, linked statically against the `libhostmem.a` this `cargo
-//!   test` built, run, and must report "N passed, 0 failed"; then, when
-//!   valgrind is installed, run again under valgrind, which must report no
-//!   invalid access and no definite leak;
+//!   test` built, run, and must report "mock_clr: N passed, 0 failed";
+//!   then, when valgrind is installed, run again under valgrind, which
+//!   must report no invalid access and no definite leak;
 //! - `tests/c/mock_clr_cpp.cpp` drives the objects through the C++
-//!   declarations (`manager->VirtualAlloc(...)`, a C++ callback class), and
-//!   the C declarations compile as C++ too (`CINTERFACE`).
+//!   declarations (`manager->VirtualAlloc(...)`, a C++ callback class),
+//!   natively and under valgrind too, and the C declarations compile as
+//!   C++ as well (`CINTERFACE`).
 //!
 //! The library is found as `tests/flat_c_api.rs` finds it: Cargo builds the
 //! `[lib]` target with one rustc invocation that emits every crate type
@@ -24,94 +25,19 @@ use hostmem::ffi::com::{
 };
 use hostmem::host::{HResult, MemoryAvailable, MemoryCriticalLevel};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
 use common::*;
 
-/// The "N passed, M failed" line of a mock's output.
-fn totals(stdout: &str) -> Option<(u32, u32)> {
-    stdout.lines().find_map(|line| {
-        let (passed, failed) = line.trim().split_once(" passed, ")?;
-        let failed = failed.strip_suffix(" failed")?;
-        Some((passed.parse().ok()?, failed.parse().ok()?))
-    })
-}
-
-/// Runs a mock (under `wrapper` if given): it must exit 0 and report "N
-/// passed, 0 failed" with N > 0. Returns N.
-fn run_mock(exe: &Path, wrapper: &[&str]) -> u32 {
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
-    command.env("RUST_BACKTRACE", "0");
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    print!("{stdout}");
-    let (passed, failed) = totals(&stdout).unwrap_or_else(|| {
-        panic!(
-            "no \"N passed, M failed\" line:\n{}",
-            describe(&command, &output)
-        )
-    });
-    assert!(
-        output.status.success() && failed == 0,
-        "the mock runtime failed:\n{}",
-        describe(&command, &output)
-    );
-    assert!(passed > 0, "the mock runtime checked nothing");
-    passed
-}
-
-fn valgrind() -> Option<PathBuf> {
-    let output = Command::new("which").arg("valgrind").output().ok()?;
-    let path = String::from_utf8(output.stdout).ok()?;
-    let path = path.trim();
-    (output.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
-}
-
 #[test]
 fn mock_clr_c_passes_and_is_clean_under_valgrind() {
-    let exe = build("mock_clr.c", Language::C11);
-    let passed = run_mock(&exe, &[]);
+    let passed = build_and_run("mock_clr.c", Language::C11);
     println!("mock CLR (C): {passed} checks passed");
-
-    let Some(valgrind) = valgrind() else {
-        println!("note: valgrind is not installed; the memory check of the mock CLR is skipped");
-        return;
-    };
-    let valgrind = valgrind.to_string_lossy().into_owned();
-    let under_valgrind = run_mock(
-        &exe,
-        &[
-            &valgrind,
-            "--error-exitcode=1",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite",
-            "--show-leak-kinds=definite",
-            "--track-origins=yes",
-            "--quiet",
-        ],
-    );
-    assert_eq!(
-        under_valgrind, passed,
-        "the same checks pass under valgrind"
-    );
-    println!("mock CLR under valgrind: no invalid access, no definite leak");
 }
 
 #[test]
-fn mock_clr_cpp_passes() {
-    let exe = build("mock_clr_cpp.cpp", Language::Cxx17);
-    let passed = run_mock(&exe, &[]);
+fn mock_clr_cpp_passes_and_is_clean_under_valgrind() {
+    let passed = build_and_run("mock_clr_cpp.cpp", Language::Cxx17);
     println!("mock CLR (C++): {passed} checks passed");
 }
 

@@ -2,8 +2,8 @@
  * flat_api.c: the flat C API through <hostmem.h> (the hostmem_ names).
  *
  * Built, linked against libhostmem.a and run by tests/flat_c_api.rs.
- * Prints every failed check with its line, then "N passed, M failed";
- * exits 0 only if nothing failed.
+ * Prints every failed check with its line, then "flat_api: N passed, M
+ * failed" (tests/c/check.h); exits 0 only if nothing failed.
  */
 #include <hostmem.h>
 
@@ -12,47 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned passed;
-static unsigned failed;
+#define CHECK_PROGRAM "flat_api"
+#include "check.h"
 
-/* CHECK: count the outcome; on failure print the line and go on. */
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (cond) {                                                                \
-            passed++;                                                              \
-        } else {                                                                   \
-            failed++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                          \
-    } while (0)
+/* CHECK_ERROR: the last error is `expected`. */
+#define CHECK_ERROR(expected) CHECK_EQ(hostmem_GetLastError(), (expected))
 
-/* REQUIRE: like CHECK, but a failure ends the program (what follows would
- * dereference a pointer that does not exist). */
-#define REQUIRE(cond)                                                                \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s (last error %u)\n", __FILE__, \
-                    __LINE__, #cond, (unsigned)hostmem_GetLastError());              \
-            fprintf(stderr, "%u passed, %u failed\n", passed, failed);               \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-/* CHECK_ERROR: the last error is `expected`; print the actual one if not. */
-#define CHECK_ERROR(expected)                                                        \
-    do {                                                                             \
-        uint32_t actual_ = hostmem_GetLastError();                                   \
-        if (actual_ == (expected)) {                                                 \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: last error %u, expected %s (%u)\n", __FILE__,    \
-                    __LINE__, (unsigned)actual_, #expected, (unsigned)(expected));   \
-        }                                                                            \
-    } while (0)
+/* After a failed check: the last error, which usually says why. */
+static void print_last_error(void)
+{
+    fprintf(stderr, "    (last error %u)\n", (unsigned)hostmem_GetLastError());
+}
 
 #define SENTINEL UINT32_C(0xdeadbeef)
 
@@ -433,12 +403,12 @@ static void test_threads(void)
 
 int main(void)
 {
+    check_on_failure = print_last_error;
     test_layout();
     test_lifecycle();
     test_errors();
     test_foreign_memory();
     test_last_error_per_thread();
     test_threads();
-    printf("flat_api: %u passed, %u failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return check_summary();
 }

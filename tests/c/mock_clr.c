@@ -7,7 +7,8 @@
  * references, and calls from several threads at once.
  *
  * Built and run by tests/mock_clr.rs (also under valgrind). Prints
- * "N passed, M failed" and exits non-zero on any failure.
+ * every failed check, then "mock_clr: N passed, M failed" (tests/c/check.h),
+ * and exits non-zero on any failure.
  */
 #define _GNU_SOURCE /* mincore, MAP_ANONYMOUS, nanosleep */
 #include <hostmem.h>
@@ -28,35 +29,13 @@
 /* ------------------------------------------------------------------------
  * Checks
  * ------------------------------------------------------------------------ */
-static atomic_int passed;
-static atomic_int failed;
-static atomic_int skipped;
+#define CHECK_PROGRAM "mock_clr"
+#include "check.h"
 
-static void check(int ok, const char* what, int line) {
-    if (ok) {
-        atomic_fetch_add(&passed, 1);
-    } else {
-        atomic_fetch_add(&failed, 1);
-        printf("FAILED (line %d): %s\n", line, what);
-    }
-}
-#define CHECK(cond) check(!!(cond), #cond, __LINE__)
-
-static void check_hr(HRESULT got, HRESULT expected, const char* what, int line) {
-    if (got == expected) {
-        atomic_fetch_add(&passed, 1);
-    } else {
-        atomic_fetch_add(&failed, 1);
-        printf("FAILED (line %d): %s = 0x%08X, expected 0x%08X\n", line, what, (unsigned)got,
-               (unsigned)expected);
-    }
-}
-#define CHECK_HR(expr, expected) check_hr((expr), (expected), #expr, __LINE__)
-
-static void skip(const char* what) {
-    atomic_fetch_add(&skipped, 1);
-    printf("skipped: %s\n", what);
-}
+/* CHECK_HR: an HRESULT is `expected`. */
+#define CHECK_HR(expr, expected)                                                          \
+    ((void)check_eq_at((uint32_t)(expr), (uint32_t)(expected), __FILE__, __LINE__, #expr, \
+                       #expected))
 
 /* ------------------------------------------------------------------------
  * Constants and helpers
@@ -412,11 +391,14 @@ static void check_foreign_free(IHostMemoryManager* m, void* address, const char*
     HRESULT decommit_all = m->lpVtbl->VirtualFree(m, address, 0, MEM_DECOMMIT);
     char buf[160];
     snprintf(buf, sizeof buf, "VirtualFree(%s, 0, MEM_RELEASE)", what);
-    check_hr(release, HOST_E_INVALIDOPERATION, buf, __LINE__);
+    check_eq_at((uint32_t)release, (uint32_t)HOST_E_INVALIDOPERATION, __FILE__, __LINE__, buf,
+                "HOST_E_INVALIDOPERATION");
     snprintf(buf, sizeof buf, "VirtualFree(%s, 0x1000, MEM_DECOMMIT)", what);
-    check_hr(decommit, HOST_E_INVALIDOPERATION, buf, __LINE__);
+    check_eq_at((uint32_t)decommit, (uint32_t)HOST_E_INVALIDOPERATION, __FILE__, __LINE__, buf,
+                "HOST_E_INVALIDOPERATION");
     snprintf(buf, sizeof buf, "VirtualFree(%s, 0, MEM_DECOMMIT)", what);
-    check_hr(decommit_all, HOST_E_INVALIDOPERATION, buf, __LINE__);
+    check_eq_at((uint32_t)decommit_all, (uint32_t)HOST_E_INVALIDOPERATION, __FILE__, __LINE__, buf,
+                "HOST_E_INVALIDOPERATION");
 }
 
 static void test_virtual_free(void) {
@@ -619,7 +601,7 @@ static void test_methods(void) {
     CHECK_HR(m->lpVtbl->GetMemoryLoad(m, &load, NULL), E_POINTER);
     HRESULT hr = m->lpVtbl->GetMemoryLoad(m, &load, &available);
     if (hr == E_NOTIMPL) {
-        skip("GetMemoryLoad returns E_NOTIMPL");
+        check_skip("GetMemoryLoad returns E_NOTIMPL");
     } else {
         CHECK_HR(hr, S_OK);
         CHECK(load <= 100);
@@ -648,7 +630,7 @@ static void test_methods(void) {
     CHECK(own_map != MAP_FAILED);
     hr = m->lpVtbl->NeedsVirtualAddressSpace(m, own_map, size);
     if (hr == E_NOTIMPL) {
-        skip("Needs/Acquired/ReleasedVirtualAddressSpace return E_NOTIMPL");
+        check_skip("Needs/Acquired/ReleasedVirtualAddressSpace return E_NOTIMPL");
     } else if (own_map != MAP_FAILED) {
         CHECK_HR(hr, S_OK);
         CHECK_HR(m->lpVtbl->AcquiredVirtualAddressSpace(m, own_map, size), S_OK);
@@ -686,7 +668,7 @@ static void test_notification_callback(void) {
     IHostMemoryManager* m = new_manager();
     HRESULT hr = m->lpVtbl->RegisterMemoryNotificationCallback(m, &cb.iface);
     if (hr == E_NOTIMPL) {
-        skip("RegisterMemoryNotificationCallback returns E_NOTIMPL");
+        check_skip("RegisterMemoryNotificationCallback returns E_NOTIMPL");
         CHECK(atomic_load(&cb.refs) == 1);
         m->lpVtbl->Release(m);
         return;
@@ -996,7 +978,7 @@ static void test_threads(void) {
     for (int i = 0; i < started; i++) {
         char what[64];
         snprintf(what, sizeof what, "thread %d: %d rounds without a failure", i, ROUNDS);
-        check(results[i].failures == 0, what, __LINE__);
+        check_at(results[i].failures == 0, __FILE__, __LINE__, what);
         if (results[i].failures) printf("  thread %d failed %d times\n", i, results[i].failures);
     }
     CHECK(refcount_of((IUnknown*)shared_manager) == 1); /* AddRef/Release balanced across threads */
@@ -1013,8 +995,5 @@ int main(void) {
     test_notification_callback();
     test_threads();
     test_malloc();
-    int p = atomic_load(&passed), f = atomic_load(&failed), s = atomic_load(&skipped);
-    if (s) printf("%d skipped\n", s);
-    printf("%d passed, %d failed\n", p, f);
-    return f == 0 ? 0 : 1;
+    return check_summary();
 }

@@ -2,7 +2,8 @@
 // declarations of <hostmem/com.h> (abstract classes, `manager->Method(...)`),
 // to prove they lay out the same vtables as hostmem's objects, in both
 // directions: hostmem's objects called from C++, and a C++ callback object
-// called by hostmem. Built and run by tests/mock_clr.rs.
+// called by hostmem. Built and run by tests/mock_clr.rs; prints every failed
+// check, then "mock_clr_cpp: N passed, M failed" (tests/c/check.h).
 #include <hostmem.h>
 #include <hostmem/com.h>
 
@@ -10,18 +11,8 @@
 #include <cstdio>
 #include <cstring>
 
-static int passed = 0;
-static int failed = 0;
-
-#define CHECK(cond)                                                      \
-    do {                                                                 \
-        if (cond) {                                                      \
-            passed++;                                                    \
-        } else {                                                         \
-            failed++;                                                    \
-            std::printf("FAILED (line %d): %s\n", __LINE__, #cond);      \
-        }                                                                \
-    } while (0)
+#define CHECK_PROGRAM "mock_clr_cpp"
+#include "check.h"
 
 // A runtime's ICLRMemoryNotificationCallback, written the C++ way.
 class Callback final : public ICLRMemoryNotificationCallback {
@@ -50,11 +41,9 @@ public:
 
 int main() {
     IHostMemoryManager* manager = nullptr;
-    CHECK(hostmem_CreateMemoryManager(nullptr, &manager) == S_OK && manager != nullptr);
-    if (manager == nullptr) return 1;
+    REQUIRE(hostmem_CreateMemoryManager(nullptr, &manager) == S_OK && manager != nullptr);
     IHostControl* control = nullptr;
-    CHECK(hostmem_CreateHostControl(manager, &control) == S_OK && control != nullptr);
-    if (control == nullptr) return 1;
+    REQUIRE(hostmem_CreateHostControl(manager, &control) == S_OK && control != nullptr);
 
     IHostMemoryManager* from_control = nullptr;
     CHECK(control->GetHostManager(IID_IHostMemoryManager, reinterpret_cast<void**>(&from_control)) == S_OK);
@@ -103,7 +92,7 @@ int main() {
     Callback callback;
     hr = manager->RegisterMemoryNotificationCallback(&callback);
     if (hr == E_NOTIMPL) {
-        std::printf("skipped: RegisterMemoryNotificationCallback returns E_NOTIMPL\n");
+        check_skip("RegisterMemoryNotificationCallback returns E_NOTIMPL");
     } else {
         CHECK(hr == S_OK);
         CHECK(callback.refs == 2);
@@ -114,6 +103,5 @@ int main() {
     CHECK(control->Release() == 0);
     CHECK(callback.refs == 1); // released with the manager
 
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return check_summary();
 }

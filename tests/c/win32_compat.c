@@ -4,7 +4,8 @@
  *
  * Built as C11 and as C++17, linked against libhostmem.a and run by
  * tests/flat_c_api.rs. Prints every failed check with its line, then
- * "N passed, M failed"; exits 0 only if nothing failed.
+ * "win32_compat (C): N passed, M failed" (tests/c/check.h); exits 0 only
+ * if nothing failed.
  */
 
 /* A project's own definition, as <winerror.h> spells it: the header must
@@ -19,43 +20,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned passed;
-static unsigned failed;
+#ifdef __cplusplus
+#define CHECK_PROGRAM "win32_compat (C++)"
+#else
+#define CHECK_PROGRAM "win32_compat (C)"
+#endif
+#include "check.h"
 
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (cond) {                                                                \
-            passed++;                                                              \
-        } else {                                                                   \
-            failed++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                          \
-    } while (0)
+/* CHECK_ERROR: GetLastError() is `expected`. */
+#define CHECK_ERROR(expected) CHECK_EQ(GetLastError(), (DWORD)(expected))
 
-#define REQUIRE(cond)                                                                \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s (last error %u)\n", __FILE__, \
-                    __LINE__, #cond, (unsigned)GetLastError());                      \
-            fprintf(stderr, "%u passed, %u failed\n", passed, failed);               \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_ERROR(expected)                                                        \
-    do {                                                                             \
-        DWORD actual_ = GetLastError();                                              \
-        if (actual_ == (DWORD)(expected)) {                                          \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: GetLastError() %u, expected %s (%u)\n", __FILE__, \
-                    __LINE__, (unsigned)actual_, #expected, (unsigned)(expected));   \
-        }                                                                            \
-    } while (0)
+/* After a failed check: the last error, which usually says why. */
+static void print_last_error(void)
+{
+    fprintf(stderr, "    (GetLastError() %u)\n", (unsigned)GetLastError());
+}
 
 #define SENTINEL 0xdeadbeef
 
@@ -340,16 +319,12 @@ static void test_last_error_per_thread(void)
 
 int main(void)
 {
+    check_on_failure = print_last_error;
     test_types();
     test_function_pointers();
     test_VirtualAlloc();
     test_invalid_arguments();
     test_foreign_addresses();
     test_last_error_per_thread();
-#ifdef __cplusplus
-    printf("win32_compat (C++): %u passed, %u failed\n", passed, failed);
-#else
-    printf("win32_compat (C): %u passed, %u failed\n", passed, failed);
-#endif
-    return failed == 0 ? 0 : 1;
+    return check_summary();
 }

@@ -1,9 +1,10 @@
-//! Building the C test programs: the compiler the `cc` crate picks, the
-//! `libhostmem.a` this `cargo test` built (Cargo emits every crate type of
-//! the `[lib]` target in one rustc invocation, into `target/<profile>/deps/`,
-//! next to the test executable), and the system libraries a Rust
-//! `staticlib` needs. Shared by `tests/flat_c_api.rs` and
-//! `tests/mock_clr.rs`.
+//! Building and running the C test programs: the compiler the `cc` crate
+//! picks, the `libhostmem.a` this `cargo test` built (Cargo emits every
+//! crate type of the `[lib]` target in one rustc invocation, into
+//! `target/<profile>/deps/`, next to the test executable), and the system
+//! libraries a Rust `staticlib` needs; each program run natively and
+//! under valgrind, and its `tests/c/check.h` totals read. Shared by
+//! `tests/flat_c_api.rs` and `tests/mock_clr.rs`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -151,4 +152,89 @@ pub fn build(source: &str, language: Language) -> PathBuf {
         .arg(&exe);
     run(command);
     exe
+}
+
+/// `valgrind` (memcheck) with the options every C test program runs
+/// under: any invalid access, use of uninitialised memory or definitely
+/// lost block fails the run (exit status 99). `None` when valgrind is not
+/// installed or `HOSTMEM_TEST_VALGRIND=0`.
+pub fn valgrind() -> Option<Command> {
+    if std::env::var_os("HOSTMEM_TEST_VALGRIND").is_some_and(|v| v == "0") {
+        return None;
+    }
+    let installed = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    installed.then(|| {
+        let mut command = Command::new("valgrind");
+        command.args([
+            "--quiet",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+            "--track-origins=yes",
+        ]);
+        command
+    })
+}
+
+/// The totals line of a C test program (`tests/c/check.h`),
+/// "<program>: N passed, M failed", as `(N, M)`.
+pub fn check_totals(stdout: &str) -> Option<(u32, u32)> {
+    stdout.lines().find_map(|line| {
+        let (_, totals) = line.rsplit_once(": ")?;
+        let (passed, failed) = totals.split_once(" passed, ")?;
+        let failed = failed.strip_suffix(" failed")?;
+        Some((passed.parse().ok()?, failed.parse().ok()?))
+    })
+}
+
+/// A C test program's run that passed.
+pub struct Checked {
+    /// How many checks passed (more than none).
+    pub passed: u32,
+    /// What it printed.
+    pub output: Output,
+}
+
+/// Runs a C test program: it must exit 0 and report "N passed, 0 failed"
+/// with N > 0. Prints its standard output.
+pub fn run_checks(mut command: Command, what: &str) -> Checked {
+    command.env("RUST_BACKTRACE", "0");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let details = describe(&command, &output);
+    print!("{stdout}");
+    assert!(output.status.success(), "{what} failed:\n{details}");
+    let (passed, failed) = check_totals(&stdout)
+        .unwrap_or_else(|| panic!("no \"N passed, M failed\" line from {what}:\n{details}"));
+    assert_eq!(failed, 0, "{what}:\n{details}");
+    assert!(passed > 0, "{what} checked nothing");
+    Checked { passed, output }
+}
+
+/// Builds a C test program and runs it natively, then under valgrind if
+/// there is one (see [`valgrind`]); both runs must pass the same checks.
+/// Returns the number of checks.
+pub fn build_and_run(source: &str, language: Language) -> u32 {
+    let exe = build(source, language);
+    let what = format!("{source} ({language:?})");
+    let passed = run_checks(Command::new(&exe), &what).passed;
+    match valgrind() {
+        Some(mut valgrind) => {
+            valgrind.arg(&exe);
+            let under_valgrind = run_checks(valgrind, &format!("{what} under valgrind")).passed;
+            assert_eq!(
+                under_valgrind, passed,
+                "{what}: valgrind run made other checks"
+            );
+            println!("{what} under valgrind: no invalid access, no definite leak");
+        }
+        None => println!("note: valgrind is not installed or disabled; {what} ran natively only"),
+    }
+    passed
 }
