@@ -28,7 +28,8 @@
 //! executables go to `CARGO_TARGET_TMPDIR`. Each program runs natively,
 //! then, when `valgrind` is installed (and `HOSTMEM_TEST_VALGRIND` is not
 //! `0`), once more under valgrind, whose errors and definitely lost blocks
-//! fail the test (`tests/common/mod.rs`).
+//! fail the test (`tests/common/mod.rs`). `tests/sanitizers.rs` builds the
+//! same programs with AddressSanitizer.
 
 use hostmem::ffi::flat::{
     MEMORY_BASIC_INFORMATION_SIZE, hostmem_GetLastError, hostmem_SetLastError,

@@ -13,6 +13,8 @@
 //!   natively and under valgrind too, and the C declarations compile as
 //!   C++ as well (`CINTERFACE`).
 //!
+//! `tests/sanitizers.rs` runs both mocks built with AddressSanitizer.
+//!
 //! The library is found as `tests/flat_c_api.rs` finds it: Cargo builds the
 //! `[lib]` target with one rustc invocation that emits every crate type
 //! (rlib, cdylib, staticlib) into `target/<profile>/deps/`, and this test

@@ -2,13 +2,15 @@
 //! picks, the `libhostmem.a` this `cargo test` built (Cargo emits every
 //! crate type of the `[lib]` target in one rustc invocation, into
 //! `target/<profile>/deps/`, next to the test executable), and the system
-//! libraries a Rust `staticlib` needs; each program run natively and
-//! under valgrind, and its `tests/c/check.h` totals read. Shared by
-//! `tests/flat_c_api.rs` and `tests/mock_clr.rs`.
+//! libraries a Rust `staticlib` needs; each program built plainly or with
+//! AddressSanitizer, run natively or under valgrind, and its
+//! `tests/c/check.h` totals read. Shared by `tests/flat_c_api.rs`,
+//! `tests/mock_clr.rs` and `tests/sanitizers.rs`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// The system libraries a Rust `staticlib` needs on Linux (glibc), as
 /// `rustc --print native-static-libs` lists them.
@@ -122,13 +124,40 @@ pub fn run(mut command: Command) -> Output {
     output
 }
 
+/// How a C test program is built.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Variant {
+    /// As a host would build it.
+    Plain,
+    /// With AddressSanitizer (and its LeakSanitizer): the C or C++ code is
+    /// instrumented and every `malloc`/`free` of the process, the Rust
+    /// library's included, goes through ASan's allocator; the Rust code
+    /// itself is not instrumented.
+    AddressSanitizer,
+}
+
+/// The compiler and linker flags of a variant.
+fn variant_flags(variant: Variant) -> &'static [&'static str] {
+    match variant {
+        Variant::Plain => &[],
+        Variant::AddressSanitizer => &["-fsanitize=address", "-fno-omit-frame-pointer", "-g"],
+    }
+}
+
 /// Compiles `source` (under `tests/c`) as `language`, links it against
 /// `libhostmem.a`, and returns the executable.
 pub fn build(source: &str, language: Language) -> PathBuf {
+    build_variant(source, language, Variant::Plain)
+}
+
+/// [`build`], as `variant`.
+pub fn build_variant(source: &str, language: Language, variant: Variant) -> PathBuf {
     let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
-    let suffix = match language {
-        Language::C11 => "c",
-        Language::Cxx17 => "cxx",
+    let suffix = match (language, variant) {
+        (Language::C11, Variant::Plain) => "c",
+        (Language::Cxx17, Variant::Plain) => "cxx",
+        (Language::C11, Variant::AddressSanitizer) => "c-asan",
+        (Language::Cxx17, Variant::AddressSanitizer) => "cxx-asan",
     };
     let exe = output_dir().join(format!("{stem}-{suffix}"));
     let mut command = compiler(language);
@@ -138,6 +167,7 @@ pub fn build(source: &str, language: Language) -> PathBuf {
     };
     command
         .args(WARNINGS)
+        .args(variant_flags(variant))
         .arg("-I")
         .arg(repo_path("include"))
         .arg(repo_path(&format!("tests/c/{source}")));
@@ -152,6 +182,47 @@ pub fn build(source: &str, language: Language) -> PathBuf {
         .arg(&exe);
     run(command);
     exe
+}
+
+/// Whether the C compiler can build and run an AddressSanitizer program
+/// (gcc needs libasan; clang its compiler-rt). Asked once per test binary;
+/// the reason is returned when it cannot.
+pub fn address_sanitizer() -> Result<(), String> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE
+        .get_or_init(|| {
+            let dir = output_dir();
+            let source = dir.join("asan_probe.c");
+            let exe = dir.join("asan_probe");
+            std::fs::write(&source, "int main(void) { return 0; }\n")
+                .map_err(|e| format!("writing {}: {e}", source.display()))?;
+            let mut command = compiler(Language::C11);
+            command
+                .args(variant_flags(Variant::AddressSanitizer))
+                .arg(&source)
+                .arg("-o")
+                .arg(&exe);
+            let output = command
+                .output()
+                .map_err(|e| format!("could not run {command:?}: {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "the C compiler cannot build with -fsanitize=address:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            let output = Command::new(&exe)
+                .output()
+                .map_err(|e| format!("could not run {}: {e}", exe.display()))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "an empty AddressSanitizer program fails here:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            Ok(())
+        })
+        .clone()
 }
 
 /// `valgrind` (memcheck) with the options every C test program runs
