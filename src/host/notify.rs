@@ -1,12 +1,20 @@
 //! Memory-pressure notifications: a state machine over the load with two
 //! thresholds (hysteresis), delivered in order, never under the manager's
 //! lock, and a watcher thread for loads that change without the runtime.
+//!
+//! The notifier has no lock-free part: its state, queue and delivery flag
+//! are under one mutex, and its one atomic counts deliveries. What needs
+//! checking is the hand-off between threads (one delivers, the others
+//! queue, nobody holds the lock during a call), so the notifier's mutex
+//! and counter come from [`prim`](crate::sync::prim), and a build with
+//! `--cfg loom` checks it under loom (`loom_tests` below). The watcher
+//! thread is not modelled.
 
 use super::load::{MachineMemory, MemoryLoad};
-use parking_lot::{Condvar, Mutex};
+use crate::sync::prim::{AtomicU64, Mutex, Ordering};
+use parking_lot::Condvar;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -156,7 +164,7 @@ struct WatcherControl {
 /// variable between polls, wakes at once when the manager changed memory,
 /// and stops with the manager.
 pub struct Watcher {
-    control: Arc<(Mutex<WatcherControl>, Condvar)>,
+    control: Arc<(parking_lot::Mutex<WatcherControl>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -164,7 +172,7 @@ impl Watcher {
     /// Starts watching `machine` for `notifier`.
     pub fn start(notifier: Arc<Notifier>, machine: MachineMemory, poll: Duration) -> Self {
         let control = Arc::new((
-            Mutex::new(WatcherControl {
+            parking_lot::Mutex::new(WatcherControl {
                 stop: false,
                 kick: true,
             }),
@@ -219,7 +227,7 @@ impl Drop for Watcher {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -286,5 +294,178 @@ mod tests {
             vec![MemoryAvailable::Low, MemoryAvailable::High]
         );
         n.register(None);
+    }
+}
+
+/// The notifier under loom's model checker (`RUSTFLAGS="--cfg loom" cargo
+/// test --release --lib loom_`): loads fed from several threads at once;
+/// every change of state must reach the callback exactly once, in the
+/// order the changes were made, one call at a time, and nothing may stay
+/// queued once every thread is done.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::prim::{AtomicBool, model};
+    use loom::thread;
+
+    const T: Thresholds = Thresholds {
+        low_percent: 90,
+        high_percent: 60,
+    };
+
+    fn load(pct: u64) -> MemoryLoad {
+        MemoryLoad {
+            used_bytes: pct,
+            total_bytes: 100,
+        }
+    }
+
+    /// A callback that records what it is told, takes its time (other
+    /// threads run during the call), and fails if two calls overlap.
+    #[derive(Default)]
+    struct Recorder {
+        in_call: AtomicBool,
+        events: std::sync::Mutex<Vec<MemoryAvailable>>,
+    }
+
+    impl Recorder {
+        fn record(&self, state: MemoryAvailable) {
+            assert!(
+                !self.in_call.swap(true, Ordering::SeqCst),
+                "two notifications at once"
+            );
+            thread::yield_now();
+            self.events.lock().unwrap().push(state);
+            self.in_call.store(false, Ordering::SeqCst);
+        }
+
+        fn events(&self) -> Vec<MemoryAvailable> {
+            self.events.lock().unwrap().clone()
+        }
+    }
+
+    impl MemoryNotificationCallback for Recorder {
+        fn on_memory_notification(&self, state: MemoryAvailable) {
+            self.record(state);
+        }
+    }
+
+    /// Whether the state machine can go from `from` to `to` in one change.
+    fn is_change(from: MemoryAvailable, to: MemoryAvailable) -> bool {
+        use MemoryAvailable::*;
+        matches!(
+            (from, to),
+            (High, Low) | (Low, Neutral) | (Low, High) | (Neutral, High) | (Neutral, Low)
+        )
+    }
+
+    /// Once every thread is done: nothing queued or being delivered; the
+    /// events, from the initial `High`, are a chain of changes ending in
+    /// the current state; each was counted once.
+    fn assert_delivered(n: &Notifier, events: &[MemoryAvailable]) {
+        {
+            let inner = n.inner.lock();
+            assert!(inner.queue.is_empty(), "left queued: {:?}", inner.queue);
+            assert!(!inner.delivering, "still marked delivering");
+        }
+        let mut state = MemoryAvailable::High;
+        for &event in events {
+            assert!(
+                is_change(state, event),
+                "{state:?} then {event:?}: a change lost or doubled in {events:?}"
+            );
+            state = event;
+        }
+        assert_eq!(
+            state,
+            n.state(),
+            "the last change was not delivered: {events:?}"
+        );
+        assert_eq!(n.delivered(), events.len() as u64);
+    }
+
+    /// Low, high and low again from three threads: the changes alternate,
+    /// whatever the order, so a lost or doubled one shows as a repeat.
+    #[test]
+    fn loom_changes_from_three_threads_are_each_delivered_once() {
+        model("changes from three threads are each delivered once", || {
+            let n = Arc::new(Notifier::new(T));
+            let recorder = Arc::new(Recorder::default());
+            n.register(Some(recorder.clone()));
+            let threads: Vec<_> = [95, 10]
+                .into_iter()
+                .map(|pct| {
+                    let n = n.clone();
+                    thread::spawn(move || n.observe(load(pct)))
+                })
+                .collect();
+            n.observe(load(95));
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            assert_delivered(&n, &recorder.events());
+            n.register(None);
+        });
+    }
+
+    /// One thread goes low then neutral while another goes high: whatever
+    /// the order, what is delivered is a chain of changes ending in the
+    /// state the notifier is in.
+    #[test]
+    fn loom_a_neutral_state_is_delivered_between_others() {
+        model("a neutral state is delivered between others", || {
+            let n = Arc::new(Notifier::new(T));
+            let recorder = Arc::new(Recorder::default());
+            n.register(Some(recorder.clone()));
+            let other = {
+                let n = n.clone();
+                thread::spawn(move || n.observe(load(10)))
+            };
+            n.observe(load(95));
+            n.observe(load(75));
+            other.join().unwrap();
+            let events = recorder.events();
+            assert_delivered(&n, &events);
+            assert!(events.starts_with(&[MemoryAvailable::Low]));
+            n.register(None);
+        });
+    }
+
+    /// A callback that feeds a load itself (as a runtime's may, calling
+    /// the manager) while another thread feeds one: its change is queued
+    /// and delivered after the call, not inside it.
+    #[test]
+    fn loom_a_change_made_by_the_callback_is_delivered_after_it() {
+        struct Reentrant {
+            notifier: Arc<Notifier>,
+            recorder: Recorder,
+        }
+        impl MemoryNotificationCallback for Reentrant {
+            fn on_memory_notification(&self, state: MemoryAvailable) {
+                self.recorder.record(state);
+                if state == MemoryAvailable::Low {
+                    self.notifier.observe(load(10));
+                }
+            }
+        }
+        model(
+            "a change made by the callback is delivered after it",
+            || {
+                let n = Arc::new(Notifier::new(T));
+                let callback = Arc::new(Reentrant {
+                    notifier: n.clone(),
+                    recorder: Recorder::default(),
+                });
+                n.register(Some(callback.clone()));
+                let other = {
+                    let n = n.clone();
+                    thread::spawn(move || n.observe(load(95)))
+                };
+                n.observe(load(95));
+                other.join().unwrap();
+                let events = callback.recorder.events();
+                assert_delivered(&n, &events);
+                assert!(events.len() >= 2, "the callback's own change: {events:?}");
+                n.register(None);
+            },
+        );
     }
 }

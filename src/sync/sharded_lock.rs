@@ -4,21 +4,22 @@
 //! A plain reader-writer lock keeps one reader count that every reader
 //! increments: on two cores that line bounces, and at ~50 ns a query the
 //! bounce costs as much as the query. Here each thread reads through its
-//! own shard (a `parking_lot::RwLock<()>` on a cache line of its own) and
-//! a writer takes every shard, in order. Readers on different shards share
-//! nothing; writers pay one uncontended lock per shard.
+//! own shard (a raw parking_lot reader-writer lock on a cache line of its
+//! own) and a writer takes every shard, in order. Readers on different
+//! shards share nothing; writers pay one uncontended lock per shard.
 //!
 //! Acquisition is bounded by a timeout, and a guard dropped while its
 //! thread panics marks the lock abandoned: the next acquirer is told
 //! instead of being handed state a panic may have left half-changed.
+//!
+//! The primitives come from [`prim`](super::prim), so that a build with
+//! `--cfg loom` checks this file under loom (`loom_tests` below).
 #![allow(unsafe_code)]
 
+use super::prim::{self, AtomicBool, Ordering, RawRwLock, UnsafeCell};
 use parking_lot::lock_api::GuardNoSend;
-use parking_lot::{RwLock, RwLockReadGuard};
-use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a lock could not be taken.
@@ -31,16 +32,12 @@ pub enum LockError {
 }
 
 #[repr(align(128))]
-struct Shard(RwLock<()>);
+struct Shard(RawRwLock);
 
 /// The slot of the calling thread: a small number, distinct for the first
 /// threads that ask, used to pick a shard (and per-thread counters).
 pub fn thread_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    SLOT.with(|slot| *slot)
+    prim::thread_slot()
 }
 
 /// A reader-writer lock with a shard per thread slot (see the module docs).
@@ -62,7 +59,9 @@ impl<T> ShardedLock<T> {
     /// A lock with `shards` shards (at least one).
     pub fn new(value: T, shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1)).map(|_| Shard(RwLock::new(()))).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Shard(RawRwLock::new()))
+                .collect(),
             abandoned: AtomicBool::new(false),
             value: UnsafeCell::new(value),
         }
@@ -91,15 +90,23 @@ impl<T> ShardedLock<T> {
     /// Shared access, waiting at most `timeout` (`None`: forever).
     pub fn read(&self, timeout: Option<Duration>) -> Result<ReadGuard<'_, T>, LockError> {
         let shard = &self.shards[thread_slot() % self.shards.len()].0;
-        let guard = match timeout {
-            None => shard.read(),
-            Some(t) => shard.try_read_for(t).ok_or(LockError::Timeout)?,
+        match timeout {
+            None => shard.lock_shared(),
+            Some(t) => {
+                if !shard.try_lock_shared_for(t) {
+                    return Err(LockError::Timeout);
+                }
+            }
+        }
+        // Built before the check, so that the shard is unlocked again when
+        // the guard drops.
+        let guard = ReadGuard {
+            lock: self,
+            shard,
+            _not_send: PhantomData,
         };
         self.check_abandoned()?;
-        Ok(ReadGuard {
-            lock: self,
-            _shard: guard,
-        })
+        Ok(guard)
     }
 
     /// Exclusive access, waiting at most `timeout` in all (`None`: forever).
@@ -111,26 +118,19 @@ impl<T> ShardedLock<T> {
         // `None` until a shard is contended; then the deadline, if any.
         let mut deadline: Option<Option<Instant>> = None;
         for (i, shard) in self.shards.iter().enumerate() {
-            let locked = match shard.0.try_write() {
-                Some(guard) => {
-                    std::mem::forget(guard);
-                    true
-                }
-                None => {
-                    match *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t)) {
-                        None => {
-                            std::mem::forget(shard.0.write());
-                            true
-                        }
-                        Some(d) => shard.0.try_write_until(d).map(std::mem::forget).is_some(),
+            let locked = shard.0.try_lock_exclusive()
+                || match *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t)) {
+                    None => {
+                        shard.0.lock_exclusive();
+                        true
                     }
-                }
-            };
+                    Some(d) => shard.0.try_lock_exclusive_until(d),
+                };
             if !locked {
                 for taken in &self.shards[..i] {
-                    // SAFETY: this call locked `taken` exclusively above and
-                    // forgot its guard; nothing else unlocks it.
-                    unsafe { taken.0.force_unlock_write(GuardNoSend::new()) }
+                    // SAFETY: this call locked `taken` exclusively above;
+                    // nothing else unlocks it.
+                    unsafe { taken.0.unlock_exclusive() }
                 }
                 return Err(LockError::Timeout);
             }
@@ -147,9 +147,14 @@ impl<T> ShardedLock<T> {
 }
 
 /// Shared access to the value of a [`ShardedLock`].
+///
+/// It holds one shard shared; its `Drop` unlocks it.
 pub struct ReadGuard<'a, T> {
     lock: &'a ShardedLock<T>,
-    _shard: RwLockReadGuard<'a, ()>,
+    shard: &'a RawRwLock,
+    /// Unlocked on the thread that locked it (parking_lot's raw lock asks
+    /// for that), and shareable as `&T` is.
+    _not_send: PhantomData<GuardNoSend>,
 }
 
 impl<T> Deref for ReadGuard<'_, T> {
@@ -157,7 +162,7 @@ impl<T> Deref for ReadGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: this guard holds a shard shared, so no `WriteGuard` (which
         // needs every shard exclusively) exists while it lives.
-        unsafe { &*self.lock.value.get() }
+        self.lock.value.with(|value| unsafe { &*value })
     }
 }
 
@@ -166,16 +171,19 @@ impl<T> Drop for ReadGuard<'_, T> {
         if std::thread::panicking() {
             self.lock.abandoned.store(true, Ordering::Release);
         }
+        // SAFETY: this guard holds its shard shared (`read` locked it);
+        // only this drop unlocks it.
+        unsafe { self.shard.unlock_shared() }
     }
 }
 
 /// Exclusive access to the value of a [`ShardedLock`].
 ///
-/// It holds every shard exclusively; their guards were forgotten in
-/// [`ShardedLock::write`], and its `Drop` unlocks them.
+/// It holds every shard exclusively, as [`ShardedLock::write`] locked
+/// them; its `Drop` unlocks them.
 pub struct WriteGuard<'a, T> {
     lock: &'a ShardedLock<T>,
-    /// Unlocked on the thread that locked it, as the shards' guards were.
+    /// Unlocked on the thread that locked it.
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -184,14 +192,14 @@ impl<T> Deref for WriteGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: this guard holds every shard exclusively: no other guard
         // exists while it lives.
-        unsafe { &*self.lock.value.get() }
+        self.lock.value.with(|value| unsafe { &*value })
     }
 }
 
 impl<T> DerefMut for WriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this borrow unique.
-        unsafe { &mut *self.lock.value.get() }
+        self.lock.value.with_mut(|value| unsafe { &mut *value })
     }
 }
 
@@ -202,13 +210,13 @@ impl<T> Drop for WriteGuard<'_, T> {
         }
         for shard in self.lock.shards.iter() {
             // SAFETY: this guard holds every shard exclusively (`write`
-            // locked each and forgot its guard); only this drop unlocks them.
-            unsafe { shard.0.force_unlock_write(GuardNoSend::new()) }
+            // locked each); only this drop unlocks them.
+            unsafe { shard.0.unlock_exclusive() }
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -249,10 +257,21 @@ mod tests {
         assert!(lock.write(Some(Duration::from_millis(30))).is_ok());
     }
 
+    /// Whether `shard` is free: it can be locked exclusively (and is
+    /// unlocked again).
+    fn is_free(shard: &Shard) -> bool {
+        let free = shard.0.try_lock_exclusive();
+        if free {
+            // SAFETY: locked exclusively just above, by this thread.
+            unsafe { shard.0.unlock_exclusive() }
+        }
+        free
+    }
+
     #[test]
     fn a_timed_out_writer_unlocks_the_shards_it_took() {
         let lock = Arc::new(ShardedLock::new((), 4));
-        let held = lock.shards[2].0.read();
+        lock.shards[2].0.lock_shared();
         let other = lock.clone();
         let got =
             std::thread::spawn(move || other.write(Some(Duration::from_millis(20))).map(|_| ()))
@@ -260,24 +279,43 @@ mod tests {
                 .unwrap();
         assert_eq!(got, Err(LockError::Timeout));
         for (i, shard) in lock.shards.iter().enumerate().filter(|&(i, _)| i != 2) {
-            assert!(shard.0.try_write().is_some(), "shard {i} was unlocked");
+            assert!(is_free(shard), "shard {i} was unlocked");
         }
-        drop(held);
+        // SAFETY: locked shared above, on this thread.
+        unsafe { lock.shards[2].0.unlock_shared() }
         drop(lock.write(Some(Duration::from_millis(20))).unwrap());
-        assert!(lock.shards.iter().all(|s| s.0.try_write().is_some()));
+        assert!(lock.shards.iter().all(is_free));
     }
 
     #[test]
     fn a_writer_waits_for_a_reader_without_a_timeout() {
         let lock = Arc::new(ShardedLock::new(0, 4));
-        let held = lock.shards[1].0.read();
+        lock.shards[1].0.lock_shared();
         let other = lock.clone();
         let writer = std::thread::spawn(move || *other.write(None).unwrap() += 1);
         std::thread::sleep(Duration::from_millis(20));
         assert!(!writer.is_finished());
-        drop(held);
+        // SAFETY: locked shared above, on this thread.
+        unsafe { lock.shards[1].0.unlock_shared() }
         writer.join().unwrap();
         assert_eq!(*lock.read(None).unwrap(), 1);
+    }
+
+    #[test]
+    fn guards_unlock_their_shards() {
+        let lock = ShardedLock::new(0, 4);
+        let reader = lock.read(None).unwrap();
+        let slot = thread_slot() % 4;
+        assert!(!is_free(&lock.shards[slot]), "a reader holds its shard");
+        drop(reader);
+        assert!(lock.shards.iter().all(is_free));
+        let writer = lock.write(None).unwrap();
+        assert!(
+            !lock.shards.iter().any(is_free),
+            "a writer holds every shard"
+        );
+        drop(writer);
+        assert!(lock.shards.iter().all(is_free));
     }
 
     #[test]
@@ -292,5 +330,208 @@ mod tests {
         assert!(joined.is_err());
         assert_eq!(lock.read(None).err(), Some(LockError::Abandoned));
         assert_eq!(lock.write(None).err(), Some(LockError::Abandoned));
+    }
+}
+
+/// The lock under loom's model checker (`RUSTFLAGS="--cfg loom" cargo
+/// test --release --lib loom_`): two shards, a reader on each, and a
+/// writer; loom runs every interleaving (up to its preemption bound) and
+/// also fails on any two accesses to the value that the locks leave
+/// unordered.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::prim::model;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    use std::sync::Arc;
+
+    /// A writer that keeps a pair equal, preempted between its halves:
+    /// neither reader ever sees the pair torn.
+    #[test]
+    fn loom_readers_never_see_a_half_written_pair() {
+        model("readers never see a half-written pair", || {
+            let lock = Arc::new(ShardedLock::new((0u32, 0u32), 2));
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let lock = lock.clone();
+                    thread::spawn(move || {
+                        let pair = lock.read(None).unwrap();
+                        assert_eq!(pair.0, pair.1, "a reader saw a torn pair");
+                        pair.0
+                    })
+                })
+                .collect();
+            {
+                let mut pair = lock.write(None).unwrap();
+                pair.0 += 1;
+                thread::yield_now();
+                pair.1 += 1;
+            }
+            for reader in readers {
+                assert!(reader.join().unwrap() <= 1);
+            }
+            assert_eq!(*lock.read(None).unwrap(), (1, 1));
+        });
+    }
+
+    /// While the writer holds the lock no reader is inside, on either
+    /// shard, and the readers are on different shards.
+    #[test]
+    fn loom_a_writer_excludes_the_readers_of_every_shard() {
+        model("a writer excludes the readers of every shard", || {
+            let lock = Arc::new(ShardedLock::new((), 2));
+            let readers_inside = Arc::new(AtomicUsize::new(0));
+            let writing = Arc::new(AtomicBool::new(false));
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (lock, inside, writing) =
+                        (lock.clone(), readers_inside.clone(), writing.clone());
+                    thread::spawn(move || {
+                        let guard = lock.read(None).unwrap();
+                        inside.fetch_add(1, Ordering::SeqCst);
+                        assert!(
+                            !writing.load(Ordering::SeqCst),
+                            "a reader inside with a writer"
+                        );
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        drop(guard);
+                        thread_slot() % 2
+                    })
+                })
+                .collect();
+            {
+                let guard = lock.write(None).unwrap();
+                writing.store(true, Ordering::SeqCst);
+                assert_eq!(
+                    readers_inside.load(Ordering::SeqCst),
+                    0,
+                    "a writer with readers"
+                );
+                writing.store(false, Ordering::SeqCst);
+                drop(guard);
+            }
+            let shards: Vec<usize> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+            assert_ne!(shards[0], shards[1], "the readers share a shard");
+        });
+    }
+
+    /// A writer whose timeout passes while a reader holds the second shard
+    /// gives back the first: afterwards the lock can be taken both ways.
+    /// Both outcomes, timeout and success, must occur among the
+    /// interleavings.
+    #[test]
+    fn loom_a_timed_out_writer_leaves_every_shard_unlocked() {
+        use std::sync::atomic::AtomicU64 as Count;
+        static TIMED_OUT: Count = Count::new(0);
+        static WROTE: Count = Count::new(0);
+        model("a timed-out writer leaves every shard unlocked", || {
+            let lock = Arc::new(ShardedLock::new(0u32, 2));
+            // This thread takes slot 0, so the reader's shard is the second.
+            assert_eq!(thread_slot(), 0);
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let value = lock.read(None).unwrap();
+                    thread::yield_now();
+                    *value
+                })
+            };
+            match lock.write(Some(Duration::from_millis(1))) {
+                Ok(mut value) => {
+                    *value += 1;
+                    WROTE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    assert_eq!(e, LockError::Timeout);
+                    TIMED_OUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            reader.join().unwrap();
+            *lock.write(None).unwrap() += 1;
+            assert!(*lock.read(None).unwrap() >= 1);
+        });
+        assert!(
+            TIMED_OUT.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "never timed out"
+        );
+        assert!(
+            WROTE.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "never wrote"
+        );
+    }
+
+    /// Runs `f`, which must panic, and catches the panic.
+    fn panics(f: impl FnOnce()) {
+        assert!(catch_unwind(AssertUnwindSafe(f)).is_err());
+    }
+
+    /// Panics without the panic hook's message.
+    fn unwind() -> ! {
+        resume_unwind(Box::new("a panic while holding the lock"))
+    }
+
+    /// After all threads are done, the lock is abandoned, and says so to
+    /// both kinds of acquirer (which therefore found every shard unlocked).
+    fn assert_abandoned(lock: &ShardedLock<u32>) {
+        assert!(lock.is_abandoned());
+        assert_eq!(lock.read(None).err(), Some(LockError::Abandoned));
+        assert_eq!(lock.write(None).err(), Some(LockError::Abandoned));
+    }
+
+    /// A writer panics after changing the value: a reader either comes
+    /// first (and sees the old value) or is told the lock is abandoned;
+    /// it never sees the half-made change as if nothing happened.
+    #[test]
+    fn loom_a_writer_that_panics_abandons_the_lock() {
+        model("a writer that panics abandons the lock", || {
+            let lock = Arc::new(ShardedLock::new(0u32, 2));
+            let writer = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    panics(|| {
+                        let mut value = lock.write(None).unwrap();
+                        *value = 1;
+                        unwind();
+                    });
+                })
+            };
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || match lock.read(None) {
+                    Ok(value) => assert_eq!(*value, 0, "the panicked change, unflagged"),
+                    Err(e) => assert_eq!(e, LockError::Abandoned),
+                })
+            };
+            writer.join().unwrap();
+            reader.join().unwrap();
+            assert_abandoned(&lock);
+        });
+    }
+
+    /// A reader panics while holding its shard: a writer either comes
+    /// first or is told the lock is abandoned.
+    #[test]
+    fn loom_a_reader_that_panics_abandons_the_lock() {
+        model("a reader that panics abandons the lock", || {
+            let lock = Arc::new(ShardedLock::new(0u32, 2));
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    panics(|| {
+                        let value = lock.read(None).unwrap();
+                        assert!(*value <= 1);
+                        unwind();
+                    });
+                })
+            };
+            match lock.write(None) {
+                Ok(mut value) => *value = 1,
+                Err(e) => assert_eq!(e, LockError::Abandoned),
+            }
+            reader.join().unwrap();
+            assert_abandoned(&lock);
+        });
     }
 }
