@@ -624,7 +624,7 @@ fn number_after(text: &str, label: &str) -> Option<u64> {
 /// [`eight_threads_lose_nothing`] under valgrind's memcheck: this test
 /// binary, re-executed with a filter that runs that test alone, for
 /// `HOSTMEM_STRESS_VALGRIND_SECS` (2 s by default; under valgrind a
-/// thread does about a fiftieth of its native work). It must pass, with
+/// thread does about a twentieth of its native work). It must pass, with
 /// no memcheck error and no definitely lost byte. Skipped with a note when
 /// valgrind is not installed or `HOSTMEM_TEST_VALGRIND=0`.
 #[test]
