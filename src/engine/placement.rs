@@ -26,9 +26,12 @@ use crate::win32::ALLOCATION_GRANULARITY;
 /// x86-64 and AArch64 (4 KiB pages) covers.
 const WINDOW_ALIGN: usize = 2 << 20;
 
-/// Where the window starts: 16 TiB (or an eighth of a smaller address
-/// space), plus a random offset so that addresses differ between runs,
-/// aligned to 2 MiB.
+/// Where the window starts: just under 16 TiB on x86-64 (an eighth of the
+/// user address space, at most 16 TiB), plus a random offset of up to
+/// 64 GiB so that addresses differ between runs, aligned to 2 MiB. (Under
+/// AddressSanitizer, whose shadow ends at 16 TiB + 2 GiB, some windows
+/// start inside the shadow; hints never replace a mapping, so the kernel
+/// places those reservations elsewhere.)
 fn window_start() -> usize {
     let base = (16usize << 40).min(USER_ADDRESS_END / 8);
     // A cheap per-process random: the address of a stack variable and the
