@@ -50,7 +50,10 @@
 //!
 //! - `reference.rs`: the model;
 //! - `harness.rs`: the driver and every comparison, shared with the fuzz
-//!   target `engine_vs_model` (`fuzz/`);
+//!   target `engine_vs_model` (`fuzz/`) and the replay of its findings
+//!   (`tests/fuzz_regressions.rs`);
+//! - `grammar.rs`: the fuzzer's decoding of its input into the same
+//!   operations (the grammar of `op()` below);
 //! - this file: the proptest strategies and the tests.
 
 mod harness;
@@ -70,7 +73,8 @@ use std::time::Instant;
 const SEQUENCE_LEN: usize = 50;
 
 // ---------------------------------------------------------------------------
-// The grammar of the generated sequences.
+// The grammar of the generated sequences (`grammar.rs` decodes the same
+// one from the fuzzer's bytes: keep the two in step).
 
 fn offset_in_page() -> impl Strategy<Value = usize> {
     prop_oneof![
