@@ -4,12 +4,8 @@
 //! same checks as in the fuzz target `<target>` (`fuzz/fuzz_targets/`),
 //! the engine's with the full check after every step.
 //!
-//! A crash the fuzzer finds is minimised (`cargo fuzz tmin`) and its input
-//! copied into the directory of its target. While the bug it shows is not
-//! fixed, the input waits in `fuzz/open-findings/<target>/` (see the
-//! README there), replayed by the ignored test `open_findings`
-//! (`cargo test --test fuzz_regressions -- --ignored`); once that passes,
-//! the input moves to `fuzz/regressions/<target>/`.
+//! A crash the fuzzer finds is minimised (`cargo fuzz tmin`), the bug it
+//! shows fixed, and its input copied into the directory of its target.
 
 #[allow(dead_code)]
 #[path = "model/reference.rs"]
@@ -115,20 +111,5 @@ fn engine_vs_model_regressions() {
 #[test]
 fn trace_parser_regressions() {
     let failures = replay("regressions", "trace_parser");
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-/// The findings that show hostmem bugs not fixed yet
-/// (`fuzz/open-findings/README.md`): fails until they are.
-#[test]
-#[ignore = "open hostmem bugs found by fuzzing: fuzz/open-findings/README.md"]
-fn open_findings() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/open-findings");
-    let mut failures = Vec::new();
-    for target in ["engine_vs_model", "trace_parser"] {
-        if root.join(target).is_dir() && (target != "engine_vs_model" || page_size_is_4k()) {
-            failures.extend(replay("open-findings", target));
-        }
-    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -61,9 +61,10 @@ const WIN32_ERRORS: [Win32Error; 9] = [
 ];
 
 /// The HRESULTs hostmem produces that have names of their own.
-const HRESULTS: [HResult; 14] = [
+const HRESULTS: [HResult; 15] = [
     HResult::S_OK,
     HResult::E_FAIL,
+    HResult::E_NOTIMPL,
     HResult::E_NOINTERFACE,
     HResult::E_POINTER,
     HResult::E_OUTOFMEMORY,
@@ -84,7 +85,10 @@ pub fn hresult_to_string(hr: HResult) -> String {
     if let Some(name) = hr.name() {
         return name.to_owned();
     }
+    // 0x80070000 is not HRESULT_FROM_WIN32 of anything: the macro maps
+    // ERROR_SUCCESS to S_OK, so that name would read back as a success.
     if hr.bits() & 0xFFFF_0000 == 0x8007_0000
+        && hr.bits() & 0xFFFF != 0
         && let Some(name) = Win32Error(hr.bits() & 0xFFFF).name()
     {
         return format!("HRESULT_FROM_WIN32({name})");
@@ -178,6 +182,9 @@ mod tests {
             HResult::E_OUTOFMEMORY,
             HResult::from_win32(Win32Error::INVALID_ADDRESS),
             HResult(0x8000_ffffu32 as i32),
+            // Found by the trace_parser fuzz target's round-trip check:
+            HResult::E_NOTIMPL,
+            HResult(0x8007_0000u32 as i32),
         ] {
             assert_eq!(hresult_from_str(&hresult_to_string(hr)), Some(hr));
         }
