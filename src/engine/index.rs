@@ -267,7 +267,11 @@ impl ReservationIndex {
             .take()
             .expect("an indexed slot holds a reservation");
         self.remove_in(0, 0, 0, Self::granules(&r), slot);
-        self.free_slots.push(slot);
+        if self.by_base.is_empty() {
+            self.forget_all();
+        } else {
+            self.free_slots.push(slot);
+        }
         Some(r)
     }
 
@@ -278,16 +282,23 @@ impl ReservationIndex {
             .into_values()
             .filter_map(|slot| self.slots[slot as usize].0.take())
             .collect();
+        self.forget_all();
+        all
+    }
+
+    /// Back to the state of a new index, giving the memory of the tables
+    /// below the top and of the slab back: an address space whose
+    /// reservations are all released holds no memory for them.
+    fn forget_all(&mut self) {
         self.entries[0].fill(EMPTY);
         self.live[0][0] = 0;
         for level in 1..SHIFT.len() {
-            self.entries[level].clear();
-            self.live[level].clear();
+            self.entries[level] = Vec::new();
+            self.live[level] = Vec::new();
         }
         self.free_tables = Default::default();
-        self.slots.clear();
-        self.free_slots.clear();
-        all
+        self.slots = Vec::new();
+        self.free_slots = Vec::new();
     }
 
     fn reservation(&self, slot: u32) -> &Reservation {
@@ -583,12 +594,22 @@ mod tests {
             [1, 1, 1],
             "the top, one 2 MiB table, one granule table"
         );
-        for &(b, _) in &live {
-            index.remove(b).unwrap();
-        }
+        // With one reservation left in the span, no table is empty yet.
+        index.remove(live[0].0).unwrap();
+        index.remove(live[1].0).unwrap();
+        check(&index, &live[2..], &probes(&live));
+        assert!(index.free_tables.iter().all(Vec::is_empty));
+        // A reservation elsewhere keeps the index from being emptied: the
+        // last one's removal frees both tables of its span for reuse.
+        let elsewhere = origin + (64 << 30);
+        index.insert(reservation(elsewhere, g));
+        index.remove(live[2].0).unwrap();
+        assert_eq!(index.free_tables[1].len() + index.free_tables[2].len(), 2);
+        check(&index, &[(elsewhere, g)], &probes(&live));
+        index.remove(elsewhere).unwrap();
         check(&index, &[], &probes(&live));
         assert_eq!(index.live[0][0], 0);
-        assert_eq!(index.free_tables[1].len() + index.free_tables[2].len(), 2);
+        assert_eq!(index.tables(), [1, 0, 0]);
     }
 
     #[test]
@@ -726,5 +747,11 @@ mod tests {
             .sum();
         assert_eq!(in_use, 0, "every table below the top freed");
         assert!(index.entries.iter().flatten().all(|&e| e == EMPTY));
+        assert_eq!(
+            index.tables(),
+            [1, 0, 0],
+            "the memory of every table below the top given back"
+        );
+        assert_eq!(index.slots.capacity(), 0, "and the slab's");
     }
 }
