@@ -13,7 +13,10 @@
 //! the first choice of every range, and the sequence stops at
 //! [`MAX_OPS`] operations or at the end of the input.
 
-use crate::harness::{ARENA_SLOTS, BASES, Foreign, ForeignCall, Len, Loc, MODIFIERS, Op, Prot};
+use crate::harness::{
+    ALLOCATION_TYPE_BITS, ARENA_SLOTS, BASES, FREE_TYPES, Foreign, ForeignCall, Len, Loc,
+    MODIFIERS, Op, Prot,
+};
 use crate::reference::{GRANULE, PAGE, SAMPLES};
 use arbitrary::{Result, Unstructured};
 
@@ -149,26 +152,11 @@ fn reserve_prot(u: &mut Unstructured) -> Result<Prot> {
 }
 
 fn raw_alloc_type(u: &mut Unstructured) -> Result<u32> {
-    // MEM_COMMIT .. MEM_LARGE_PAGES, and AT_ROUND_TO_PAGE (0x40000000).
-    const BITS: [u32; 12] = [
-        0x1000,
-        0x2000,
-        0x4000,
-        0x8000,
-        0x1_0000,
-        0x8_0000,
-        0x10_0000,
-        0x20_0000,
-        0x40_0000,
-        0x100_0000,
-        0x2000_0000,
-        0x4000_0000,
-    ];
     Ok(match weighted(u, &[4, 1, 1])? {
         0 => {
             let mut ty = 0;
             for _ in 0..below(u, 0, 4)? {
-                ty |= *u.choose(&BITS)?;
+                ty |= *u.choose(&ALLOCATION_TYPE_BITS)?;
             }
             ty
         }
@@ -178,11 +166,8 @@ fn raw_alloc_type(u: &mut Unstructured) -> Result<u32> {
 }
 
 fn raw_free_type(u: &mut Unstructured) -> Result<u32> {
-    const TYPES: [u32; 10] = [
-        0, 0x4000, 0x8000, 0xC000, 0x1_0000, 0x1000, 0x2000, 0x4001, 0x8001, 0x8002,
-    ];
     Ok(match weighted(u, &[3, 1, 1])? {
-        0 => *u.choose(&TYPES)?,
+        0 => *u.choose(&FREE_TYPES)?,
         1 => bit(u, 0, 32)?,
         _ => u.arbitrary()?,
     })

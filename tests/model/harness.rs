@@ -320,6 +320,27 @@ pub enum Len {
 pub const BASES: [u32; 6] = [0x01, 0x02, 0x04, 0x10, 0x20, 0x40];
 /// `PAGE_NOCACHE`, `PAGE_WRITECOMBINE`.
 pub const MODIFIERS: [u32; 2] = [0x200, 0x400];
+/// The allocation-type bits the grammars combine: `MEM_COMMIT` ..
+/// `MEM_LARGE_PAGES`, and `AT_ROUND_TO_PAGE` (0x40000000).
+pub const ALLOCATION_TYPE_BITS: [u32; 12] = [
+    0x1000,
+    0x2000,
+    0x4000,
+    0x8000,
+    0x1_0000,
+    0x8_0000,
+    0x10_0000,
+    0x20_0000,
+    0x40_0000,
+    0x100_0000,
+    0x2000_0000,
+    0x4000_0000,
+];
+/// The free types the grammars pick most: the valid ones, their
+/// combinations and near misses.
+pub const FREE_TYPES: [u32; 10] = [
+    0, 0x4000, 0x8000, 0xC000, 0x1_0000, 0x1000, 0x2000, 0x4001, 0x8001, 0x8002,
+];
 
 /// A protection.
 #[derive(Clone, Copy, Debug)]

@@ -60,8 +60,8 @@ mod harness;
 mod reference;
 
 use harness::{
-    ARENA_SLOTS, BASES, Foreign, ForeignCall, Len, Loc, MODIFIERS, Op, Prot, SERIAL, minimize,
-    run_case, summary,
+    ALLOCATION_TYPE_BITS, ARENA_SLOTS, BASES, FREE_TYPES, Foreign, ForeignCall, Len, Loc,
+    MODIFIERS, Op, Prot, SERIAL, minimize, run_case, summary,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -155,23 +155,8 @@ fn reserve_prot() -> impl Strategy<Value = Prot> {
 }
 
 fn raw_alloc_type() -> impl Strategy<Value = u32> {
-    // MEM_COMMIT .. MEM_LARGE_PAGES, and AT_ROUND_TO_PAGE (0x40000000).
-    const BITS: [u32; 12] = [
-        0x1000,
-        0x2000,
-        0x4000,
-        0x8000,
-        0x1_0000,
-        0x8_0000,
-        0x10_0000,
-        0x20_0000,
-        0x40_0000,
-        0x100_0000,
-        0x2000_0000,
-        0x4000_0000,
-    ];
     prop_oneof![
-        4 => prop::sample::subsequence(BITS.to_vec(), 0..=3)
+        4 => prop::sample::subsequence(ALLOCATION_TYPE_BITS.to_vec(), 0..=3)
             .prop_map(|bits| bits.iter().fold(0, |a, b| a | b)),
         1 => (0..32u32).prop_map(|k| 1 << k),
         1 => any::<u32>(),
@@ -180,9 +165,7 @@ fn raw_alloc_type() -> impl Strategy<Value = u32> {
 
 fn raw_free_type() -> impl Strategy<Value = u32> {
     prop_oneof![
-        3 => prop::sample::select(vec![
-            0u32, 0x4000, 0x8000, 0xC000, 0x1_0000, 0x1000, 0x2000, 0x4001, 0x8001, 0x8002,
-        ]),
+        3 => prop::sample::select(FREE_TYPES.to_vec()),
         1 => (0..32u32).prop_map(|k| 1 << k),
         1 => any::<u32>(),
     ]
