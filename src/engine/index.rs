@@ -379,21 +379,21 @@ impl ReservationIndex {
         Some(result)
     }
 
-    /// The entries of a table at `level` whose spans meet `range`, with
-    /// each one's span clipped to `range`. `origin` is the table's first
-    /// address.
+    /// The entries of a table at `level` whose spans meet `range`: each
+    /// one's index, its whole span, and its span clipped to `range`.
+    /// `origin` is the table's first address.
     fn spans(
         level: usize,
         origin: usize,
         range: Range<usize>,
-    ) -> impl Iterator<Item = (usize, Range<usize>)> {
+    ) -> impl Iterator<Item = (usize, Range<usize>, Range<usize>)> {
         let shift = SHIFT[level];
         let first = (range.start - origin) >> shift;
         let last = (range.end - 1 - origin) >> shift;
         (first..=last).map(move |i| {
             let start = origin + (i << shift);
             let end = start + (1 << shift);
-            (i, range.start.max(start)..range.end.min(end))
+            (i, start..end, range.start.max(start)..range.end.min(end))
         })
     }
 
@@ -437,12 +437,11 @@ impl ReservationIndex {
         range: Range<usize>,
         slot: u32,
     ) {
-        for (i, sub) in Self::spans(level, origin, range) {
-            let span_start = origin + (i << SHIFT[level]);
+        for (i, span, sub) in Self::spans(level, origin, range) {
             match kind(self.entry(level, table, i)) {
                 Kind::Empty => {
                     let summary = if level == BOTTOM {
-                        Summary::of(self.reservation(slot), span_start)
+                        Summary::of(self.reservation(slot), span.start)
                     } else {
                         0
                     };
@@ -452,14 +451,13 @@ impl ReservationIndex {
                     assert!(level < BOTTOM, "two reservations in one granule");
                     // Two reservations meet this span: split it.
                     let child = self.new_table(level + 1);
-                    let span = span_start..span_start + (1 << SHIFT[level]);
                     let theirs = Self::granules(self.reservation(other));
                     let theirs = theirs.start.max(span.start)..theirs.end.min(span.end);
-                    self.insert_in(child, level + 1, span_start, theirs, other);
+                    self.insert_in(child, level + 1, span.start, theirs, other);
                     self.set(level, table, i, table_entry(child));
-                    self.insert_in(child, level + 1, span_start, sub, slot);
+                    self.insert_in(child, level + 1, span.start, sub, slot);
                 }
-                Kind::Table(child) => self.insert_in(child, level + 1, span_start, sub, slot),
+                Kind::Table(child) => self.insert_in(child, level + 1, span.start, sub, slot),
             }
         }
     }
@@ -473,14 +471,13 @@ impl ReservationIndex {
         range: Range<usize>,
         slot: u32,
     ) {
-        for (i, sub) in Self::spans(level, origin, range) {
-            let span_start = origin + (i << SHIFT[level]);
+        for (i, span, sub) in Self::spans(level, origin, range) {
             match kind(self.entry(level, table, i)) {
                 Kind::Owner(s) if s == slot && level == BOTTOM => {
-                    let summary = Summary::of(self.reservation(slot), span_start);
+                    let summary = Summary::of(self.reservation(slot), span.start);
                     self.set(level, table, i, owner(slot, summary));
                 }
-                Kind::Table(child) => self.refresh_in(child, level + 1, span_start, sub, slot),
+                Kind::Table(child) => self.refresh_in(child, level + 1, span.start, sub, slot),
                 _ => {}
             }
         }
@@ -495,12 +492,11 @@ impl ReservationIndex {
         range: Range<usize>,
         slot: u32,
     ) {
-        for (i, sub) in Self::spans(level, origin, range) {
-            let span_start = origin + (i << SHIFT[level]);
+        for (i, span, sub) in Self::spans(level, origin, range) {
             match kind(self.entry(level, table, i)) {
                 Kind::Owner(s) if s == slot => self.set(level, table, i, EMPTY),
                 Kind::Table(child) => {
-                    self.remove_in(child, level + 1, span_start, sub, slot);
+                    self.remove_in(child, level + 1, span.start, sub, slot);
                     if self.live[level + 1][child as usize] == 0 {
                         self.set(level, table, i, EMPTY);
                         self.free_tables[level + 1].push(child);
