@@ -67,15 +67,42 @@ unsafe fn heap<'a>(this: *mut IHostMalloc) -> Option<&'a HostMalloc> {
     unsafe { ComHostMalloc::from_this(this) }.map(|object| &*object.heap)
 }
 
-/// Stores an allocation's outcome: `*out` the block or NULL.
-fn finish(mut out: Out<*mut c_void>, result: Result<usize, HostError>) -> HResult {
-    match result {
-        Ok(block) => {
-            out.write(std::ptr::with_exposed_provenance_mut(block));
-            HResult::S_OK
+/// The body of `Alloc` and `DebugAlloc`: `*out` NULL first, then the
+/// block `allocate` returns. `E_POINTER` for a NULL `out` or object,
+/// `E_INVALIDARG` for a level outside `EMemoryCriticalLevel`.
+///
+/// # Safety
+///
+/// `this` is NULL or a live object of this module; `out` is NULL or
+/// writable.
+#[inline(always)]
+unsafe fn allocate(
+    this: *mut IHostMalloc,
+    critical_level: u32,
+    out: *mut *mut c_void,
+    allocate: impl FnOnce(&HostMalloc, MemoryCriticalLevel) -> Result<usize, HostError>,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: NULL or writable (the caller's contract).
+        let Some(mut out) = (unsafe { Out::new(out) }) else {
+            return HResult::E_POINTER;
+        };
+        out.write(null_mut());
+        // SAFETY: `this` is ours, alive for the call (the caller's contract).
+        let Some(heap) = (unsafe { heap(this) }) else {
+            return HResult::E_POINTER;
+        };
+        let Some(level) = MemoryCriticalLevel::from_raw(critical_level) else {
+            return HResult::E_INVALIDARG;
+        };
+        match allocate(heap, level) {
+            Ok(block) => {
+                out.write(std::ptr::with_exposed_provenance_mut(block));
+                HResult::S_OK
+            }
+            Err(e) => e.hresult(),
         }
-        Err(e) => e.hresult(),
-    }
+    })
 }
 
 /// `Alloc(size, level, &p)`: `*p` a 16-byte aligned block, or NULL with
@@ -91,21 +118,12 @@ unsafe extern "system" fn alloc(
     critical_level: u32,
     out: *mut *mut c_void,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: NULL or writable (the caller's contract).
-        let Some(mut out) = (unsafe { Out::new(out) }) else {
-            return HResult::E_POINTER;
-        };
-        out.write(null_mut());
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(heap) = (unsafe { heap(this) }) else {
-            return HResult::E_POINTER;
-        };
-        let Some(level) = MemoryCriticalLevel::from_raw(critical_level) else {
-            return HResult::E_INVALIDARG;
-        };
-        finish(out, heap.alloc(size, level))
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        allocate(this, critical_level, out, |heap, level| {
+            heap.alloc(size, level)
+        })
+    }
 }
 
 /// `DebugAlloc(size, level, file, line, &p)`: as `Alloc`, and the heap
@@ -123,23 +141,13 @@ unsafe extern "system" fn debug_alloc(
     line: i32,
     out: *mut *mut c_void,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: NULL or writable (the caller's contract).
-        let Some(mut out) = (unsafe { Out::new(out) }) else {
-            return HResult::E_POINTER;
-        };
-        out.write(null_mut());
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(heap) = (unsafe { heap(this) }) else {
-            return HResult::E_POINTER;
-        };
-        let Some(level) = MemoryCriticalLevel::from_raw(critical_level) else {
-            return HResult::E_INVALIDARG;
-        };
+    let debug_alloc = |heap: &HostMalloc, level| {
         // SAFETY: NULL or a NUL-terminated string (the caller's contract).
         let file = (!file.is_null()).then(|| unsafe { CStr::from_ptr(file) });
-        finish(out, heap.debug_alloc(size, level, file, line))
-    })
+        heap.debug_alloc(size, level, file, line)
+    };
+    // SAFETY: the caller's contract, passed on.
+    unsafe { allocate(this, critical_level, out, debug_alloc) }
 }
 
 /// `Free(p)`: NULL is `S_OK`; a pointer this heap did not hand out is
