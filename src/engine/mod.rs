@@ -17,7 +17,7 @@ mod reservation;
 
 pub use page_map::{PageMap, PageProtection, PageState};
 pub use range::{PageRange, USER_ADDRESS_END, granule_floor, page_floor};
-pub use reservation::Reservation;
+pub use reservation::{Owner, Reservation};
 
 use crate::os::{Access, OsBackend, OsError, UnixBackend};
 use crate::win32::{
@@ -136,20 +136,46 @@ impl<B: OsBackend> AddressSpace<B> {
             .expect("a base found in the index");
     }
 
-    fn reservation_base_at(&self, addr: usize) -> Option<usize> {
-        self.reservation_at(addr).map(Reservation::base)
+    /// The reservation of `owner` holding `addr`: another owner's is, to
+    /// a caller, memory it does not own.
+    fn reservation_of(&self, owner: Owner, addr: usize) -> Option<&Reservation> {
+        self.reservation_at(addr).filter(|r| r.owner() == owner)
     }
 
-    /// Whether `addr` lies in one of the engine's reservations.
+    /// Whether `addr` lies in one of the engine's reservations (of any
+    /// owner).
     pub fn owns(&self, addr: usize) -> bool {
         self.reservation_at(addr).is_some()
+    }
+
+    /// Whether `addr` lies in one of `owner`'s reservations.
+    pub fn owned_by(&self, owner: Owner, addr: usize) -> bool {
+        self.reservation_of(owner, addr).is_some()
     }
 
     /// `VirtualAlloc(address, size, allocation_type, protect)`: reserves,
     /// commits or resets pages. Returns the base of a new reservation, or
     /// the page-rounded start of the pages committed or reset.
+    ///
+    /// The runtime's call: it reserves for [`Owner::Runtime`], and commits
+    /// or resets only in the runtime's reservations (the host's answer
+    /// `ERROR_INVALID_ADDRESS`, as memory the caller does not own).
     pub fn virtual_alloc(
         &mut self,
+        address: usize,
+        size: usize,
+        allocation_type: AllocationType,
+        protect: Protection,
+    ) -> Result<usize, Win32Error> {
+        self.virtual_alloc_as(Owner::Runtime, address, size, allocation_type, protect)
+    }
+
+    /// [`virtual_alloc`](Self::virtual_alloc) on behalf of `owner`: a new
+    /// reservation is `owner`'s, and only `owner`'s pages can be committed
+    /// or reset.
+    pub fn virtual_alloc_as(
+        &mut self,
+        owner: Owner,
         address: usize,
         size: usize,
         allocation_type: AllocationType,
@@ -176,27 +202,29 @@ impl<B: OsBackend> AddressSpace<B> {
                 }
                 let range = PageRange::touched(address, size)?;
                 if request == AllocRequest::Reset {
-                    self.reset(range)
+                    self.reset(owner, range)
                 } else {
-                    self.reset_undo(range)
+                    self.reset_undo(owner, range)
                 }
             }
             AllocRequest::Reserve { commit } => {
                 let protection = private_protection(protect)?;
                 let top_down = allocation_type.contains(AllocationType::TOP_DOWN);
-                self.reserve(address, size, protection, commit, top_down)
+                self.reserve(owner, address, size, protection, commit, top_down)
             }
             AllocRequest::Commit => {
                 let protection = private_protection(protect)?;
-                self.commit(PageRange::touched(address, size)?, protection)
+                self.commit(owner, PageRange::touched(address, size)?, protection)
             }
         }
     }
 
-    /// The bytes a `VirtualAlloc` with these arguments would newly commit
-    /// if it succeeded (0 for calls that commit nothing or would fail).
+    /// The bytes a `VirtualAlloc` by `owner` with these arguments would
+    /// newly commit if it succeeded (0 for calls that commit nothing or
+    /// would fail).
     pub fn commit_cost(
         &self,
+        owner: Owner,
         address: usize,
         size: usize,
         allocation_type: AllocationType,
@@ -215,7 +243,7 @@ impl<B: OsBackend> AddressSpace<B> {
                 .ok()
                 .and_then(|range| {
                     let r = self
-                        .reservation_at(range.start())
+                        .reservation_of(owner, range.start())
                         .filter(|r| r.contains_range(range))?;
                     let pages = r.page_indices(range);
                     Some((pages.len() - r.pages().committed_pages(pages)) * PAGE_SIZE)
@@ -227,6 +255,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     fn reserve(
         &mut self,
+        owner: Owner,
         address: usize,
         size: usize,
         protection: PrivateProtection,
@@ -255,7 +284,8 @@ impl<B: OsBackend> AddressSpace<B> {
                 .map_err(map_error)?;
             (base, end - base)
         };
-        let reservation = Reservation::new(base, len, protection.protection(), initial);
+        let reservation =
+            Reservation::new(base, len, protection.protection(), initial).with_owner(owner);
         self.reserved_bytes += len;
         if commit {
             self.committed_bytes += len;
@@ -323,10 +353,10 @@ impl<B: OsBackend> AddressSpace<B> {
         Ok(base)
     }
 
-    /// Finds the reservation holding all of `range`, or
+    /// Finds the reservation of `owner` holding all of `range`, or
     /// `ERROR_INVALID_ADDRESS`.
-    fn reservation_holding(&self, range: PageRange) -> Result<usize, Win32Error> {
-        self.reservation_at(range.start())
+    fn reservation_holding(&self, owner: Owner, range: PageRange) -> Result<usize, Win32Error> {
+        self.reservation_of(owner, range.start())
             .filter(|r| r.contains_range(range))
             .map(Reservation::base)
             .ok_or(Win32Error::INVALID_ADDRESS)
@@ -356,10 +386,11 @@ impl<B: OsBackend> AddressSpace<B> {
 
     fn commit(
         &mut self,
+        owner: Owner,
         range: PageRange,
         protection: PrivateProtection,
     ) -> Result<usize, Win32Error> {
-        let base = self.reservation_holding(range)?;
+        let base = self.reservation_holding(owner, range)?;
         let state = PageState::Committed(protection.page);
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
@@ -377,8 +408,8 @@ impl<B: OsBackend> AddressSpace<B> {
         Ok(range.start())
     }
 
-    fn reset(&mut self, range: PageRange) -> Result<usize, Win32Error> {
-        let base = self.reservation_holding(range)?;
+    fn reset(&mut self, owner: Owner, range: PageRange) -> Result<usize, Win32Error> {
+        let base = self.reservation_holding(owner, range)?;
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) > 0 {
@@ -391,8 +422,8 @@ impl<B: OsBackend> AddressSpace<B> {
         Ok(range.start())
     }
 
-    fn reset_undo(&mut self, range: PageRange) -> Result<usize, Win32Error> {
-        let base = self.reservation_holding(range)?;
+    fn reset_undo(&mut self, owner: Owner, range: PageRange) -> Result<usize, Win32Error> {
+        let base = self.reservation_holding(owner, range)?;
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) != pages.len() {
@@ -418,9 +449,22 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     /// `VirtualFree(address, size, free_type)`: decommits pages or releases
-    /// a whole reservation.
+    /// a whole reservation — of the runtime's: the host's own answer
+    /// `ERROR_INVALID_ADDRESS`.
     pub fn virtual_free(
         &mut self,
+        address: usize,
+        size: usize,
+        free_type: FreeType,
+    ) -> Result<(), Win32Error> {
+        self.virtual_free_as(Owner::Runtime, address, size, free_type)
+    }
+
+    /// [`virtual_free`](Self::virtual_free) on behalf of `owner`: only
+    /// `owner`'s reservations can be decommitted or released.
+    pub fn virtual_free_as(
+        &mut self,
+        owner: Owner,
         address: usize,
         size: usize,
         free_type: FreeType,
@@ -437,7 +481,8 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let page = page_floor(address);
         let base = self
-            .reservation_base_at(page)
+            .reservation_of(owner, page)
+            .map(Reservation::base)
             .ok_or(Win32Error::INVALID_ADDRESS)?;
         if release {
             if page != base {
@@ -541,7 +586,8 @@ impl<B: OsBackend> AddressSpace<B> {
     /// `VirtualProtect(address, size, new_protect, &old)`: changes the
     /// protection of committed pages; returns the old protection of the
     /// first page. A size of 0 at a page-aligned address changes nothing
-    /// (but the page must be committed).
+    /// (but the page must be committed). Only the runtime's reservations:
+    /// the host's own answer `ERROR_INVALID_ADDRESS`.
     pub fn virtual_protect(
         &mut self,
         address: usize,
@@ -556,7 +602,7 @@ impl<B: OsBackend> AddressSpace<B> {
         let first_page = PageRange::touched(address, 1)?;
         if size == 0 && address.is_multiple_of(PAGE_SIZE) {
             let r = self
-                .reservation_at(address)
+                .reservation_of(Owner::Runtime, address)
                 .ok_or(Win32Error::INVALID_ADDRESS)?;
             let state = r.pages().state(r.page_indices(first_page).start);
             return match state {
@@ -565,7 +611,7 @@ impl<B: OsBackend> AddressSpace<B> {
             };
         }
         let range = PageRange::touched(address, size.max(1))?;
-        let base = self.reservation_holding(range)?;
+        let base = self.reservation_holding(Owner::Runtime, range)?;
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) != pages.len() {

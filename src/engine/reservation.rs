@@ -6,6 +6,25 @@ use super::range::PageRange;
 use crate::win32::{MemoryBasicInformation, MemoryState, MemoryType, PAGE_SIZE, Protection};
 use std::ops::Range;
 
+/// Who a reservation belongs to. The runtime's calls (`VirtualAlloc`,
+/// `VirtualFree`, `VirtualProtect` through any face) work only on the
+/// runtime's reservations; the host's own (a heap's chunks and large
+/// blocks) answer them as memory the runtime does not own, and only the
+/// host's internal path ([`AddressSpace::virtual_alloc_as`],
+/// [`AddressSpace::virtual_free_as`] with [`Owner::Host`]) changes them.
+/// `VirtualQuery` describes both alike.
+///
+/// [`AddressSpace::virtual_alloc_as`]: super::AddressSpace::virtual_alloc_as
+/// [`AddressSpace::virtual_free_as`]: super::AddressSpace::virtual_free_as
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Owner {
+    /// Reserved by the runtime (or any caller of the Win32 calls).
+    #[default]
+    Runtime,
+    /// Reserved by the host for itself.
+    Host,
+}
+
 /// A reservation: `[base, base + size)`, `base` a multiple of 64 KiB and
 /// `size` of 4 KiB, one kernel mapping (or several after `mprotect`s)
 /// that the engine made and alone may change.
@@ -18,6 +37,7 @@ pub struct Reservation {
     /// How many pages are committed, kept by [`Self::set_pages`] from the
     /// counts its callers compute anyway, so that totals need no scan.
     committed_pages: usize,
+    owner: Owner,
 }
 
 impl Reservation {
@@ -37,7 +57,19 @@ impl Reservation {
                 PageState::Reserved => 0,
                 PageState::Committed(_) => size / PAGE_SIZE,
             },
+            owner: Owner::Runtime,
         }
+    }
+
+    /// The same reservation, belonging to `owner`.
+    pub fn with_owner(mut self, owner: Owner) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// Who the reservation belongs to.
+    pub fn owner(&self) -> Owner {
+        self.owner
     }
 
     /// The base address (`AllocationBase`).

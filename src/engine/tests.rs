@@ -365,3 +365,94 @@ fn releasing_the_last_reservation_reuses_its_address() {
     let c = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
     assert_ne!(c, keep, "not the last placed: the cursor stays");
 }
+
+#[test]
+fn each_owner_changes_only_its_own_reservations() {
+    let mut space = faulty();
+    let host = space
+        .virtual_alloc_as(
+            Owner::Host,
+            0,
+            0x20000,
+            AllocationType::RESERVE,
+            P::READWRITE,
+        )
+        .unwrap();
+    let runtime = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    assert_eq!(space.reservation_at(host).unwrap().owner(), Owner::Host);
+    assert_eq!(
+        space.reservation_at(runtime).unwrap().owner(),
+        Owner::Runtime
+    );
+    space
+        .virtual_alloc_as(
+            Owner::Host,
+            host,
+            0x1000,
+            AllocationType::COMMIT,
+            P::READWRITE,
+        )
+        .unwrap();
+    let query = space.virtual_query(host).unwrap();
+    let totals = space.totals();
+    let calls = space.backend().total_calls();
+    let refused: Result<(), _> = Err(Win32Error::INVALID_ADDRESS);
+    // The runtime's calls treat the host's reservation as not theirs...
+    assert_eq!(space.virtual_free(host, 0, FreeType::RELEASE), refused);
+    assert_eq!(
+        space.virtual_free(host, 0x1000, FreeType::DECOMMIT),
+        refused
+    );
+    assert_eq!(
+        space.virtual_protect(host, 0x1000, P::READONLY),
+        Err(Win32Error::INVALID_ADDRESS)
+    );
+    assert_eq!(
+        space.virtual_protect(host, 0, P::READONLY),
+        Err(Win32Error::INVALID_ADDRESS)
+    );
+    for kind in [
+        AllocationType::COMMIT,
+        AllocationType::RESET,
+        AllocationType::RESET_UNDO,
+    ] {
+        assert_eq!(
+            space.virtual_alloc(host, 0x1000, kind, P::READWRITE),
+            Err(Win32Error::INVALID_ADDRESS)
+        );
+        assert_eq!(
+            space.commit_cost(Owner::Runtime, host + 0x1000, 0x1000, kind),
+            0
+        );
+    }
+    // ...and the host's the runtime's.
+    assert_eq!(
+        space.virtual_free_as(Owner::Host, runtime, 0, FreeType::RELEASE),
+        refused
+    );
+    assert_eq!(
+        space.virtual_alloc_as(
+            Owner::Host,
+            runtime,
+            0x1000,
+            AllocationType::COMMIT,
+            P::READWRITE
+        ),
+        Err(Win32Error::INVALID_ADDRESS)
+    );
+    // Nothing changed, not even in the kernel; queries still tell the truth.
+    assert_eq!(space.backend().total_calls(), calls);
+    assert_eq!(space.totals(), totals);
+    assert_eq!(space.virtual_query(host).unwrap(), query);
+    assert_eq!(query.state, MemoryState::COMMIT);
+    assert!(space.owns(host) && !space.owned_by(Owner::Runtime, host));
+    assert_eq!(
+        space.commit_cost(Owner::Host, host + 0x1000, 0x1000, AllocationType::COMMIT),
+        0x1000
+    );
+    space
+        .virtual_free_as(Owner::Host, host, 0, FreeType::RELEASE)
+        .unwrap();
+    space.virtual_free(runtime, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(space.totals().reservations, 0);
+}

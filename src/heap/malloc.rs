@@ -404,6 +404,7 @@ impl HostMalloc {
         debug: Option<(Option<&CStr>, i32)>,
     ) -> Result<usize, HostError> {
         let base = self.manager.alloc_pages(
+            &super::KEY,
             0,
             size,
             AllocationType::RESERVE | AllocationType::COMMIT,
@@ -430,7 +431,10 @@ impl HostMalloc {
             .lock()
             .remove(&address)
             .ok_or(HostError::NotHostMemory)?;
-        if let Err(e) = self.manager.free_pages(address, 0, FreeType::RELEASE) {
+        if let Err(e) = self
+            .manager
+            .free_pages(&super::KEY, address, 0, FreeType::RELEASE)
+        {
             self.large.lock().insert(address, block);
             return Err(e);
         }
@@ -524,7 +528,9 @@ impl Drop for HostMalloc {
         // call the runtime back). Failures mean the manager released
         // everything already (shut down).
         for (&base, _) in self.large.get_mut().iter() {
-            let _ = self.manager.free_pages(base, 0, FreeType::RELEASE);
+            let _ = self
+                .manager
+                .free_pages(&super::KEY, base, 0, FreeType::RELEASE);
         }
         self.large.get_mut().clear();
         self.pages.release(&self.manager);

@@ -52,6 +52,41 @@ mod registry;
 pub mod bench;
 
 pub use class::{ALIGNMENT, SMALL_MAX};
+
+/// The key to the manager's host-internal page calls
+/// (`HostMemoryManager::alloc_pages` and `free_pages`), which reserve,
+/// commit and release the host's own reservations: the runtime's calls
+/// refuse those, and these refuse the runtime's. Only this module (and
+/// its children) can make one, so no other path of the crate can act on
+/// a heap's chunks.
+pub(crate) struct HostKey(());
+
+/// The one key, for the heap's modules.
+const KEY: HostKey = HostKey(());
+
+/// Replays a heap's recorded `VirtualAlloc` of pages (a trace's
+/// `Heap.VirtualAlloc`) on the host's own path.
+pub(crate) fn replay_alloc_pages(
+    manager: &HostMemoryManager,
+    address: usize,
+    size: usize,
+    allocation_type: crate::win32::AllocationType,
+    protect: crate::win32::Protection,
+    level: crate::host::MemoryCriticalLevel,
+) -> Result<usize, HostError> {
+    manager.alloc_pages(&KEY, address, size, allocation_type, protect, level)
+}
+
+/// Replays a heap's recorded `VirtualFree` of pages (a trace's
+/// `Heap.VirtualFree`) on the host's own path.
+pub(crate) fn replay_free_pages(
+    manager: &HostMemoryManager,
+    address: usize,
+    size: usize,
+    free_type: crate::win32::FreeType,
+) -> Result<(), HostError> {
+    manager.free_pages(&KEY, address, size, free_type)
+}
 pub use debug::{LeakReport, LeakSite};
 pub use flags::MallocType;
 pub use malloc::{HeapUsage, HostMalloc};

@@ -132,6 +132,7 @@ impl Pages {
             .expect("a claimed slab's chunk is installed");
         let start = chunk.base + (s << SLAB_SHIFT);
         let committed = manager.alloc_pages(
+            &super::KEY,
             start,
             SLAB_SIZE,
             AllocationType::COMMIT,
@@ -184,7 +185,7 @@ impl Pages {
             let mut arena = self.arena.lock();
             if arena.installed == MAX_CHUNKS {
                 drop(arena);
-                let _ = manager.free_pages(base, 0, FreeType::RELEASE);
+                let _ = manager.free_pages(&super::KEY, base, 0, FreeType::RELEASE);
                 return Err(HostError::Win32(Win32Error::NOT_ENOUGH_MEMORY));
             }
             let c = arena.installed;
@@ -210,8 +211,16 @@ impl Pages {
         level: MemoryCriticalLevel,
     ) -> Result<(usize, usize), HostError> {
         let size = CHUNK_MIN << index.min((CHUNK_MAX / CHUNK_MIN).trailing_zeros() as usize);
-        let reserve =
-            |size| manager.alloc_pages(0, size, AllocationType::RESERVE, self.protect, level);
+        let reserve = |size| {
+            manager.alloc_pages(
+                &super::KEY,
+                0,
+                size,
+                AllocationType::RESERVE,
+                self.protect,
+                level,
+            )
+        };
         match reserve(size) {
             Ok(base) => Ok((base, size)),
             Err(_) if size > CHUNK_MIN => reserve(CHUNK_MIN).map(|base| (base, CHUNK_MIN)),
@@ -237,7 +246,7 @@ impl Pages {
     /// they mean the manager already released everything (shut down).
     pub fn release(&mut self, manager: &HostMemoryManager) {
         for chunk in self.chunks.iter_mut().filter_map(OnceLock::take) {
-            let _ = manager.free_pages(chunk.base, 0, FreeType::RELEASE);
+            let _ = manager.free_pages(&super::KEY, chunk.base, 0, FreeType::RELEASE);
         }
         *self.committed_slabs.get_mut() = 0;
     }

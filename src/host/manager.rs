@@ -6,7 +6,8 @@ use super::load::{MachineMemory, MemoryLoad};
 use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher};
 use super::stats::CallCounters;
 use super::{HostConfig, HostError, Method, Statistics};
-use crate::engine::{AddressSpace, PageRange, USER_ADDRESS_END, page_floor};
+use crate::engine::{AddressSpace, Owner, PageRange, USER_ADDRESS_END, page_floor};
+use crate::heap::HostKey;
 use crate::os::{OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
 use crate::trace::{Call, TraceSink, Traced, Tracer};
@@ -245,9 +246,10 @@ impl HostMemoryManager {
     }
 
     /// The engine's failure, or `HOST_E_INVALIDOPERATION` where the address
-    /// the call works on is not the host's.
-    fn refuse_foreign(space: &Space, address: usize, e: Win32Error) -> HostError {
-        if e == Win32Error::INVALID_ADDRESS && !space.owns(page_floor(address)) {
+    /// the call works on is not in one of `owner`'s reservations (memory
+    /// the host did not allocate, or the host's own for a runtime call).
+    fn refuse_foreign(space: &Space, owner: Owner, address: usize, e: Win32Error) -> HostError {
+        if e == Win32Error::INVALID_ADDRESS && !space.owned_by(owner, page_floor(address)) {
             HostError::NotHostMemory
         } else {
             HostError::from_engine(e)
@@ -255,7 +257,8 @@ impl HostMemoryManager {
     }
 
     /// `IHostMemoryManager::VirtualAlloc`: `VirtualAlloc`'s semantics;
-    /// committing or resetting memory the host did not allocate is
+    /// committing or resetting memory the host did not allocate for the
+    /// runtime (foreign memory, or the host's own heaps) is
     /// `HOST_E_INVALIDOPERATION`; a commit the budget cannot take at
     /// `level` is `E_OUTOFMEMORY` and changes nothing.
     pub fn virtual_alloc(
@@ -276,16 +279,27 @@ impl HostMemoryManager {
         };
         self.traced(call, || {
             self.call(Method::VirtualAlloc, || {
-                self.commit_or_reserve(address, size, allocation_type, protect, level)
+                self.commit_or_reserve(
+                    Owner::Runtime,
+                    address,
+                    size,
+                    allocation_type,
+                    protect,
+                    level,
+                )
             })
         })
     }
 
     /// `VirtualAlloc` under the manager's rules, without counting a call
     /// of its own: for the crate's heaps, whose own call is counted (a
-    /// trace records it as `Heap.VirtualAlloc`).
+    /// trace records it as `Heap.VirtualAlloc`). It reserves for, and
+    /// commits only in, the host's own reservations ([`Owner::Host`]),
+    /// which the runtime's calls cannot change; only the heap module holds
+    /// the [`HostKey`] it takes.
     pub(crate) fn alloc_pages(
         &self,
+        _key: &HostKey,
         address: usize,
         size: usize,
         allocation_type: AllocationType,
@@ -301,12 +315,13 @@ impl HostMemoryManager {
             level,
         };
         self.traced(call, || {
-            self.commit_or_reserve(address, size, allocation_type, protect, level)
+            self.commit_or_reserve(Owner::Host, address, size, allocation_type, protect, level)
         })
     }
 
     fn commit_or_reserve(
         &self,
+        owner: Owner,
         address: usize,
         size: usize,
         allocation_type: AllocationType,
@@ -315,17 +330,20 @@ impl HostMemoryManager {
     ) -> Result<usize, HostError> {
         self.write(|state| {
             if let Some(budget) = self.budget {
-                let cost = state.space.commit_cost(address, size, allocation_type) as u64;
+                let cost = state
+                    .space
+                    .commit_cost(owner, address, size, allocation_type)
+                    as u64;
                 if cost > 0 && !budget.allows(state.used_bytes(), cost, level) {
                     return Err(HostError::OverBudget);
                 }
             }
             let space = &mut state.space;
             space
-                .virtual_alloc(address, size, allocation_type, protect)
+                .virtual_alloc_as(owner, address, size, allocation_type, protect)
                 .map_err(|e| {
                     if works_on_existing_pages(address, allocation_type) {
-                        Self::refuse_foreign(space, address, e)
+                        Self::refuse_foreign(space, owner, address, e)
                     } else {
                         HostError::from_engine(e)
                     }
@@ -334,8 +352,8 @@ impl HostMemoryManager {
     }
 
     /// `IHostMemoryManager::VirtualFree`: `VirtualFree`'s semantics; memory
-    /// the host did not allocate (or already released) is
-    /// `HOST_E_INVALIDOPERATION`.
+    /// the host did not allocate for the runtime (foreign, already
+    /// released, or the host's own heaps) is `HOST_E_INVALIDOPERATION`.
     pub fn virtual_free(
         &self,
         address: usize,
@@ -350,16 +368,17 @@ impl HostMemoryManager {
         };
         self.traced(call, || {
             self.call(Method::VirtualFree, || {
-                self.decommit_or_release(address, size, free_type)
+                self.decommit_or_release(Owner::Runtime, address, size, free_type)
             })
         })
     }
 
     /// `VirtualFree` under the manager's rules, without counting a call of
     /// its own (for the crate's heaps; a trace records it as
-    /// `Heap.VirtualFree`).
+    /// `Heap.VirtualFree`): only the host's own reservations.
     pub(crate) fn free_pages(
         &self,
+        _key: &HostKey,
         address: usize,
         size: usize,
         free_type: FreeType,
@@ -370,11 +389,14 @@ impl HostMemoryManager {
             size,
             free_type,
         };
-        self.traced(call, || self.decommit_or_release(address, size, free_type))
+        self.traced(call, || {
+            self.decommit_or_release(Owner::Host, address, size, free_type)
+        })
     }
 
     fn decommit_or_release(
         &self,
+        owner: Owner,
         address: usize,
         size: usize,
         free_type: FreeType,
@@ -382,8 +404,8 @@ impl HostMemoryManager {
         self.write(|state| {
             let space = &mut state.space;
             space
-                .virtual_free(address, size, free_type)
-                .map_err(|e| Self::refuse_foreign(space, address, e))
+                .virtual_free_as(owner, address, size, free_type)
+                .map_err(|e| Self::refuse_foreign(space, owner, address, e))
         })
     }
 
@@ -421,7 +443,8 @@ impl HostMemoryManager {
     }
 
     /// `IHostMemoryManager::VirtualProtect`: `VirtualProtect`'s semantics;
-    /// memory the host did not allocate is `HOST_E_INVALIDOPERATION`.
+    /// memory the host did not allocate for the runtime (foreign, or the
+    /// host's own heaps) is `HOST_E_INVALIDOPERATION`.
     pub fn virtual_protect(
         &self,
         address: usize,
@@ -439,7 +462,7 @@ impl HostMemoryManager {
                     let space = &mut state.space;
                     space
                         .virtual_protect(address, size, new_protect)
-                        .map_err(|e| Self::refuse_foreign(space, address, e))
+                        .map_err(|e| Self::refuse_foreign(space, Owner::Runtime, address, e))
                 })
             })
         })

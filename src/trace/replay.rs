@@ -221,7 +221,7 @@ fn execute(m: &ReplayedManager, call: Call<usize>) -> Outcome<usize> {
             protect,
             level,
         } => usize::outcome(&if heap {
-            host.alloc_pages(address, size, allocation_type, protect, level)
+            crate::heap::replay_alloc_pages(host, address, size, allocation_type, protect, level)
         } else {
             host.virtual_alloc(address, size, allocation_type, protect, level)
         }),
@@ -231,7 +231,7 @@ fn execute(m: &ReplayedManager, call: Call<usize>) -> Outcome<usize> {
             size,
             free_type,
         } => <()>::outcome(&if heap {
-            host.free_pages(address, size, free_type)
+            crate::heap::replay_free_pages(host, address, size, free_type)
         } else {
             host.virtual_free(address, size, free_type)
         }),
