@@ -53,26 +53,28 @@ fn fig3_commit_decommit(c: &mut Criterion) {
     let mut g = c.benchmark_group("fig3_commit_64k_touch_decommit");
     let host = host();
     let host_base = ops::host_commit_reservation(&host);
+    // SAFETY (both): the reservations were made just above for this
+    // benchmark alone and stay live until it is done.
     g.bench_function("hostmem", |b| {
-        b.iter(|| ops::host_commit_touch_decommit(&host, host_base))
+        b.iter(|| unsafe { ops::host_commit_touch_decommit(&host, host_base) })
     });
     let mut space = AddressSpace::new();
     let engine_base = ops::engine_commit_reservation(&mut space);
     g.bench_function("engine", |b| {
-        b.iter(|| ops::engine_commit_touch_decommit(&mut space, engine_base))
+        b.iter(|| unsafe { ops::engine_commit_touch_decommit(&mut space, engine_base) })
     });
-    let raw_base = ops::raw_map(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
     g.bench_function("raw_mprotect_madvise", |b| {
-        b.iter(|| ops::raw_commit_touch_decommit(raw_base))
+        b.iter(|| ops::raw_commit_touch_decommit(&mut raw))
     });
-    ops::raw_unmap(raw_base, ops::COMMIT_RESERVATION);
     g.finish();
 }
 
 /// Figures 4 and 5: a query and a foreign free at 1,000 and 50,000 regions
 /// (each region one kernel mapping).
 fn fig4_fig5_regions(c: &mut Criterion) {
-    let foreign = ops::raw_map(4096, ProtFlags::READ | ProtFlags::WRITE);
+    let mapping = ops::RawMapping::new(4096, ProtFlags::READ | ProtFlags::WRITE);
+    let foreign = mapping.addr();
     for regions in [1_000, 50_000] {
         let host = host();
         let bases = ops::host_populate(&host, regions);
@@ -92,7 +94,7 @@ fn fig4_fig5_regions(c: &mut Criterion) {
                 b.iter(|| ops::host_free_foreign(&host, black_box(foreign)))
             });
     }
-    ops::raw_unmap(foreign, 4096);
+    drop(mapping);
 }
 
 fn fig6_query_vs_region(c: &mut Criterion) {

@@ -217,3 +217,34 @@ fn com_virtual_calls_on_a_heap_chunk_are_refused() {
         (vtbl.unknown.release)(com.cast());
     }
 }
+
+#[test]
+fn shutdown_leaves_a_live_heaps_memory_mapped_until_the_heap_goes() {
+    let m = manager();
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    let block = heap.alloc(64, LEVEL).unwrap();
+    let mine = m
+        .virtual_alloc(
+            0,
+            PAGE_SIZE,
+            AllocationType::RESERVE | AllocationType::COMMIT,
+            Protection::READWRITE,
+            LEVEL,
+        )
+        .unwrap();
+    m.shutdown();
+    // The runtime's region is gone, the heap refuses new work...
+    assert!(heap.alloc(64, LEVEL).is_err());
+    let stats = m.statistics();
+    assert_eq!(stats.regions, 1, "only the heap's chunk is left");
+    let _ = mine;
+    // ...but a block the runtime holds is still memory (it would fault if
+    // the shutdown had unmapped the chunk under the heap).
+    // SAFETY: a live 64-byte block of `heap`, whose chunk is still mapped.
+    unsafe {
+        std::ptr::write_bytes(block as *mut u8, 0x77, 64);
+        assert_eq!(*(block as *const u8).add(63), 0x77);
+    }
+    drop(heap);
+    assert_eq!(m.statistics().regions, 0);
+}

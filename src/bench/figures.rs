@@ -174,10 +174,15 @@ pub fn fig3(plan: &Plan) -> Figure {
     let host_base = ops::host_commit_reservation(&host);
     let mut space = AddressSpace::new();
     let engine_base = ops::engine_commit_reservation(&mut space);
-    let raw_base = ops::raw_map(ops::COMMIT_RESERVATION, ProtFlags::empty());
-    let mut h = || ops::host_commit_touch_decommit(&host, host_base);
-    let mut e = || ops::engine_commit_touch_decommit(&mut space, engine_base);
-    let mut r = || ops::raw_commit_touch_decommit(raw_base);
+    let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    // SAFETY: `host_base` and `engine_base` were reserved just above for
+    // this figure alone and stay live until it is done.
+    #[allow(unsafe_code)]
+    let mut h = || unsafe { ops::host_commit_touch_decommit(&host, host_base) };
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    let mut e = || unsafe { ops::engine_commit_touch_decommit(&mut space, engine_base) };
+    let mut r = || ops::raw_commit_touch_decommit(&mut raw);
     let rows = host_engine_raw_rows(
         plan,
         plan.syscall_batch,
@@ -186,7 +191,7 @@ pub fn fig3(plan: &Plan) -> Figure {
         &mut r,
         Target::ratio_at_most(1.10),
     );
-    ops::raw_unmap(raw_base, ops::COMMIT_RESERVATION);
+    drop(raw);
     Figure {
         number: 3,
         title: "VirtualAlloc(MEM_COMMIT) 64 KiB, touch, VirtualFree(MEM_DECOMMIT), inside a 1 MiB reservation".into(),
@@ -332,7 +337,8 @@ pub fn fig4(plan: &Plan, pops: &Populations) -> Figure {
 pub fn fig5(plan: &Plan, pops: &Populations) -> Figure {
     let (many, _) = pops.many.as_ref().expect("the large population");
     // A mapping of the caller's own, as the runtime's: not the host's.
-    let foreign = ops::raw_map(4096, ProtFlags::READ | ProtFlags::WRITE);
+    let mapping = ops::RawMapping::new(4096, ProtFlags::READ | ProtFlags::WRITE);
+    let foreign = mapping.addr();
     assert!(ops::host_free_foreign(&pops.few, foreign));
     assert!(ops::host_free_foreign(many, foreign));
     let mut f = || {
@@ -346,7 +352,7 @@ pub fn fig5(plan: &Plan, pops: &Populations) -> Figure {
         plan.trials,
         &mut [Side::new(b, &mut f), Side::new(b, &mut m)],
     );
-    ops::raw_unmap(foreign, 4096);
+    drop(mapping);
     let (nf, nm) = (
         pops.few_bases.len(),
         pops.many.as_ref().map_or(0, |m| m.1.len()),

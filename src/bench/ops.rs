@@ -33,48 +33,103 @@ const FLAGS: MapFlags = MapFlags::PRIVATE.union(MapFlags::NORESERVE);
 const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
 const RESERVE_COMMIT: AllocationType = AllocationType::RESERVE.union(AllocationType::COMMIT);
 
-/// Writes one byte at `addr`, which must be in a committed, writable page
-/// that nobody else uses (the page fault is part of the work measured).
-pub fn touch(addr: usize) {
-    // SAFETY: every caller passes the start of a page it has just mapped
-    // (or committed) read-write and that no one else references.
+/// Writes one byte at `addr` (the page fault is part of the work
+/// measured).
+///
+/// # Safety
+///
+/// `addr` lies in a committed, writable page that the caller mapped or
+/// committed itself and that nothing else references.
+unsafe fn touch(addr: usize) {
+    // SAFETY: the caller's contract.
     unsafe { (addr as *mut u8).write_volatile(1) }
 }
 
 /// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`.
-///
-/// # Panics
-///
-/// If the kernel refuses (the benchmark cannot go on).
-pub fn raw_map(len: usize, prot: ProtFlags) -> usize {
+fn raw_map(len: usize, prot: ProtFlags) -> usize {
     // SAFETY: no MAP_FIXED: the kernel picks free address space, so no
     // existing mapping is affected.
     unsafe { mm::mmap_anonymous(std::ptr::null_mut(), len, prot, FLAGS) }.expect("mmap") as usize
 }
 
-/// `munmap(addr, len)` of a mapping made by [`raw_map`].
-pub fn raw_unmap(addr: usize, len: usize) {
-    // SAFETY: the callers unmap only mappings they made with `raw_map` and
-    // hold no references into.
+/// `munmap(addr, len)`.
+///
+/// # Safety
+///
+/// The range is a mapping the caller made with [`raw_map`] and holds no
+/// references into.
+unsafe fn raw_unmap(addr: usize, len: usize) {
+    // SAFETY: the caller's contract.
     unsafe { mm::munmap(addr as *mut c_void, len) }.expect("munmap");
 }
 
-fn raw_protect(addr: usize, len: usize, prot: MprotectFlags) {
-    // SAFETY: the range lies in a mapping the caller made with `raw_map`.
+/// `mprotect(addr, len, prot)`.
+///
+/// # Safety
+///
+/// The range lies in a mapping the caller made with [`raw_map`] and
+/// references nothing that `prot` would break.
+unsafe fn raw_protect(addr: usize, len: usize, prot: MprotectFlags) {
+    // SAFETY: the caller's contract.
     unsafe { mm::mprotect(addr as *mut c_void, len, prot) }.expect("mprotect");
 }
 
-fn raw_discard(addr: usize, len: usize) {
-    // SAFETY: the range lies in a private anonymous mapping the caller made
-    // with `raw_map`; dropping its contents is the decommit measured.
+/// `madvise(addr, len, MADV_DONTNEED)`.
+///
+/// # Safety
+///
+/// The range lies in a private anonymous mapping the caller made with
+/// [`raw_map`], whose contents it means to drop.
+unsafe fn raw_discard(addr: usize, len: usize) {
+    // SAFETY: the caller's contract.
     unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxDontNeed) }.expect("madvise");
+}
+
+/// A private anonymous mapping the benchmarks' raw side owns (`mmap` with
+/// the backend's flags); unmapped when dropped. Only this module can reach
+/// its address's memory.
+pub struct RawMapping {
+    addr: usize,
+    len: usize,
+}
+
+impl RawMapping {
+    /// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel refuses (the benchmark cannot go on).
+    pub fn new(len: usize, prot: ProtFlags) -> Self {
+        Self {
+            addr: raw_map(len, prot),
+            len,
+        }
+    }
+
+    /// Its address: memory that is not the host's (a foreign address to
+    /// give the manager).
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+}
+
+impl Drop for RawMapping {
+    fn drop(&mut self) {
+        // SAFETY: made by `raw_map` in `new`; nothing references it (the
+        // address only ever went to the manager, which refuses it).
+        unsafe { raw_unmap(self.addr, self.len) }
+    }
 }
 
 /// Figure 1, raw: `mmap` 64 KiB read-write, touch one page, `munmap`.
 pub fn raw_alloc_touch_free() {
     let at = raw_map(SMALL, ProtFlags::READ | ProtFlags::WRITE);
-    touch(at);
-    raw_unmap(at, SMALL);
+    // SAFETY: a read-write mapping just made here, referenced by nothing,
+    // unmapped once.
+    unsafe {
+        touch(at);
+        raw_unmap(at, SMALL);
+    }
 }
 
 /// Figure 1, host: `VirtualAlloc(NULL, 64 KiB, MEM_RESERVE | MEM_COMMIT,
@@ -83,7 +138,9 @@ pub fn host_alloc_touch_free(host: &HostMemoryManager) {
     let at = host
         .virtual_alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE, LEVEL)
         .expect("VirtualAlloc");
-    touch(at);
+    // SAFETY: a new read-write region of the runtime's, which this
+    // function reserved and no one else knows.
+    unsafe { touch(at) };
     host.virtual_free(at, 0, FreeType::RELEASE)
         .expect("VirtualFree");
 }
@@ -93,7 +150,9 @@ pub fn engine_alloc_touch_free(space: &mut AddressSpace) {
     let at = space
         .virtual_alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE)
         .expect("VirtualAlloc");
-    touch(at);
+    // SAFETY: a new read-write region, which this function reserved and
+    // no one else knows.
+    unsafe { touch(at) };
     space
         .virtual_free(at, 0, FreeType::RELEASE)
         .expect("VirtualFree");
@@ -102,7 +161,8 @@ pub fn engine_alloc_touch_free(space: &mut AddressSpace) {
 /// Figure 2, raw: `mmap(PROT_NONE)` 256 MiB and `munmap`.
 pub fn raw_reserve_release() {
     let at = raw_map(LARGE, ProtFlags::empty());
-    raw_unmap(black_box(at), LARGE);
+    // SAFETY: the mapping just made; nothing references it.
+    unsafe { raw_unmap(black_box(at), LARGE) };
 }
 
 /// Figure 2, host: `VirtualAlloc(NULL, 256 MiB, MEM_RESERVE,
@@ -131,21 +191,36 @@ pub fn engine_reserve_release(space: &mut AddressSpace) {
         .expect("VirtualFree");
 }
 
-/// Figure 3, raw: in a `PROT_NONE` mapping at `base` (made with
-/// [`raw_map`], [`COMMIT_RESERVATION`] bytes), `mprotect` 64 KiB read-write,
-/// touch, `madvise(MADV_DONTNEED)`, `mprotect(PROT_NONE)`.
-pub fn raw_commit_touch_decommit(base: usize) {
-    let at = base + COMMIT_OFFSET;
-    raw_protect(at, SMALL, MprotectFlags::READ | MprotectFlags::WRITE);
-    touch(at);
-    raw_discard(at, SMALL);
-    raw_protect(at, SMALL, MprotectFlags::empty());
+/// Figure 3, raw: in `raw`, a `PROT_NONE` mapping of at least
+/// [`COMMIT_RESERVATION`] bytes, `mprotect` 64 KiB read-write, touch,
+/// `madvise(MADV_DONTNEED)`, `mprotect(PROT_NONE)`.
+///
+/// # Panics
+///
+/// If `raw` is smaller.
+pub fn raw_commit_touch_decommit(raw: &mut RawMapping) {
+    assert!(raw.len >= COMMIT_RESERVATION, "figure 3 needs 1 MiB");
+    let at = raw.addr + COMMIT_OFFSET;
+    // SAFETY: inside a mapping `raw` owns (and this function borrows
+    // exclusively), whose memory nothing references: only these functions
+    // reach it.
+    unsafe {
+        raw_protect(at, SMALL, MprotectFlags::READ | MprotectFlags::WRITE);
+        touch(at);
+        raw_discard(at, SMALL);
+        raw_protect(at, SMALL, MprotectFlags::empty());
+    }
 }
 
 /// Figure 3, host: in a reservation at `base` ([`COMMIT_RESERVATION`]
 /// bytes), `VirtualAlloc(MEM_COMMIT)` 64 KiB, touch,
 /// `VirtualFree(MEM_DECOMMIT)`.
-pub fn host_commit_touch_decommit(host: &HostMemoryManager, base: usize) {
+///
+/// # Safety
+///
+/// `base` is a reservation [`host_commit_reservation`] made on `host`, still
+/// live, whose memory nothing else uses (the call writes into it).
+pub unsafe fn host_commit_touch_decommit(host: &HostMemoryManager, base: usize) {
     let at = base + COMMIT_OFFSET;
     host.virtual_alloc(
         at,
@@ -155,18 +230,27 @@ pub fn host_commit_touch_decommit(host: &HostMemoryManager, base: usize) {
         LEVEL,
     )
     .expect("VirtualAlloc");
-    touch(at);
+    // SAFETY: just committed read-write, in the caller's reservation that
+    // nothing else uses (the contract).
+    unsafe { touch(at) };
     host.virtual_free(at, SMALL, FreeType::DECOMMIT)
         .expect("VirtualFree");
 }
 
 /// Figure 3, bare engine.
-pub fn engine_commit_touch_decommit(space: &mut AddressSpace, base: usize) {
+///
+/// # Safety
+///
+/// `base` is a reservation [`engine_commit_reservation`] made in `space`,
+/// still live, whose memory nothing else uses (the call writes into it).
+pub unsafe fn engine_commit_touch_decommit(space: &mut AddressSpace, base: usize) {
     let at = base + COMMIT_OFFSET;
     space
         .virtual_alloc(at, SMALL, AllocationType::COMMIT, Protection::READWRITE)
         .expect("VirtualAlloc");
-    touch(at);
+    // SAFETY: just committed read-write, in the caller's reservation that
+    // nothing else uses (the contract).
+    unsafe { touch(at) };
     space
         .virtual_free(at, SMALL, FreeType::DECOMMIT)
         .expect("VirtualFree");
@@ -349,7 +433,9 @@ impl BenchHeap {
             }
             Self::Rust(heap) => {
                 let p = heap.alloc(size, LEVEL).expect("IHostMalloc::Alloc");
-                touch(p);
+                // SAFETY: a block of at least one byte just allocated
+                // from a heap of the host's, known to no one else.
+                unsafe { touch(p) };
                 heap.free(black_box(p)).expect("IHostMalloc::Free");
             }
         }

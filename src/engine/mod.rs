@@ -5,7 +5,15 @@
 //! takes `&self`/`&mut self` and answers with a [`Win32Error`]. A failed
 //! call changes nothing — not the engine's state, not the kernel's
 //! mappings — and the engine never changes memory it did not map.
-#![forbid(unsafe_code)]
+//!
+//! Its only `unsafe` is the calls of the backend's raw-memory methods
+//! (`unmap`, `protect`, `discard`, `reset`, `keep_contents`, each an
+//! `unsafe fn`), in the few functions marked `#[allow(unsafe_code)]`; each
+//! call's range is a mapping just made, or lies in a reservation of the
+//! index, which the engine mapped itself and alone changes. What lives in
+//! that memory is its owner's, who asked for the change through the Win32
+//! call (a runtime's own regions; the host's own are changed only by the
+//! host, see [`Owner`]). The submodules have no `unsafe` at all.
 
 mod foreign;
 mod index;
@@ -304,6 +312,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// placement hint when the kernel honours it (the common case), else
     /// over-allocation and trimming. `top_down` takes the kernel's own
     /// top-down placement instead of the hint.
+    #[allow(unsafe_code)]
     fn map_placed(
         &mut self,
         len: usize,
@@ -326,9 +335,9 @@ impl<B: OsBackend> AddressSpace<B> {
         let base = if got.is_multiple_of(ALLOCATION_GRANULARITY) {
             got
         } else {
-            self.os
-                .unmap(got, len)
-                .map_err(|_| Win32Error::INTERNAL_ERROR)?;
+            // SAFETY: the mapping `map_anywhere` just made, which no one
+            // has seen.
+            unsafe { self.os.unmap(got, len) }.map_err(|_| Win32Error::INTERNAL_ERROR)?;
             self.map_trimmed(len, access)?
         };
         self.placement.placed(hint, base, len);
@@ -337,6 +346,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// Maps `len + 60 KiB` anywhere and unmaps the head and tail that fall
     /// outside the first 64 KiB-aligned `len` bytes.
+    #[allow(unsafe_code)]
     fn map_trimmed(&mut self, len: usize, access: Access) -> Result<usize, Win32Error> {
         let over = len
             .checked_add(ALLOCATION_GRANULARITY - PAGE_SIZE)
@@ -346,9 +356,9 @@ impl<B: OsBackend> AddressSpace<B> {
             .ok_or(Win32Error::INTERNAL_ERROR)?;
         let trims = [(got, base - got), (base + len, got + over - (base + len))];
         for (at, n) in trims.into_iter().filter(|&(_, n)| n > 0) {
-            self.os
-                .unmap(at, n)
-                .map_err(|_| Win32Error::INTERNAL_ERROR)?;
+            // SAFETY: the head or tail of the mapping just made, outside
+            // the reservation kept, which no one has seen.
+            unsafe { self.os.unmap(at, n) }.map_err(|_| Win32Error::INTERNAL_ERROR)?;
         }
         Ok(base)
     }
@@ -364,8 +374,12 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// Sets the kernel access of `range` in reservation `base`, restoring
     /// the old access of every run if the kernel fails part way.
+    #[allow(unsafe_code)]
     fn set_access(&self, base: usize, range: PageRange, access: Access) -> Result<(), Win32Error> {
-        let Err(e) = self.os.protect(range.start(), range.len(), access) else {
+        // SAFETY: `range` lies in the reservation at `base` (every caller
+        // found it there), which the engine mapped; its owner asked for
+        // this access.
+        let Err(e) = (unsafe { self.os.protect(range.start(), range.len(), access) }) else {
             return Ok(());
         };
         self.restore_access(base, range)?;
@@ -373,12 +387,14 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     /// Gives every run of `range` back the access its page state says.
+    #[allow(unsafe_code)]
     fn restore_access(&self, base: usize, range: PageRange) -> Result<(), Win32Error> {
         let r = &self.reservation(base);
         for (run, state) in r.pages().runs(r.page_indices(range)) {
             let (start, end) = (r.page_address(run.start), r.page_address(run.end));
-            self.os
-                .protect(start, end - start, state.access())
+            // SAFETY: pages of the reservation at `base`, which the engine
+            // mapped, given back the access they had.
+            unsafe { self.os.protect(start, end - start, state.access()) }
                 .map_err(|_| Win32Error::INTERNAL_ERROR)?;
         }
         Ok(())
@@ -408,20 +424,22 @@ impl<B: OsBackend> AddressSpace<B> {
         Ok(range.start())
     }
 
+    #[allow(unsafe_code)]
     fn reset(&mut self, owner: Owner, range: PageRange) -> Result<usize, Win32Error> {
         let base = self.reservation_holding(owner, range)?;
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) > 0 {
             // Reserved pages in the range hold nothing, so one call covers it.
-            self.os
-                .reset(range.start(), range.len())
-                .map_err(change_error)?;
+            // SAFETY: `range` lies in `owner`'s reservation at `base`, which
+            // the engine mapped; its owner asked for MEM_RESET.
+            unsafe { self.os.reset(range.start(), range.len()) }.map_err(change_error)?;
             self.change(base, |r| r.pages_mut().mark_reset(pages));
         }
         Ok(range.start())
     }
 
+    #[allow(unsafe_code)]
     fn reset_undo(&mut self, owner: Owner, range: PageRange) -> Result<usize, Win32Error> {
         let base = self.reservation_holding(owner, range)?;
         let r = &self.reservation(base);
@@ -439,8 +457,10 @@ impl<B: OsBackend> AddressSpace<B> {
             // A reset run may span several protections.
             for (run, state) in r.pages().runs(reset_run) {
                 let (start, end) = (r.page_address(run.start), r.page_address(run.end));
-                self.os
-                    .keep_contents(start, end - start, state.access())
+                // SAFETY: committed pages of `owner`'s reservation at
+                // `base`, which the engine mapped, with the access their
+                // state says; their contents are kept.
+                unsafe { self.os.keep_contents(start, end - start, state.access()) }
                     .map_err(change_error)?;
             }
         }
@@ -506,9 +526,12 @@ impl<B: OsBackend> AddressSpace<B> {
         self.decommit(base, range)
     }
 
+    #[allow(unsafe_code)]
     fn release(&mut self, base: usize) -> Result<(), Win32Error> {
         let r = &self.reservation(base);
-        self.os.unmap(base, r.size()).map_err(|e| match e {
+        // SAFETY: the whole reservation at `base`, which the engine mapped;
+        // its owner asked for MEM_RELEASE.
+        unsafe { self.os.unmap(base, r.size()) }.map_err(|e| match e {
             // munmap checks the mapping limit before it changes anything.
             OsError::ENOMEM | OsError::EAGAIN => Win32Error::NOT_ENOUGH_MEMORY,
             _ => Win32Error::INTERNAL_ERROR,
@@ -523,6 +546,7 @@ impl<B: OsBackend> AddressSpace<B> {
         Ok(())
     }
 
+    #[allow(unsafe_code)]
     fn decommit(&mut self, base: usize, range: PageRange) -> Result<(), Win32Error> {
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
@@ -534,7 +558,9 @@ impl<B: OsBackend> AddressSpace<B> {
                 // the contents, so that a failure of either leaves the
                 // pages exactly as they were.
                 self.set_access(base, range, Access::empty())?;
-                if let Err(e) = self.os.discard(range.start(), range.len()) {
+                // SAFETY: `range` lies in the reservation at `base`, which
+                // the engine mapped; its owner asked for MEM_DECOMMIT.
+                if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
                     self.restore_access(base, range)?;
                     return Err(change_error(e));
                 }
@@ -545,9 +571,8 @@ impl<B: OsBackend> AddressSpace<B> {
                 // present pages, then zapping them, costs ~6 % more). A
                 // failed revoke gives every run its access back; only
                 // the contents, which the caller was discarding, are gone.
-                self.os
-                    .discard(range.start(), range.len())
-                    .map_err(change_error)?;
+                // SAFETY: as above.
+                unsafe { self.os.discard(range.start(), range.len()) }.map_err(change_error)?;
                 self.set_access(base, range, Access::empty())?;
             }
         }
@@ -649,15 +674,35 @@ impl<B: OsBackend> AddressSpace<B> {
     /// Releases every reservation, and unmaps the placement's anchor (a
     /// failure to unmap one leaves that mapping in place: nothing else can
     /// be done about it).
+    #[allow(unsafe_code)]
     pub fn release_all(&mut self) {
         for r in self.reservations.take_all() {
-            let _ = self.os.unmap(r.base(), r.size());
+            // SAFETY: a reservation the engine mapped, now out of its
+            // index; releasing everything is what the owner of the address
+            // space asked for.
+            let _ = unsafe { self.os.unmap(r.base(), r.size()) };
         }
         if let Some(Some(at)) = self.anchor.take() {
-            let _ = self.os.unmap(at, PAGE_SIZE);
+            // SAFETY: the anchor page the engine mapped for itself.
+            let _ = unsafe { self.os.unmap(at, PAGE_SIZE) };
         }
         self.reserved_bytes = 0;
         self.committed_bytes = 0;
+    }
+}
+
+impl<B: OsBackend> AddressSpace<B> {
+    /// Releases every reservation of `owner` (a failure to unmap one
+    /// leaves that reservation in place); the others stay.
+    pub fn release_all_of(&mut self, owner: Owner) {
+        let bases: Vec<usize> = self
+            .reservations()
+            .filter(|r| r.owner() == owner)
+            .map(Reservation::base)
+            .collect();
+        for base in bases {
+            let _ = self.release(base);
+        }
     }
 }
 

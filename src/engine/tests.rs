@@ -176,7 +176,12 @@ fn decommit_discards_first_only_where_no_mapping_splits() {
     }
     // A failed revoke after the discard: the pages stay committed and
     // accessible, their access given back; the contents are gone.
-    crate::bench::ops::touch(run);
+    #[allow(unsafe_code)]
+    // SAFETY: `run` is a committed read-write page of this test's own
+    // space, which nothing else references.
+    unsafe {
+        (run as *mut u8).write_volatile(1)
+    };
     space.backend().inject(FaultPlan {
         operation: OsOperation::Protect,
         nth: 0,

@@ -7,6 +7,12 @@
 //! `VirtualQuery`. No lock of the heap is held while the manager is
 //! called: the manager may run the runtime's memory-notification callback
 //! on this thread, and the callback may call the heap again.
+//!
+//! The chunks are the host's own reservations: the manager's page calls
+//! take the heap module's `HostKey`, and the runtime's calls (any face)
+//! cannot free, decommit, protect or reset them, nor does a shutdown
+//! release them while the heap lives. That is what keeps the free lists
+//! threaded through their blocks (`block.rs`) pointing at live memory.
 #![forbid(unsafe_code)]
 
 use super::block::{self, FreeList};

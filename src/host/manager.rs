@@ -493,8 +493,10 @@ impl HostMemoryManager {
         Ok(f(&state.space))
     }
 
-    /// Shuts the manager down: releases every region it holds; every later
-    /// hosting call answers `HOST_E_CLRNOTAVAILABLE`.
+    /// Shuts the manager down: releases every region it holds for the
+    /// runtime; every later hosting call answers `HOST_E_CLRNOTAVAILABLE`.
+    /// A heap still alive keeps its own chunks (its blocks stay readable
+    /// and writable) until it is dropped.
     pub fn shutdown(&self) {
         let _ = self.traced(Call::Shutdown, || {
             self.shut_down();
@@ -506,7 +508,10 @@ impl HostMemoryManager {
         if self.lifecycle.shut_down() {
             self.stop_notifications();
             if let Ok(mut state) = self.state.write(None) {
-                state.space.release_all();
+                // Not the heaps' chunks: a heap's hit path may be reading
+                // its free lists right now, and its blocks are the
+                // runtime's until it frees them.
+                state.space.release_all_of(Owner::Runtime);
                 state.acquired.clear();
                 state.acquired_bytes = 0;
             }

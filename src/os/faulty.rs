@@ -1,5 +1,6 @@
 //! A backend for tests: the real kernel underneath, with chosen calls made
 //! to fail and every call counted.
+#![allow(unsafe_code)]
 
 use super::{Access, KernelMapping, OsBackend, OsError, UnixBackend};
 use parking_lot::Mutex;
@@ -135,29 +136,32 @@ impl OsBackend for FaultInjectingBackend {
         self.inner.map_anywhere(hint, len, access)
     }
 
-    fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
+    // SAFETY (the five raw-memory methods): the caller's contract, passed
+    // on unchanged to the unix backend underneath, which made the mappings.
+
+    unsafe fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
         self.enter(OsOperation::Unmap)?;
-        self.inner.unmap(addr, len)
+        unsafe { self.inner.unmap(addr, len) }
     }
 
-    fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+    unsafe fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
         self.enter(OsOperation::Protect)?;
-        self.inner.protect(addr, len, access)
+        unsafe { self.inner.protect(addr, len, access) }
     }
 
-    fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
+    unsafe fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
         self.enter(OsOperation::Discard)?;
-        self.inner.discard(addr, len)
+        unsafe { self.inner.discard(addr, len) }
     }
 
-    fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
+    unsafe fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
         self.enter(OsOperation::Reset)?;
-        self.inner.reset(addr, len)
+        unsafe { self.inner.reset(addr, len) }
     }
 
-    fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+    unsafe fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
         self.enter(OsOperation::KeepContents)?;
-        self.inner.keep_contents(addr, len, access)
+        unsafe { self.inner.keep_contents(addr, len, access) }
     }
 
     fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
@@ -184,8 +188,12 @@ mod tests {
             Err(OsError::ENOMEM)
         );
         let b = os.map_anywhere(0, 0x1000, Access::empty()).unwrap();
-        os.unmap(a, 0x1000).unwrap();
-        os.unmap(b, 0x1000).unwrap();
+        // SAFETY: both mappings were made just above and are used by
+        // nothing.
+        unsafe {
+            os.unmap(a, 0x1000).unwrap();
+            os.unmap(b, 0x1000).unwrap();
+        }
         assert_eq!(os.calls(OsOperation::MapAnywhere), 3);
         assert_eq!(os.calls(OsOperation::Unmap), 2);
         assert_eq!(os.injected(), 1);

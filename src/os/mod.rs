@@ -4,10 +4,14 @@
 //!
 //! Preconditions, stated once for every method: addresses and lengths are
 //! multiples of 4 KiB (which the kernel's page size divides, see
-//! [`check_page_size`]), lengths are non-zero, and every range given to a method other than the
-//! `map_*` ones lies inside memory the engine itself mapped. The backend
-//! checks nothing of Win32 and keeps no state; the engine owns statistics
-//! and rules.
+//! [`check_page_size`]) and lengths are non-zero. The methods that change
+//! existing memory (`unmap`, `protect`, `discard`, `reset`,
+//! `keep_contents`) are `unsafe fn`s: their range must be memory the
+//! caller mapped through this backend and still owns, since on any other
+//! address they would pull memory from under a live Rust value. Mapping
+//! (`map_*`, which never replaces anything) and reading the map are safe.
+//! The backend checks nothing of Win32 and keeps no state; the engine owns
+//! statistics and rules.
 
 mod faulty;
 mod maps;
@@ -82,6 +86,18 @@ mod libc_errno {
 ///
 /// Every mapping is private and anonymous and reserves no swap
 /// (`MAP_NORESERVE`): commit charge is the engine's business.
+///
+/// # Safety of the raw-memory methods
+///
+/// Each `unsafe fn` here requires that its range lie inside mappings the
+/// caller made with [`map_fixed`](Self::map_fixed) or
+/// [`map_anywhere`](Self::map_anywhere) on this backend, has not unmapped
+/// since, and whose memory no Rust reference points into in a way the
+/// call would break (unmapping, revoking access or dropping contents of
+/// memory a live value uses is undefined behaviour). An implementation
+/// may rely on exactly that, and must pass it on unchanged when it
+/// forwards the call.
+#[allow(unsafe_code)]
 pub trait OsBackend: Send + Sync {
     /// Maps `len` bytes at exactly `addr` with `access`, failing with
     /// `EEXIST` (and changing nothing) if any part of the range is mapped.
@@ -92,24 +108,49 @@ pub trait OsBackend: Send + Sync {
     fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError>;
 
     /// Unmaps the range.
-    fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError>;
+    ///
+    /// # Safety
+    ///
+    /// The range is the caller's own mapping (see the trait's section on
+    /// the raw-memory methods), which nothing uses any more.
+    unsafe fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError>;
 
     /// Sets the access of the range.
-    fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
+    ///
+    /// # Safety
+    ///
+    /// The range is the caller's own mapping, and no live reference into
+    /// it needs an access `access` takes away.
+    unsafe fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
 
     /// Drops the contents of the range: afterwards it reads as zero
     /// (`MADV_DONTNEED`).
-    fn discard(&self, addr: usize, len: usize) -> Result<(), OsError>;
+    ///
+    /// # Safety
+    ///
+    /// The range is the caller's own mapping, and its owner means to drop
+    /// what it holds.
+    unsafe fn discard(&self, addr: usize, len: usize) -> Result<(), OsError>;
 
     /// Tells the kernel the contents of the range may be dropped lazily
     /// (`MADV_FREE`): each page later reads as before or as zero.
-    fn reset(&self, addr: usize, len: usize) -> Result<(), OsError>;
+    ///
+    /// # Safety
+    ///
+    /// As for [`discard`](Self::discard).
+    unsafe fn reset(&self, addr: usize, len: usize) -> Result<(), OsError>;
 
     /// Makes the contents of the range stable again after
     /// [`reset`](Self::reset): each page keeps what it reads now (its data,
     /// or zero if the kernel already dropped it) until written. `access` is
     /// the range's current access, which is left as it was.
-    fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
+    ///
+    /// # Safety
+    ///
+    /// The range is the caller's own mapping, with access `access`; the
+    /// call briefly makes it writable and writes each page's first byte
+    /// with the value it holds.
+    unsafe fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
 
     /// The kernel's list of the process's mappings, sorted by address.
     fn mappings(&self) -> Result<Vec<KernelMapping>, OsError>;
@@ -138,20 +179,22 @@ macro_rules! forward_backend {
             fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
                 (**self).map_anywhere(hint, len, access)
             }
-            fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
-                (**self).unmap(addr, len)
+            // SAFETY (each method below): the caller's contract, passed on
+            // unchanged to the same backend.
+            unsafe fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                unsafe { (**self).unmap(addr, len) }
             }
-            fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
-                (**self).protect(addr, len, access)
+            unsafe fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+                unsafe { (**self).protect(addr, len, access) }
             }
-            fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
-                (**self).discard(addr, len)
+            unsafe fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                unsafe { (**self).discard(addr, len) }
             }
-            fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
-                (**self).reset(addr, len)
+            unsafe fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                unsafe { (**self).reset(addr, len) }
             }
-            fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
-                (**self).keep_contents(addr, len, access)
+            unsafe fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+                unsafe { (**self).keep_contents(addr, len, access) }
             }
             fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
                 (**self).mappings()
@@ -160,5 +203,9 @@ macro_rules! forward_backend {
     };
 }
 
-forward_backend!(Box);
-forward_backend!(std::sync::Arc);
+#[allow(unsafe_code)]
+mod forward {
+    use super::*;
+    forward_backend!(Box);
+    forward_backend!(std::sync::Arc);
+}

@@ -1,8 +1,7 @@
 //! The Linux backend: `mmap`, `mprotect`, `madvise`, `munmap` via rustix.
 //!
-//! This file and `crate::ffi` are the only places that call into the
-//! kernel's memory management or dereference raw memory; the engine above
-//! is `#![forbid(unsafe_code)]`.
+//! The raw-memory methods are `unsafe fn`s of [`OsBackend`]: their callers
+//! (the engine) promise the range is their own mapping.
 #![allow(unsafe_code)]
 
 use super::{Access, KernelMapping, OsBackend, OsError, parse_maps};
@@ -64,46 +63,49 @@ impl OsBackend for UnixBackend {
         Ok(got as usize)
     }
 
-    fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        // SAFETY: by the trait's precondition the range is the engine's own
-        // mapping, and the engine hands out no references into it.
+    unsafe fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: by the caller's contract the range is its own mapping,
+        // which nothing uses any more.
         unsafe { mm::munmap(addr as *mut c_void, len) }.map_err(OsError::from_errno)
     }
 
-    fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
-        // SAFETY: the range is the engine's own mapping (precondition);
-        // changing its access is what the caller asked of the engine.
+    unsafe fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+        // SAFETY: the range is the caller's own mapping, and no reference
+        // into it needs the access taken away (the caller's contract).
         unsafe { mm::mprotect(addr as *mut c_void, len, mprotect_flags(access)) }
             .map_err(OsError::from_errno)
     }
 
-    fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        // SAFETY: the range is the engine's own private anonymous mapping;
-        // dropping its contents is the decommit the caller asked for.
+    unsafe fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: the range is the caller's own private anonymous mapping,
+        // whose contents its owner means to drop (the caller's contract).
         unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxDontNeed) }
             .map_err(OsError::from_errno)
     }
 
-    fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
+    unsafe fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
         // SAFETY: as for `discard`; MADV_FREE only lets the kernel drop
         // pages that are not written again.
         match unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxFree) } {
             // Kernels before 4.5 lack MADV_FREE: dropping the contents at
             // once is within MEM_RESET's contract (kept or zero).
-            Err(rustix::io::Errno::INVAL) => self.discard(addr, len),
+            // SAFETY: the same range, under the same contract.
+            Err(rustix::io::Errno::INVAL) => unsafe { self.discard(addr, len) },
             other => other.map_err(OsError::from_errno),
         }
     }
 
-    fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
+    unsafe fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
         let writable = access.contains(Access::READ | Access::WRITE);
         if !writable {
-            self.protect(addr, len, Access::READ | Access::WRITE)?;
+            // SAFETY: the caller's own mapping; granting access breaks no
+            // reference.
+            unsafe { self.protect(addr, len, Access::READ | Access::WRITE)? };
         }
         let page = rustix::param::page_size();
         for at in (addr..addr + len).step_by(page) {
-            // SAFETY: `at` is in the engine's own mapping, now readable and
-            // writable, and aligned; an `AtomicU8` has no alignment needs.
+            // SAFETY: `at` is in the caller's own mapping, now readable and
+            // writable; an `AtomicU8` has no alignment needs.
             let byte = unsafe { AtomicU8::from_ptr(at as *mut u8) };
             // A successful compare-exchange is a write of the value the
             // page holds at that instant: the page becomes dirty, which
@@ -121,7 +123,8 @@ impl OsBackend for UnixBackend {
             }
         }
         if !writable {
-            self.protect(addr, len, access)?;
+            // SAFETY: back to the access the caller said the range had.
+            unsafe { self.protect(addr, len, access)? };
         }
         Ok(())
     }
