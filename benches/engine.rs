@@ -14,8 +14,8 @@ use rustix::mm::ProtFlags;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-fn host() -> HostMemoryManager {
-    HostMemoryManager::new(HostConfig::default())
+fn host() -> std::sync::Arc<HostMemoryManager> {
+    HostMemoryManager::new(HostConfig::default()).expect("the default configuration is valid")
 }
 
 fn configured() -> Criterion {

@@ -52,7 +52,8 @@ fn alloc(
 
 fn setup(reset_first: bool) -> Fixture {
     let os = Arc::new(FaultInjectingBackend::new());
-    let manager = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone()));
+    let manager =
+        HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone())).unwrap();
     let m = &manager;
     // The first NULL reservation also maps the placement's anchor page:
     // done here so that no operation below depends on it.
@@ -573,7 +574,7 @@ fn every_os_failure_of_every_operation_is_atomic_or_latched() {
 /// answers `E_FAIL` and latches, instead of `E_OUTOFMEMORY` as for ENOMEM.
 fn release_whose_munmap_fails_with_eagain_is_out_of_memory() {
     let os = Arc::new(FaultInjectingBackend::new());
-    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone()));
+    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone())).unwrap();
     let a = alloc(
         &m,
         0,

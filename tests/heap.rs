@@ -22,10 +22,11 @@ fn manager() -> Arc<HostMemoryManager> {
 }
 
 fn budgeted(bytes: usize) -> Arc<HostMemoryManager> {
-    Arc::new(HostMemoryManager::new(HostConfig {
+    HostMemoryManager::new(HostConfig {
         budget_bytes: Some(bytes as u64),
         ..HostConfig::default()
-    }))
+    })
+    .unwrap()
 }
 
 fn hr<T>(r: Result<T, HostError>) -> HResult {

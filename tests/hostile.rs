@@ -139,7 +139,7 @@ const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
 
 impl RustFace {
     fn new() -> Self {
-        let m = Arc::new(HostMemoryManager::new(HostConfig::default()));
+        let m = HostMemoryManager::new(HostConfig::default()).unwrap();
         let own = m
             .virtual_alloc(
                 0,

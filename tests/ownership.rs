@@ -18,7 +18,7 @@ use std::sync::Arc;
 const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
 
 fn manager() -> Arc<HostMemoryManager> {
-    Arc::new(HostMemoryManager::new(HostConfig::default()))
+    HostMemoryManager::new(HostConfig::default()).unwrap()
 }
 
 /// Everything a refused call must leave as it was.

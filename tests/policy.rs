@@ -16,11 +16,12 @@ const RESERVE: AllocationType = AllocationType::RESERVE;
 const COMMIT: AllocationType = AllocationType::COMMIT;
 use MemoryCriticalLevel::*;
 
-fn budgeted(bytes: usize) -> HostMemoryManager {
+fn budgeted(bytes: usize) -> std::sync::Arc<HostMemoryManager> {
     HostMemoryManager::new(HostConfig {
         budget_bytes: Some(bytes as u64),
         ..HostConfig::default()
     })
+    .unwrap()
 }
 
 /// Committed bytes of the kernel's mappings inside `[base, base + len)`:
@@ -345,7 +346,9 @@ fn the_watcher_reports_machine_load_changes_without_allocations() {
         load_poll_interval: Duration::from_millis(20),
         ..HostConfig::default()
     };
-    let m = HostMemoryManager::new(config).with_machine_root(&root);
+    let m = HostMemoryManager::new_unshared(config)
+        .unwrap()
+        .with_machine_root(&root);
     let rec = Arc::new(Recorder::default());
     m.register_memory_notification(Some(rec.clone())).unwrap();
     let wait_for = |n: usize| {

@@ -410,7 +410,7 @@ fn eight_threads_lose_nothing() {
     let start_lines = map_lines();
     let start_text = std::fs::read_to_string("/proc/self/maps").unwrap();
 
-    let m = Arc::new(HostMemoryManager::new(HostConfig::default()));
+    let m = HostMemoryManager::new(HostConfig::default()).unwrap();
     let heap = m.create_malloc(MallocType::THREADSAFE).expect("heap");
     let shared = Arc::new(Shared {
         m: m.clone(),

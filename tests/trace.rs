@@ -282,7 +282,11 @@ fn a_recorded_session_replays_without_a_difference() {
         budget_bytes: Some(1 << 20),
         ..HostConfig::default()
     };
-    let host = Arc::new(HostMemoryManager::new(config).with_trace(Some(sink)));
+    let host = Arc::new(
+        HostMemoryManager::new_unshared(config)
+            .unwrap()
+            .with_trace(Some(sink)),
+    );
     let task = MemoryCriticalLevel::TaskCritical;
     host.register_memory_notification(Some(Arc::new(Quiet)))
         .unwrap();
@@ -374,7 +378,11 @@ fn threads_racing_under_a_budget_replay_in_sequence_order() {
         budget_bytes: Some(4 << 20),
         ..HostConfig::default()
     };
-    let host = Arc::new(HostMemoryManager::new(config).with_trace(Some(sink)));
+    let host = Arc::new(
+        HostMemoryManager::new_unshared(config)
+            .unwrap()
+            .with_trace(Some(sink)),
+    );
     host.register_memory_notification(Some(Arc::new(Quiet)))
         .unwrap();
     let threads: Vec<_> = (0..4)
@@ -454,7 +462,7 @@ fn call_through_the_c_faces() {
         budget_bytes: Some(1 << 20),
         ..HostConfig::default()
     };
-    let com = ComMemoryManager::create(Arc::new(HostMemoryManager::new(config)));
+    let com = ComMemoryManager::create(HostMemoryManager::new(config).unwrap());
     // SAFETY: `com` is a live object with one reference, given back last.
     unsafe {
         let vtbl = &*(*com).vtbl;

@@ -68,7 +68,7 @@ impl Plan {
 }
 
 fn host() -> HostMemoryManager {
-    HostMemoryManager::new(HostConfig::default())
+    HostMemoryManager::new_unshared(HostConfig::default()).expect("a valid configuration")
 }
 
 /// Figures 1–3: the host, the bare engine and the raw syscalls

@@ -16,7 +16,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How to run the workload.
@@ -167,7 +166,7 @@ pub fn simulate(options: &SimulateOptions) -> Result<(SimulationReport, PlotData
     };
     let budget = MemoryBudget::new(options.budget, config.critical_level_percent);
     let high = options.budget * u64::from(config.high_memory_percent) / 100;
-    let host = Arc::new(HostMemoryManager::new(config));
+    let host = HostMemoryManager::new(config).map_err(|e| e.to_string())?;
     let world = World::new(host.clone())?;
     let start = world.start;
 

@@ -156,6 +156,26 @@ impl HostMalloc {
     /// least `size` bytes (0: a pointer of its own). A request the budget
     /// refuses at `level` is `E_OUTOFMEMORY` (`OverBudget`), as is one the
     /// address space cannot hold.
+    ///
+    /// ```
+    /// use hostmem::{HostConfig, HostError, HostMemoryManager, MallocType, MemoryCriticalLevel};
+    ///
+    /// let manager = HostMemoryManager::new(HostConfig {
+    ///     budget_bytes: Some(1 << 20),
+    ///     ..HostConfig::default()
+    /// })?;
+    /// let heap = manager.create_malloc(MallocType::THREADSAFE)?;
+    /// let level = MemoryCriticalLevel::TaskCritical;
+    /// let block = heap.alloc(24, level)?;
+    /// assert_eq!(block % 16, 0);
+    /// // The block is the caller's to use through raw pointers.
+    /// // SAFETY: a live block of at least 24 bytes.
+    /// unsafe { std::ptr::write_bytes(block as *mut u8, 0xab, 24) };
+    /// heap.free(block)?;
+    /// // Larger than the budget: refused, nothing taken.
+    /// assert_eq!(heap.alloc(2 << 20, level), Err(HostError::OverBudget));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn alloc(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
         // The hit path: a block from this thread's cache. It cannot fail or
@@ -231,6 +251,19 @@ impl HostMalloc {
     /// `IHostMalloc::Free(p)`: gives back a block of this heap. NULL is
     /// fine; a pointer this heap did not hand out, or already took back, is
     /// `HOST_E_INVALIDOPERATION` (`NotHostMemory`) and changes nothing.
+    ///
+    /// ```
+    /// use hostmem::{HostConfig, HostError, HostMemoryManager, MallocType, MemoryCriticalLevel};
+    ///
+    /// let manager = HostMemoryManager::new(HostConfig::default())?;
+    /// let heap = manager.create_malloc(MallocType::empty())?;
+    /// let block = heap.alloc(100, MemoryCriticalLevel::TaskCritical)?;
+    /// heap.free(block)?;
+    /// assert_eq!(heap.free(block), Err(HostError::NotHostMemory), "freed twice");
+    /// assert_eq!(heap.free(block + 8), Err(HostError::NotHostMemory), "not a block");
+    /// heap.free(0)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn free(&self, address: usize) -> Result<(), HostError> {
         // The hit path (see `alloc`): a small block of this heap, not free,

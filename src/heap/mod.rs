@@ -101,6 +101,32 @@ impl HostMemoryManager {
     /// over this manager. Bits other than `MALLOC_THREADSAFE` and
     /// `MALLOC_EXECUTABLE` are `E_INVALIDARG`. The heap holds no memory
     /// until its first allocation.
+    ///
+    /// The heap keeps its manager alive, so it is called on the `Arc` that
+    /// [`HostMemoryManager::new`] returns. The heap's chunks are the
+    /// host's own: `VirtualQuery` shows them, but the runtime's
+    /// `VirtualFree`, `VirtualProtect` and `VirtualAlloc` refuse them.
+    ///
+    /// ```
+    /// use hostmem::{FreeType, HostConfig, HostError, HostMemoryManager, MallocType};
+    /// use hostmem::{MemoryCriticalLevel, MemoryState};
+    ///
+    /// let manager = HostMemoryManager::new(HostConfig::default())?;
+    /// let heap = manager.create_malloc(MallocType::THREADSAFE)?;
+    /// let block = heap.alloc(64, MemoryCriticalLevel::TaskCritical)?;
+    /// let mbi = manager.virtual_query(block)?;
+    /// assert_eq!(mbi.state, MemoryState::COMMIT);
+    /// assert_eq!(
+    ///     manager.virtual_free(mbi.allocation_base, 0, FreeType::RELEASE),
+    ///     Err(HostError::NotHostMemory)
+    /// );
+    /// heap.free(block)?;
+    /// assert_eq!(
+    ///     manager.create_malloc(MallocType::from_bits_retain(0x100)).unwrap_err(),
+    ///     HostError::InvalidArgument
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_malloc(
         self: &Arc<Self>,
         malloc_type: MallocType,

@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn slabs_are_committed_carved_and_located() {
-        let manager = HostMemoryManager::new(HostConfig::default());
+        let manager = HostMemoryManager::new(HostConfig::default()).unwrap();
         let mut pages = Pages::new(Protection::READWRITE);
         let secret = 0x1234_5678_9abc_def7;
         let list = pages.new_slab(&manager, 3, false, secret, LEVEL).unwrap();
@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn chunks_grow_and_are_found_from_any_hint() {
-        let manager = HostMemoryManager::new(HostConfig::default());
+        let manager = HostMemoryManager::new(HostConfig::default()).unwrap();
         let mut pages = Pages::new(Protection::READWRITE);
         let per_first_chunk = CHUNK_MIN / SLAB_SIZE;
         let mut firsts = Vec::new();

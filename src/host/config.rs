@@ -37,19 +37,62 @@ impl HostConfig {
     pub const DEFAULT_LOAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
 }
 
+/// Why a [`HostConfig`] was refused (by
+/// [`HostMemoryManager::new`](super::HostMemoryManager::new), or as
+/// `E_INVALIDARG` by the C entry point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `low_memory_percent` above 100.
+    #[error("low_memory_percent is {0}, above 100")]
+    LowMemoryPercent(u32),
+    /// `high_memory_percent` not below `low_memory_percent`: the memory
+    /// states would overlap.
+    #[error("high_memory_percent ({high}) must be below low_memory_percent ({low})")]
+    HighNotBelowLow {
+        /// The high-memory threshold given.
+        high: u32,
+        /// The low-memory threshold given.
+        low: u32,
+    },
+    /// An entry of `critical_level_percent` above 100.
+    #[error("critical_level_percent[{index}] is {percent}, above 100")]
+    CriticalLevelPercent {
+        /// Which entry (0: task, 1: app domain, 2: process).
+        index: usize,
+        /// Its value.
+        percent: u32,
+    },
+    /// A `load_poll_interval` of zero: the watcher would never sleep.
+    #[error("load_poll_interval is zero")]
+    ZeroPollInterval,
+}
+
 impl HostConfig {
-    /// Whether the settings make sense: percentages at most 100 and the
+    /// Whether the settings make sense: percentages at most 100, the
     /// high-memory threshold below the low-memory one (else the states
-    /// would overlap).
-    pub fn validate(&self) -> Result<(), super::HostError> {
-        let percents_ok = self.low_memory_percent <= 100
-            && self.high_memory_percent < self.low_memory_percent
-            && self.critical_level_percent.iter().all(|&p| p <= 100);
-        if percents_ok {
-            Ok(())
-        } else {
-            Err(super::HostError::InvalidArgument)
+    /// would overlap), and a poll interval above zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.low_memory_percent > 100 {
+            return Err(ConfigError::LowMemoryPercent(self.low_memory_percent));
         }
+        if self.high_memory_percent >= self.low_memory_percent {
+            return Err(ConfigError::HighNotBelowLow {
+                high: self.high_memory_percent,
+                low: self.low_memory_percent,
+            });
+        }
+        if let Some((index, &percent)) = self
+            .critical_level_percent
+            .iter()
+            .enumerate()
+            .find(|(_, p)| **p > 100)
+        {
+            return Err(ConfigError::CriticalLevelPercent { index, percent });
+        }
+        if self.load_poll_interval.is_zero() {
+            return Err(ConfigError::ZeroPollInterval);
+        }
+        Ok(())
     }
 }
 
@@ -81,5 +124,23 @@ mod tests {
         assert!(bad(|c| c.low_memory_percent = 101));
         assert!(bad(|c| c.high_memory_percent = 90));
         assert!(bad(|c| c.critical_level_percent[2] = 120));
+        assert!(bad(|c| c.load_poll_interval = Duration::ZERO));
+        let mut c = HostConfig {
+            high_memory_percent: 95,
+            ..HostConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "high_memory_percent (95) must be below low_memory_percent (90)"
+        );
+        c.high_memory_percent = 60;
+        c.critical_level_percent[1] = 101;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::CriticalLevelPercent {
+                index: 1,
+                percent: 101
+            })
+        );
     }
 }

@@ -5,7 +5,7 @@ use super::lifecycle::Lifecycle;
 use super::load::{MachineMemory, MemoryLoad};
 use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher};
 use super::stats::CallCounters;
-use super::{HostConfig, HostError, Method, Statistics};
+use super::{ConfigError, HostConfig, HostError, Method, Statistics};
 use crate::engine::{AddressSpace, Owner, PageRange, USER_ADDRESS_END, page_floor};
 use crate::heap::HostKey;
 use crate::os::{OsBackend, UnixBackend};
@@ -72,6 +72,27 @@ impl HostState {
 
 /// A host memory manager: every virtual-memory request of a runtime goes
 /// through it. Safe to share between threads.
+///
+/// [`new`](Self::new) returns it in an [`Arc`], because the heaps it
+/// creates ([`create_malloc`](Self::create_malloc)) keep their manager
+/// alive; clone the `Arc` to share it.
+///
+/// ```
+/// use hostmem::{AllocationType, FreeType, HostConfig, HostMemoryManager};
+/// use hostmem::{MemoryCriticalLevel, MemoryState, Protection};
+///
+/// let manager = HostMemoryManager::new(HostConfig::default())?;
+/// let base = manager.virtual_alloc(
+///     0,
+///     0x10000,
+///     AllocationType::RESERVE | AllocationType::COMMIT,
+///     Protection::READWRITE,
+///     MemoryCriticalLevel::TaskCritical,
+/// )?;
+/// assert_eq!(manager.virtual_query(base)?.state, MemoryState::COMMIT);
+/// manager.virtual_free(base, 0, FreeType::RELEASE)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct HostMemoryManager {
     state: ShardedLock<HostState>,
     lifecycle: Lifecycle,
@@ -99,13 +120,44 @@ fn works_on_existing_pages(address: usize, kind: AllocationType) -> bool {
 }
 
 impl HostMemoryManager {
-    /// A manager over the Linux kernel.
-    pub fn new(config: HostConfig) -> Self {
+    /// A manager over the Linux kernel, ready to share (and to create
+    /// heaps: [`create_malloc`](Self::create_malloc) takes `&Arc<Self>`).
+    /// A configuration that makes no sense is refused, saying why.
+    ///
+    /// ```
+    /// use hostmem::{ConfigError, HostConfig, HostMemoryManager};
+    ///
+    /// let manager = HostMemoryManager::new(HostConfig {
+    ///     budget_bytes: Some(64 << 20),
+    ///     ..HostConfig::default()
+    /// })?;
+    /// assert_eq!(manager.config().budget_bytes, Some(64 << 20));
+    ///
+    /// let inverted = HostConfig {
+    ///     high_memory_percent: 95,
+    ///     low_memory_percent: 90,
+    ///     ..HostConfig::default()
+    /// };
+    /// let refused = HostMemoryManager::new(inverted).unwrap_err();
+    /// assert_eq!(refused, ConfigError::HighNotBelowLow { high: 95, low: 90 });
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn new(config: HostConfig) -> Result<Arc<Self>, ConfigError> {
+        Self::new_unshared(config).map(Arc::new)
+    }
+
+    /// A manager over the Linux kernel, by value: to set up further
+    /// ([`with_trace`](Self::with_trace),
+    /// [`with_machine_root`](Self::with_machine_root)) or to embed. Put it
+    /// in an [`Arc`] before creating heaps.
+    pub fn new_unshared(config: HostConfig) -> Result<Self, ConfigError> {
         Self::with_backend(config, Box::new(UnixBackend))
     }
 
     /// A manager over any OS backend (tests inject failures this way).
-    pub fn with_backend(config: HostConfig, os: Box<dyn OsBackend>) -> Self {
+    #[doc(hidden)]
+    pub fn with_backend(config: HostConfig, os: Box<dyn OsBackend>) -> Result<Self, ConfigError> {
+        config.validate()?;
         let state = HostState {
             space: AddressSpace::with_backend(os),
             acquired: BTreeMap::new(),
@@ -134,7 +186,7 @@ impl HostMemoryManager {
             // Win32 pages cannot be emulated on this kernel: refuse every call.
             manager.lifecycle.fail();
         }
-        manager
+        Ok(manager)
     }
 
     /// Reads the machine's load from the files under `root` instead of
@@ -261,6 +313,25 @@ impl HostMemoryManager {
     /// runtime (foreign memory, or the host's own heaps) is
     /// `HOST_E_INVALIDOPERATION`; a commit the budget cannot take at
     /// `level` is `E_OUTOFMEMORY` and changes nothing.
+    ///
+    /// ```
+    /// use hostmem::{AllocationType as A, HostConfig, HostError, HostMemoryManager};
+    /// use hostmem::{MemoryCriticalLevel, Protection, Win32Error};
+    ///
+    /// let m = HostMemoryManager::new(HostConfig::default())?;
+    /// let level = MemoryCriticalLevel::TaskCritical;
+    /// // Reserve 256 KiB (at a 64 KiB boundary), commit two pages inside.
+    /// let base = m.virtual_alloc(0, 0x40000, A::RESERVE, Protection::NOACCESS, level)?;
+    /// assert_eq!(base % 0x10000, 0);
+    /// let at = m.virtual_alloc(base + 0x1234, 0x1000, A::COMMIT, Protection::READWRITE, level)?;
+    /// assert_eq!(at, base + 0x1000, "rounded down to its page");
+    /// // Committing past the reservation's end is Win32's ERROR_INVALID_ADDRESS.
+    /// assert_eq!(
+    ///     m.virtual_alloc(base + 0x3f000, 0x2000, A::COMMIT, Protection::READWRITE, level),
+    ///     Err(HostError::Win32(Win32Error::INVALID_ADDRESS))
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn virtual_alloc(
         &self,
         address: usize,
@@ -354,6 +425,24 @@ impl HostMemoryManager {
     /// `IHostMemoryManager::VirtualFree`: `VirtualFree`'s semantics; memory
     /// the host did not allocate for the runtime (foreign, already
     /// released, or the host's own heaps) is `HOST_E_INVALIDOPERATION`.
+    ///
+    /// ```
+    /// use hostmem::{AllocationType as A, FreeType, HostConfig, HostError, HostMemoryManager};
+    /// use hostmem::{MemoryCriticalLevel, MemoryState, Protection};
+    ///
+    /// let m = HostMemoryManager::new(HostConfig::default())?;
+    /// let level = MemoryCriticalLevel::TaskCritical;
+    /// let base = m.virtual_alloc(0, 0x20000, A::RESERVE | A::COMMIT, Protection::READWRITE, level)?;
+    /// // Decommit the second 64 KiB: reserved again, and uncounted.
+    /// m.virtual_free(base + 0x10000, 0x10000, FreeType::DECOMMIT)?;
+    /// assert_eq!(m.virtual_query(base + 0x10000)?.state, MemoryState::RESERVE);
+    /// assert_eq!(m.statistics().committed_bytes, 0x10000);
+    /// // Release takes the base and a size of 0; afterwards the address is
+    /// // no longer the host's.
+    /// m.virtual_free(base, 0, FreeType::RELEASE)?;
+    /// assert_eq!(m.virtual_free(base, 0, FreeType::RELEASE), Err(HostError::NotHostMemory));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn virtual_free(
         &self,
         address: usize,
@@ -429,6 +518,25 @@ impl HostMemoryManager {
 
     /// `IHostMemoryManager::VirtualQuery`: `VirtualQuery`'s semantics, for
     /// any address.
+    ///
+    /// ```
+    /// use hostmem::{AllocationType as A, HostConfig, HostMemoryManager, MemoryCriticalLevel};
+    /// use hostmem::{MemoryState, MemoryType, Protection};
+    ///
+    /// let m = HostMemoryManager::new(HostConfig::default())?;
+    /// let level = MemoryCriticalLevel::TaskCritical;
+    /// let base = m.virtual_alloc(0, 0x10000, A::RESERVE, Protection::READONLY, level)?;
+    /// m.virtual_alloc(base, 0x3000, A::COMMIT, Protection::READWRITE, level)?;
+    /// // The run of pages alike from the address on.
+    /// let mbi = m.virtual_query(base + 0x1800)?;
+    /// assert_eq!(mbi.base_address, base + 0x1000);
+    /// assert_eq!(mbi.region_size, 0x2000);
+    /// assert_eq!((mbi.state, mbi.protect, mbi.type_), (MemoryState::COMMIT, Protection::READWRITE, MemoryType::PRIVATE));
+    /// assert_eq!((mbi.allocation_base, mbi.allocation_protect), (base, Protection::READONLY));
+    /// let rest = m.virtual_query(base + 0x3000)?;
+    /// assert_eq!((rest.state, rest.region_size), (MemoryState::RESERVE, 0xd000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn virtual_query(&self, address: usize) -> Result<MemoryBasicInformation, HostError> {
         self.traced(Call::VirtualQuery { address }, || {
             self.call(Method::VirtualQuery, || {
@@ -445,6 +553,26 @@ impl HostMemoryManager {
     /// `IHostMemoryManager::VirtualProtect`: `VirtualProtect`'s semantics;
     /// memory the host did not allocate for the runtime (foreign, or the
     /// host's own heaps) is `HOST_E_INVALIDOPERATION`.
+    ///
+    /// ```
+    /// use hostmem::{AllocationType as A, HostConfig, HostError, HostMemoryManager};
+    /// use hostmem::{MemoryCriticalLevel, Protection, Win32Error};
+    ///
+    /// let m = HostMemoryManager::new(HostConfig::default())?;
+    /// let level = MemoryCriticalLevel::TaskCritical;
+    /// let base = m.virtual_alloc(0, 0x10000, A::RESERVE, Protection::NOACCESS, level)?;
+    /// m.virtual_alloc(base, 0x2000, A::COMMIT, Protection::READWRITE, level)?;
+    /// // Returns the old protection of the first page.
+    /// let old = m.virtual_protect(base, 0x1000, Protection::READONLY)?;
+    /// assert_eq!(old, Protection::READWRITE);
+    /// assert_eq!(m.virtual_query(base)?.protect, Protection::READONLY);
+    /// // Only committed pages can be protected.
+    /// assert_eq!(
+    ///     m.virtual_protect(base, 0x3000, Protection::READONLY),
+    ///     Err(HostError::Win32(Win32Error::INVALID_ADDRESS))
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn virtual_protect(
         &self,
         address: usize,
@@ -698,6 +826,17 @@ impl HostMemoryManager {
     }
 
     /// The statistics at this moment.
+    ///
+    /// ```
+    /// use hostmem::{AllocationType as A, HostConfig, HostMemoryManager, MemoryCriticalLevel, Protection};
+    ///
+    /// let m = HostMemoryManager::new(HostConfig::default())?;
+    /// let level = MemoryCriticalLevel::TaskCritical;
+    /// m.virtual_alloc(0, 0x20000, A::RESERVE, Protection::READWRITE, level)?;
+    /// let s = m.statistics();
+    /// assert_eq!((s.regions, s.reserved_bytes, s.committed_bytes), (1, 0x20000, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn statistics(&self) -> Statistics {
         let (totals, acquired) = self
             .state
@@ -729,9 +868,20 @@ impl Drop for HostMemoryManager {
     }
 }
 
+impl std::fmt::Debug for HostMemoryManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostMemoryManager")
+            .field("config", &self.config)
+            .field("running", &self.lifecycle.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for HostMemoryManager {
+    /// A manager with the default configuration, by value (see
+    /// [`new_unshared`](Self::new_unshared)).
     fn default() -> Self {
-        Self::new(HostConfig::default())
+        Self::new_unshared(HostConfig::default()).expect("the default configuration is valid")
     }
 }
 

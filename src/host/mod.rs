@@ -17,7 +17,7 @@ mod notify;
 mod stats;
 
 pub use budget::MemoryBudget;
-pub use config::HostConfig;
+pub use config::{ConfigError, HostConfig};
 pub use error::HostError;
 pub use hresult::HResult;
 pub(crate) use lifecycle::StopWatcher;

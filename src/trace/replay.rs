@@ -325,7 +325,15 @@ impl Replayer {
         self.report.trace_seconds = self.report.trace_seconds.max(r.time_us as f64 / 1e6);
         match r.call {
             Call::CreateManager(settings) => {
-                let host = Arc::new(HostMemoryManager::new(settings_config(&settings)));
+                let host = match HostMemoryManager::new(settings_config(&settings)) {
+                    Ok(host) => host,
+                    Err(e) => {
+                        // Only a hand-edited trace gets here: a refused
+                        // configuration was never recorded as created.
+                        self.differ(line, r, "S_OK".into(), format!("refused: {e}"));
+                        return;
+                    }
+                };
                 self.report.managers += 1;
                 self.managers.insert(
                     r.manager,

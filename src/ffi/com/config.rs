@@ -83,7 +83,7 @@ impl HostmemConfig {
             high_memory_percent: high,
             ..defaults
         };
-        config.validate().map_err(|e| e.hresult())?;
+        config.validate().map_err(|_| HResult::E_INVALIDARG)?;
         Ok(config)
     }
 }

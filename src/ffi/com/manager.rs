@@ -135,10 +135,13 @@ pub unsafe extern "C" fn hostmem_CreateMemoryManager(
             },
             Err(hr) => return hr,
         };
-        out.write(ComMemoryManager::create(Arc::new(HostMemoryManager::new(
-            config,
-        ))));
-        HResult::S_OK
+        match HostMemoryManager::new(config) {
+            Ok(host) => {
+                out.write(ComMemoryManager::create(host));
+                HResult::S_OK
+            }
+            Err(_) => HResult::E_INVALIDARG,
+        }
     })
 }
 

@@ -139,7 +139,7 @@ fn a_long_snapshot_makes_a_change_time_out() {
         lock_timeout: Duration::from_millis(40),
         ..HostConfig::default()
     };
-    let m = Arc::new(HostMemoryManager::new(config));
+    let m = HostMemoryManager::new(config).unwrap();
     let held = Arc::new(Barrier::new(2));
     let snapshot = {
         let (m, held) = (m.clone(), held.clone());
@@ -181,7 +181,7 @@ fn a_thread_panicking_with_the_lock_abandons_it() {
 #[test]
 fn an_os_failure_that_cannot_be_rolled_back_is_e_fail_then_unavailable() {
     let os = Arc::new(FaultInjectingBackend::new());
-    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone()));
+    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone())).unwrap();
     let base = m
         .virtual_alloc(0, 0x10000, RESERVE, Protection::NOACCESS, LEVEL)
         .unwrap();
@@ -217,7 +217,7 @@ fn an_os_failure_that_cannot_be_rolled_back_is_e_fail_then_unavailable() {
 #[test]
 fn an_os_failure_that_rolls_back_is_out_of_memory_and_not_latched() {
     let os = Arc::new(FaultInjectingBackend::new());
-    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone()));
+    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone())).unwrap();
     os.inject(FaultPlan {
         operation: OsOperation::MapAnywhere,
         nth: 0,
