@@ -29,7 +29,7 @@ use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection,
 use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 use std::ptr::{self, NonNull};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 /// `sizeof(MEMORY_BASIC_INFORMATION)` in the Windows x64 layout.
 pub const MEMORY_BASIC_INFORMATION_SIZE: usize = size_of::<MemoryBasicInformation>();
@@ -44,7 +44,9 @@ const FALSE: i32 = 0;
 
 /// The process-wide manager of the flat API: one more manager, whose
 /// memory is its own (no other manager frees or accounts it).
-static DEFAULT: LazyLock<HostMemoryManager> = LazyLock::new(HostMemoryManager::default);
+/// (In an `Arc`, as every manager that may have heaps.)
+static DEFAULT: LazyLock<Arc<HostMemoryManager>> =
+    LazyLock::new(|| Arc::new(HostMemoryManager::default()));
 
 /// The critical level of the flat API's requests: a plain Win32 caller
 /// has none, and the default manager has no budget to apply one to.
@@ -345,9 +347,11 @@ pub unsafe extern "C" fn hostmem_SetLastError(code: u32) {
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {
     use super::*;
+    use crate::heap::MallocType;
     use crate::win32::{MemoryState, MemoryType, PAGE_SIZE};
 
     const MEM_COMMIT: u32 = 0x1000;
+    const MEM_RESET: u32 = 0x8_0000;
     const MEM_RESERVE: u32 = 0x2000;
     const MEM_DECOMMIT: u32 = 0x4000;
     const MEM_RELEASE: u32 = 0x8000;
@@ -462,6 +466,47 @@ mod tests {
         assert_eq!(last_error(), SENTINEL);
         // (Not queried: another test's address space may map it at once.)
         assert!(!with_default(|space| space.owns(base)));
+    }
+
+    #[test]
+    fn a_heaps_chunks_are_not_the_callers_to_free_protect_or_reset() {
+        let _serial = serial();
+        // A heap of the flat API's own manager: its chunks are the host's.
+        let heap = DEFAULT.create_malloc(MallocType::THREADSAFE).unwrap();
+        let block = heap.alloc(32, LEVEL).unwrap();
+        let before = query(block);
+        assert_eq!(before.state, MemoryState::COMMIT);
+        let base = before.allocation_base;
+        let page = block & !(PAGE_SIZE - 1);
+        let stats = DEFAULT.statistics();
+        let refused = Win32Error::INVALID_ADDRESS.code();
+        set_last_error(SENTINEL);
+        assert_eq!(free(base, 0, MEM_RELEASE), FALSE);
+        assert_eq!(last_error(), refused);
+        set_last_error(SENTINEL);
+        assert_eq!(free(page, PAGE_SIZE, MEM_DECOMMIT), FALSE);
+        assert_eq!(last_error(), refused);
+        set_last_error(SENTINEL);
+        let mut old = SENTINEL;
+        assert_eq!(protect(page, PAGE_SIZE, PAGE_NOACCESS, &mut old), FALSE);
+        assert_eq!((last_error(), old), (refused, SENTINEL));
+        for kind in [MEM_RESET, MEM_COMMIT] {
+            set_last_error(SENTINEL);
+            assert_eq!(alloc(page, PAGE_SIZE, kind, PAGE_READWRITE), 0);
+            assert_eq!(last_error(), refused);
+        }
+        assert_eq!(query(block), before);
+        let after = DEFAULT.statistics();
+        assert_eq!(
+            (after.regions, after.reserved_bytes, after.committed_bytes),
+            (stats.regions, stats.reserved_bytes, stats.committed_bytes)
+        );
+        // The heap still works.
+        // SAFETY: a live 32-byte block of `heap`.
+        unsafe { ptr::write_bytes(block as *mut u8, 0x5a, 32) };
+        heap.free(block).unwrap();
+        let again = heap.alloc(32, LEVEL).unwrap();
+        heap.free(again).unwrap();
     }
 
     #[test]
