@@ -1,15 +1,15 @@
 //! Criterion benches of the operations of issue 7, hostmem and the raw
 //! syscalls side by side (the same operations `hostmem bench` times, from
-//! `hostmem::bench::ops`).
+//! `hostmem::unstable::bench::ops`).
 //!
 //! `cargo bench --bench engine` runs them all; a filter picks some, e.g.
 //! `cargo bench --bench engine -- fig4`. Figure 7 reports the time per
 //! operation with 1 and 2 threads (its scaling is the ratio of the two).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use hostmem::bench::ops;
-use hostmem::engine::AddressSpace;
 use hostmem::host::{HostConfig, HostMemoryManager};
+use hostmem::unstable::bench::ops;
+use hostmem::unstable::engine::AddressSpace;
 use rustix::mm::ProtFlags;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

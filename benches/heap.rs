@@ -27,9 +27,9 @@
 #![allow(unsafe_code)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
-use hostmem::heap::bench::{AllocPattern, replay};
 use hostmem::heap::{HostMalloc, MallocType};
 use hostmem::host::{HostMemoryManager, MemoryCriticalLevel};
+use hostmem::unstable::heap_bench::{AllocPattern, replay};
 use std::ffi::c_void;
 use std::hint::black_box;
 use std::sync::{Arc, mpsc};

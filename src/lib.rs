@@ -69,17 +69,22 @@
 //!   [`ffi`];
 //! - recording every call a manager takes (`HOSTMEM_TRACE`) and reading or
 //!   replaying a recording, in [`trace`].
+//!
+//! The layers underneath (the address-space engine, the OS backend, the
+//! lock, the benchmarks) are the crate's own. The tests, benchmarks, fuzz
+//! targets and the `hostmem` binary reach them through a hidden `unstable`
+//! module, which follows no versioning promise.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod engine;
+mod bench;
+mod engine;
 pub mod ffi;
 pub mod heap;
 pub mod host;
-pub mod os;
-pub mod sync;
+mod os;
+mod sync;
 pub mod trace;
 pub mod win32;
 
@@ -92,3 +97,75 @@ pub use win32::{
     ALLOCATION_GRANULARITY, AllocationType, FreeType, MemoryBasicInformation, MemoryState,
     MemoryType, PAGE_SIZE, Protection, Win32Error,
 };
+
+/// The crate's internals, for its own tests, benchmarks, fuzz targets and
+/// command line: no part of the API, and no promise of stability.
+///
+/// Even here, safe code cannot change memory at an address it picks. The
+/// OS backend's raw-memory methods are `unsafe fn`s:
+///
+/// ```compile_fail,E0133
+/// use hostmem::unstable::os::{OsBackend, UnixBackend};
+/// let boxed = Box::new([0u8; 8192]);
+/// let page = (boxed.as_ptr() as usize + 4095) & !4095;
+/// UnixBackend.discard(page, 4096).unwrap(); // would zero the Box's page
+/// ```
+///
+/// (with `unsafe`, on a mapping of one's own, the same call compiles:)
+///
+/// ```
+/// use hostmem::unstable::os::{Access, OsBackend, UnixBackend};
+/// let at = UnixBackend.map_anywhere(0, 4096, Access::READ | Access::WRITE).unwrap();
+/// // SAFETY: the mapping just made, referenced by nothing.
+/// unsafe {
+///     UnixBackend.discard(at, 4096).unwrap();
+///     UnixBackend.unmap(at, 4096).unwrap();
+/// }
+/// ```
+///
+/// and the benchmarks' raw operations are private to them:
+///
+/// ```compile_fail,E0603
+/// hostmem::unstable::bench::ops::touch(0x1000);
+/// ```
+///
+/// ```compile_fail,E0603
+/// hostmem::unstable::bench::ops::raw_unmap(0x1000, 4096);
+/// ```
+///
+/// ```compile_fail,E0603
+/// use hostmem::unstable::bench::ops::raw_protect;
+/// ```
+///
+/// ```compile_fail,E0603
+/// use hostmem::unstable::bench::ops::raw_discard;
+/// ```
+///
+/// ```compile_fail,E0133
+/// // Writes into a reservation its caller names: unsafe.
+/// let m = hostmem::HostMemoryManager::new(hostmem::HostConfig::default()).unwrap();
+/// hostmem::unstable::bench::ops::host_commit_touch_decommit(&m, 0x10000);
+/// ```
+#[doc(hidden)]
+pub mod unstable {
+    /// The address-space engine: Win32's rules over an OS backend.
+    pub mod engine {
+        pub use crate::engine::*;
+    }
+    /// The OS backend: the kernel primitives, and a fault-injecting one.
+    pub mod os {
+        pub use crate::os::*;
+    }
+    /// The manager's sharded reader-writer lock.
+    pub mod sync {
+        pub use crate::sync::*;
+    }
+    /// `hostmem bench`: the performance figures.
+    pub mod bench {
+        pub use crate::bench::*;
+    }
+    /// Heap workloads for the benchmarks.
+    pub mod heap_bench {
+        pub use crate::heap::bench::*;
+    }
+}

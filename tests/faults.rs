@@ -18,7 +18,7 @@
 //! `--nocapture` to see it).
 
 use hostmem::host::{HResult, HostConfig, HostError, HostMemoryManager, MemoryCriticalLevel};
-use hostmem::os::{FaultInjectingBackend, FaultPlan, OsError, OsOperation};
+use hostmem::unstable::os::{FaultInjectingBackend, FaultPlan, OsError, OsOperation};
 use hostmem::win32::{AllocationType, FreeType, MemoryBasicInformation, PAGE_SIZE, Protection};
 use std::collections::BTreeMap;
 use std::sync::Arc;

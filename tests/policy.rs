@@ -5,7 +5,7 @@ use hostmem::host::{
     HResult, HostConfig, HostError, HostMemoryManager, MemoryAvailable, MemoryCriticalLevel,
     MemoryNotificationCallback,
 };
-use hostmem::os::parse_maps;
+use hostmem::unstable::os::parse_maps;
 use hostmem::win32::{AllocationType, FreeType, Protection};
 use parking_lot::Mutex;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Fuzz target `engine_vs_model`: the input is decoded into a sequence of
 //! abstract operations (`tests/model/grammar.rs`, the property test's
-//! grammar) and run against a fresh `hostmem::engine::AddressSpace` and
+//! grammar) and run against a fresh `hostmem::unstable::engine::AddressSpace` and
 //! the reference model (`tests/model/reference.rs`) by the property
 //! test's own driver (`tests/model/harness.rs`): every result and error
 //! after every step, `VirtualQuery` of every page run of every live

@@ -3,9 +3,9 @@
 //! — as a table, JSON, or an SVG picture (see `svg`).
 
 use super::units::bytes;
-use hostmem::engine::{PageState, Reservation};
 use hostmem::host::{HostError, HostMemoryManager};
 use hostmem::trace::hresult_to_string;
+use hostmem::unstable::engine::{PageState, Reservation};
 use hostmem::win32::{PAGE_SIZE, Protection};
 use serde::Serialize;
 use std::fmt::Write as _;

@@ -6,7 +6,7 @@
 //! - `replay [TRACE]`: a recorded trace against a fresh manager (with no
 //!   trace, the one `simulate` recorded for the repository);
 //! - `map [TRACE]`: the address-space map of a run, as a table, `--svg`;
-//! - `bench`: the performance figures of `hostmem::bench`.
+//! - `bench`: the performance figures of `hostmem::unstable::bench`.
 //!
 //! Every command takes `--json`.
 
@@ -181,7 +181,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(page) = hostmem::os::check_page_size() {
+    if let Err(page) = hostmem::unstable::os::check_page_size() {
         eprintln!(
             "hostmem: the kernel's page size ({page} bytes) does not divide the 4 KiB Win32 page"
         );
@@ -391,12 +391,12 @@ fn run_map(args: &MapArgs) -> CliResult<Outcome> {
 }
 
 fn run_bench(args: &BenchArgs) -> CliResult<Outcome> {
-    let options = hostmem::bench::BenchOptions {
+    let options = hostmem::unstable::bench::BenchOptions {
         quick: args.quick,
         trials: args.trials,
         figures: args.figures.clone(),
     };
-    let report = hostmem::bench::run(&options);
+    let report = hostmem::unstable::bench::run(&options);
     if args.json {
         print_json(&report)?;
     } else {

@@ -147,7 +147,7 @@ pub fn method_name(m: Method) -> String {
     }
 }
 
-fn label_of(world: &World, r: &hostmem::engine::Reservation) -> (Option<String>, String) {
+fn label_of(world: &World, r: &hostmem::unstable::engine::Reservation) -> (Option<String>, String) {
     let owner = match world.owners.lock().get(&r.base()) {
         Some(owner) => owner.clone(),
         None if r.allocation_protect().base() == Protection::EXECUTE_READWRITE => {

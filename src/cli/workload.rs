@@ -11,12 +11,12 @@
 //! with Needs/Acquired/ReleasedVirtualAddressSpace), load checks and
 //! queries. A Low notification makes every thread collect.
 
-use hostmem::engine::AddressSpace;
 use hostmem::heap::{HostMalloc, MallocType};
 use hostmem::host::{
     HResult, HostError, HostMemoryManager, MemoryAvailable, MemoryCriticalLevel,
     MemoryNotificationCallback,
 };
+use hostmem::unstable::engine::AddressSpace;
 use hostmem::win32::{AllocationType, FreeType, PAGE_SIZE, Protection};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

@@ -49,7 +49,7 @@ mod malloc;
 mod pages;
 mod registry;
 
-pub mod bench;
+pub(crate) mod bench;
 
 pub use class::{ALIGNMENT, SMALL_MAX};
 

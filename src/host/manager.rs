@@ -606,7 +606,9 @@ impl HostMemoryManager {
     /// Runs `f` over the manager's address space with the lock held shared
     /// (changes wait meanwhile): the way to take a consistent snapshot of
     /// the map. A panic in `f` abandons the lock: the next call answers
-    /// `HOST_E_ABANDONED` and the manager latches as failed.
+    /// `HOST_E_ABANDONED` and the manager latches as failed. (Unstable:
+    /// the address space is the crate's own type.)
+    #[doc(hidden)]
     pub fn with_address_space<R>(
         &self,
         f: impl FnOnce(&AddressSpace<Box<dyn OsBackend>>) -> R,

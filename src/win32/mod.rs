@@ -2,7 +2,7 @@
 //! error codes and `MEMORY_BASIC_INFORMATION`, with Windows' numbers.
 //!
 //! Nothing here has behaviour beyond naming and classifying values; the
-//! rules live in [`crate::engine`].
+//! rules live in the engine underneath [`HostMemoryManager`](crate::HostMemoryManager).
 
 mod error;
 mod flags;

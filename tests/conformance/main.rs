@@ -31,7 +31,7 @@ use std::fmt::Debug;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use hostmem::engine::AddressSpace;
+pub use hostmem::unstable::engine::AddressSpace;
 pub use hostmem::win32::{
     ALLOCATION_GRANULARITY, AllocationType, FreeType, MemoryBasicInformation, MemoryState,
     MemoryType, PAGE_SIZE, Protection, Win32Error,

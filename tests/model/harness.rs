@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use crate::reference::{self, GRANULE, Model, PAGE, Page, SAMPLE_OFFSETS, SAMPLES, Verdict};
-use hostmem::engine::AddressSpace;
+use hostmem::unstable::engine::AddressSpace;
 use hostmem::win32::{
     AllocationType, FreeType, MemoryBasicInformation, MemoryState, MemoryType, Protection,
     Win32Error,

@@ -1,4 +1,4 @@
-//! Differential property test: the engine (`hostmem::engine::AddressSpace`)
+//! Differential property test: the engine (`hostmem::unstable::engine::AddressSpace`)
 //! against the pure reference model of the Win32 rules in `reference.rs`.
 //!
 //! Each case is a random sequence of calls (valid and invalid: own
