@@ -386,9 +386,17 @@ impl fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "medians of {} interleaved trials (hostmem and its reference alternate in one loop)",
-            self.trials
+            "medians of {} interleaved {} (hostmem and its reference alternate in one loop)",
+            self.trials,
+            if self.trials == 1 { "trial" } else { "trials" }
         )?;
+        if self.quick {
+            writeln!(
+                f,
+                "a quick run (few trials, small batches): its ratios are rough and not comparable \
+                 to the targets; run `hostmem bench` without --quick to judge them"
+            )?;
+        }
         for fig in &self.figures {
             writeln!(f)?;
             writeln!(f, "{}. {}  [{}]", fig.number, fig.title, fig.verdict())?;

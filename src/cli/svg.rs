@@ -72,11 +72,11 @@ pub fn map_svg(map: &AddressMap, title: &str, path: &Path) -> Result<(), String>
     text(title.to_owned(), (12, 10), font(20).into())?;
     text(
         format!(
-            "{} reservations, {} committed of {} reserved; {} runtime mappings",
-            map.reservations.len(),
+            "{}, {} committed of {} reserved; {}",
+            super::count(map.reservations.len() as u64, "reservation"),
             super::units::bytes(map.committed()),
             super::units::bytes(map.reserved()),
-            map.mappings.len()
+            super::count(map.mappings.len() as u64, "runtime mapping")
         ),
         (12, 36),
         font(13).color(&GRID),
