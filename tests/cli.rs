@@ -218,6 +218,14 @@ fn map_prints_tables_json_and_a_picture() {
     let _ = std::fs::remove_file(&svg);
     assert!(picture.contains("<svg") && picture.contains("</svg>"));
     assert!(picture.contains("<rect"));
+    // One scale for every bar, labelled; only the protections that occur.
+    assert!(picture.contains("log scale"), "no scale named");
+    for present in ["committed PAGE_READWRITE", "committed PAGE_READONLY"] {
+        assert!(picture.contains(present), "{present} missing");
+    }
+    for absent in ["PAGE_EXECUTE_READWRITE", "PAGE_EXECUTE_READ<", "PAGE_NOACCESS"] {
+        assert!(!picture.contains(absent), "{absent} listed but absent");
+    }
     let m1 = &map["managers"][0];
     assert_eq!(m1["manager"], "m1");
     assert!(m1["committed"].as_u64().unwrap() > 0, "{map:#}");
@@ -250,6 +258,12 @@ fn simulate_plots_to_svg() {
     let _ = std::fs::remove_file(&plot);
     assert!(picture.contains("<svg") && picture.contains("</svg>"));
     assert!(picture.contains("budget"));
+    // The notification levels by their names, both marked.
+    assert!(picture.contains("60 %: eMemoryAvailableHigh level"));
+    assert!(picture.contains("eMemoryAvailableLow level"));
+    assert!(!picture.contains("high-memory threshold"));
+    // Ticks without ".0".
+    assert!(!picture.contains(".0</text>"), "a tick label ends in .0");
 }
 
 #[test]

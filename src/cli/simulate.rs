@@ -167,6 +167,12 @@ pub fn simulate(options: &SimulateOptions) -> Result<(SimulationReport, PlotData
     };
     let budget = MemoryBudget::new(options.budget, config.critical_level_percent);
     let high = options.budget * u64::from(config.high_memory_percent) / 100;
+    let low = options.budget * u64::from(config.low_memory_percent) / 100;
+    let percents = (
+        config.low_memory_percent,
+        config.high_memory_percent,
+        config.critical_level_percent,
+    );
     let host = Arc::new(HostMemoryManager::new(config));
     let world = World::new(host.clone())?;
     let start = world.start;
@@ -328,7 +334,11 @@ pub fn simulate(options: &SimulateOptions) -> Result<(SimulationReport, PlotData
             MemoryCriticalLevel::ProcessCritical,
         ]
         .map(|l| budget.limit(l)),
+        limit_percent: percents.2,
+        low,
+        low_percent: percents.0,
         high,
+        high_percent: percents.1,
         notifications,
         refusals: refusals.iter().map(|r| (r.t, r.level)).collect(),
     };
