@@ -37,7 +37,7 @@ pub enum Comparison {
     AtLeast,
 }
 
-/// A target from issue 7.
+/// A figure's performance target.
 #[derive(Clone, Copy, PartialEq, Debug, Serialize)]
 pub struct Target {
     /// What it applies to.
@@ -177,7 +177,7 @@ impl Row {
     }
 }
 
-/// One of the eight figures of issue 7.
+/// One of the eight performance figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figure {
     /// 1 to 8.
