@@ -223,7 +223,11 @@ fn map_prints_tables_json_and_a_picture() {
     for present in ["committed PAGE_READWRITE", "committed PAGE_READONLY"] {
         assert!(picture.contains(present), "{present} missing");
     }
-    for absent in ["PAGE_EXECUTE_READWRITE", "PAGE_EXECUTE_READ<", "PAGE_NOACCESS"] {
+    for absent in [
+        "PAGE_EXECUTE_READWRITE",
+        "PAGE_EXECUTE_READ<",
+        "PAGE_NOACCESS",
+    ] {
         assert!(!picture.contains(absent), "{absent} listed but absent");
     }
     let m1 = &map["managers"][0];
@@ -322,7 +326,10 @@ fn map_svg_of_a_trace_with_several_managers_needs_manager() {
     let picture = std::fs::read_to_string(&svg).expect("the picture was written");
     let _ = std::fs::remove_file(&svg);
     assert!(picture.contains("m2 of"), "the picture is not m2's");
-    assert!(out.contains("manager m2:") && !out.contains("manager m1:"), "{out}");
+    assert!(
+        out.contains("manager m2:") && !out.contains("manager m1:"),
+        "{out}"
+    );
     fails_with(
         &["map", "traces/edge-cases.trace", "--manager", "m9"],
         "no such manager",
@@ -386,11 +393,26 @@ fn pictures_must_be_named_svg() {
 #[test]
 fn one_thread_reproduces_a_run_from_its_seed() {
     let args = [
-        "simulate", "--json", "--threads", "1", "--seed", "9", "--steps", "300", "--think", "0",
-        "--budget", "64MiB",
+        "simulate",
+        "--json",
+        "--threads",
+        "1",
+        "--seed",
+        "9",
+        "--steps",
+        "300",
+        "--think",
+        "0",
+        "--budget",
+        "64MiB",
     ];
     let (a, b) = (json(&args), json(&args));
-    for key in ["calls_by_method", "failures_by_hresult", "committed", "steps"] {
+    for key in [
+        "calls_by_method",
+        "failures_by_hresult",
+        "committed",
+        "steps",
+    ] {
         assert_eq!(a[key], b[key], "{key} differs between two runs of seed 9");
     }
     let help = stdout(&run(&["simulate", "--help"]));
@@ -426,10 +448,26 @@ fn bench_quick_says_its_ratios_are_not_comparable() {
 #[test]
 fn counts_of_one_are_singular() {
     let out = ok(&[
-        "simulate", "--threads", "1", "--steps", "1", "--think", "0", "--budget", "64MiB",
+        "simulate",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--think",
+        "0",
+        "--budget",
+        "64MiB",
     ]);
-    assert!(out.contains("1 thread,") && out.contains("1 step "), "{out}");
-    for wrong in ["1 threads", "1 steps", "1 reservations", "1 runtime mappings"] {
+    assert!(
+        out.contains("1 thread,") && out.contains("1 step "),
+        "{out}"
+    );
+    for wrong in [
+        "1 threads",
+        "1 steps",
+        "1 reservations",
+        "1 runtime mappings",
+    ] {
         assert!(!out.contains(wrong), "`{wrong}` in:\n{out}");
     }
     let map = ok(&["map", "traces/edge-cases.trace", "--at", "3"]);
@@ -453,7 +491,10 @@ fn a_truncated_trace_says_it_looks_truncated() {
     let map = ok(&["map", path_str(&whole_lines), "--at", "end"]);
     let _ = std::fs::remove_file(&mid_line);
     let _ = std::fs::remove_file(&whole_lines);
-    assert!(out.contains("looks truncated: m1 never shuts down"), "{out}");
+    assert!(
+        out.contains("looks truncated: m1 never shuts down"),
+        "{out}"
+    );
     assert!(map.contains("looks truncated"), "{map}");
     // A whole trace does not.
     assert!(!ok(&["replay"]).contains("truncated"));

@@ -125,7 +125,11 @@ fn build_and_run(source: &str, link_marker: &str, variant: &str, last: &str) {
     assert!(output.status.success(), "{source} ({variant}):\n{details}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     print!("{stdout}");
-    assert_eq!(stdout.lines().last(), Some(last), "{source} ({variant}):\n{details}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some(last),
+        "{source} ({variant}):\n{details}"
+    );
     if let Some(dynamic) = needed(&dir.join(&*stem)) {
         let shared = dynamic.contains("libhostmem.so");
         assert_eq!(
@@ -159,12 +163,22 @@ fn win32_port_pkg_config() {
 
 #[test]
 fn memory_notification_static() {
-    build_and_run("memory_notification.c", "libhostmem.a", "static", NOTIFICATION_LAST);
+    build_and_run(
+        "memory_notification.c",
+        "libhostmem.a",
+        "static",
+        NOTIFICATION_LAST,
+    );
 }
 
 #[test]
 fn memory_notification_shared() {
-    build_and_run("memory_notification.c", "-lhostmem", "shared", NOTIFICATION_LAST);
+    build_and_run(
+        "memory_notification.c",
+        "-lhostmem",
+        "shared",
+        NOTIFICATION_LAST,
+    );
 }
 
 #[test]

@@ -474,7 +474,11 @@ fn run_map(args: &MapArgs) -> CliResult<Outcome> {
             let known: Vec<String> = maps.iter().map(|(m, _)| format!("m{m}")).collect();
             return Err(format!(
                 "--manager m{id}: {source} has no such manager (it has {})",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ));
         }
         maps.retain(|(m, _)| *m == id);
@@ -524,7 +528,9 @@ fn run_map(args: &MapArgs) -> CliResult<Outcome> {
 fn run_bench(args: &BenchArgs) -> CliResult<Outcome> {
     let options = hostmem::bench::BenchOptions {
         quick: args.quick,
-        trials: args.trials.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        trials: args
+            .trials
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         figures: args.figures.clone(),
     };
     let report = hostmem::bench::run(&options);

@@ -157,7 +157,11 @@ pub fn map_svg(map: &AddressMap, title: &str, path: &Path) -> Result<(), String>
         root.draw(&PathElement::new(vec![(x, 112), (x, 118)], GRID))
             .map_err(|x| e(x.to_string()))?;
         let label = TextStyle::from(font(11)).pos(Pos::new(HPos::Center, VPos::Top));
-        text(super::units::bytes(tick).replace(".0 ", " "), (x, 99), label)?;
+        text(
+            super::units::bytes(tick).replace(".0 ", " "),
+            (x, 99),
+            label,
+        )?;
         tick *= 16;
     }
     root.draw(&PathElement::new(
@@ -264,7 +268,11 @@ fn counted_at(samples: &[(f64, u64, u64, u64)], t: f64) -> f64 {
 fn tick(v: &f64) -> String {
     let text = format!("{v:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" { "0".to_owned() } else { text.to_owned() }
+    if text == "-0" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
+    }
 }
 
 type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
@@ -426,7 +434,12 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
             continue;
         }
         chart
-            .draw_series(DashedLineSeries::new(hline(y), 8, 5, colour.stroke_width(2)))
+            .draw_series(DashedLineSeries::new(
+                hline(y),
+                8,
+                5,
+                colour.stroke_width(2),
+            ))
             .map_err(|x| e(x.to_string()))?;
         let mut label = format!("{} %: {name} limit", data.limit_percent[i]);
         if data.limits[i] == data.low {
@@ -446,7 +459,12 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
     }
     let high = data.high as f64 / MIB;
     chart
-        .draw_series(DashedLineSeries::new(hline(high), 3, 4, HIGH.stroke_width(2)))
+        .draw_series(DashedLineSeries::new(
+            hline(high),
+            3,
+            4,
+            HIGH.stroke_width(2),
+        ))
         .map_err(|x| e(x.to_string()))?;
     legend.push((
         Glyph::Dashed(HIGH, 3, 4),
@@ -526,15 +544,18 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
         .map_err(|x| e(x.to_string()))?;
     legend.push((Glyph::Line(RESERVED_LINE, 2), "reserved".to_owned()));
 
-    draw_legend(&panel, &legend, refused_any).map_err(|x| e(x))?;
+    draw_legend(&panel, &legend, refused_any).map_err(&e)?;
     root.present().map_err(|x| e(x.to_string()))
 }
 
 /// The legend on its own panel, right of the charts: nothing covers the
 /// curves.
-fn draw_legend(panel: &Area<'_>, entries: &[(Glyph, String)], refusals: bool) -> Result<(), String> {
+fn draw_legend(
+    panel: &Area<'_>,
+    entries: &[(Glyph, String)],
+    refusals: bool,
+) -> Result<(), String> {
     let font = ("sans-serif", 12).into_font();
-    let draw = |element: &dyn Fn(&Area<'_>) -> Result<(), String>| element(panel);
     let (x0, mut y) = (10i32, 40i32);
     let text = |s: &str, at: (i32, i32), style: &TextStyle| {
         panel
@@ -544,24 +565,28 @@ fn draw_legend(panel: &Area<'_>, entries: &[(Glyph, String)], refusals: bool) ->
     text("legend", (x0, 14), &("sans-serif", 15).into_font().into())?;
     for (glyph, label) in entries {
         let mid = y + 7;
-        draw(&|area: &Area<'_>| {
-            let line = |style: ShapeStyle| area.draw(&PathElement::new(vec![(x0, mid), (x0 + 30, mid)], style));
-            match *glyph {
-                Glyph::Line(colour, width) => line(colour.stroke_width(width)),
-                Glyph::Dashed(colour, dash, gap) => area.draw(&plotters::element::DashedPathElement::new(
-                    vec![(x0, mid), (x0 + 30, mid)],
+        let sample = vec![(x0, mid), (x0 + 30, mid)];
+        match *glyph {
+            Glyph::Line(colour, width) => {
+                panel.draw(&PathElement::new(sample, colour.stroke_width(width)))
+            }
+            Glyph::Dashed(colour, dash, gap) => {
+                panel.draw(&plotters::element::DashedPathElement::new(
+                    sample,
                     dash as i32,
                     gap as i32,
                     colour.stroke_width(2),
-                )),
-                Glyph::Mark(colour) => area.draw(&PathElement::new(
-                    vec![(x0 + 15, mid - 6), (x0 + 15, mid + 6)],
-                    colour.stroke_width(2),
-                )),
-                Glyph::Cross(colour) => area.draw(&Cross::new((x0 + 15, mid), 4, colour.stroke_width(1))),
+                ))
             }
-            .map_err(|x| x.to_string())
-        })?;
+            Glyph::Mark(colour) => panel.draw(&PathElement::new(
+                vec![(x0 + 15, mid - 6), (x0 + 15, mid + 6)],
+                colour.stroke_width(2),
+            )),
+            Glyph::Cross(colour) => {
+                panel.draw(&Cross::new((x0 + 15, mid), 4, colour.stroke_width(1)))
+            }
+        }
+        .map_err(|x| x.to_string())?;
         for line in label.lines() {
             text(line, (x0 + 40, y + 1), &font.clone().into())?;
             y += 16;

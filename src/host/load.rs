@@ -250,7 +250,10 @@ mod tests {
             ("sys/fs/cgroup/x/memory.current", "5\n"),
         ]);
         assert_eq!(
-            MachineMemory::with_root(root.path()).load().unwrap().total_bytes,
+            MachineMemory::with_root(root.path())
+                .load()
+                .unwrap()
+                .total_bytes,
             1000 * 1024
         );
     }
