@@ -147,7 +147,7 @@ struct ReplayArgs {
 
 #[derive(Args, Debug)]
 struct MapArgs {
-    /// Replay this trace and map its manager (default: run a short
+    /// Replay this trace and map its managers (default: run a short
     /// simulation and map it at its end).
     trace: Option<PathBuf>,
     /// With a trace: the moment to map — `peak` (after the call that took
