@@ -1,4 +1,4 @@
-//! Criterion benches of the operations of issue 7, hostmem and the raw
+//! Criterion benches of the benchmarked operations, hostmem and the raw
 //! syscalls side by side (the same operations `hostmem bench` times, from
 //! `hostmem::unstable::bench::ops`).
 //!

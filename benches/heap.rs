@@ -1,6 +1,6 @@
 //! `IHostMalloc` `Alloc`+`Free` against glibc `malloc`+`free`, on the same
 //! pre-generated random sizes (16–1024 bytes), on one thread and on two
-//! (issue 5's target: within 1.5× of glibc on one thread, and scaling on
+//! (the target: within 1.5× of glibc on one thread, and scaling on
 //! two no worse than glibc's).
 //!
 //! Two patterns: `pairs` (window 1: each block is freed at the next step,

@@ -3,7 +3,13 @@
  * Win32 virtual-memory functions (VirtualAlloc, VirtualFree, VirtualQuery,
  * VirtualProtect) exactly on Linux.
  *
- * Link against libhostmem.a (with -lpthread -ldl -lm) or libhostmem.so.
+ * Build the libraries with `cargo build --release` (into target/release/),
+ * then link either the static archive with the system libraries it needs:
+ *     target/release/libhostmem.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+ * or the shared library:
+ *     -L target/release -lhostmem -Wl,-rpath,<absolute path of target/release>
+ * (or `pkg-config --libs hostmem` with hostmem.pc, at the repository's root,
+ * on PKG_CONFIG_PATH). The README's "Examples" section shows whole lines.
  * For the unprefixed Win32 names and types, include <hostmem/win32.h>.
  *
  * Hand-written; the integration test tests/flat_c_api.rs checks its

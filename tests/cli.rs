@@ -218,6 +218,18 @@ fn map_prints_tables_json_and_a_picture() {
     let _ = std::fs::remove_file(&svg);
     assert!(picture.contains("<svg") && picture.contains("</svg>"));
     assert!(picture.contains("<rect"));
+    // One scale for every bar, labelled; only the protections that occur.
+    assert!(picture.contains("log scale"), "no scale named");
+    for present in ["committed PAGE_READWRITE", "committed PAGE_READONLY"] {
+        assert!(picture.contains(present), "{present} missing");
+    }
+    for absent in [
+        "PAGE_EXECUTE_READWRITE",
+        "PAGE_EXECUTE_READ<",
+        "PAGE_NOACCESS",
+    ] {
+        assert!(!picture.contains(absent), "{absent} listed but absent");
+    }
     let m1 = &map["managers"][0];
     assert_eq!(m1["manager"], "m1");
     assert!(m1["committed"].as_u64().unwrap() > 0, "{map:#}");
@@ -250,6 +262,12 @@ fn simulate_plots_to_svg() {
     let _ = std::fs::remove_file(&plot);
     assert!(picture.contains("<svg") && picture.contains("</svg>"));
     assert!(picture.contains("budget"));
+    // The notification levels by their names, both marked.
+    assert!(picture.contains("60 %: eMemoryAvailableHigh level"));
+    assert!(picture.contains("eMemoryAvailableLow level"));
+    assert!(!picture.contains("high-memory threshold"));
+    // Ticks without ".0".
+    assert!(!picture.contains(".0</text>"), "a tick label ends in .0");
 }
 
 #[test]
@@ -260,4 +278,224 @@ fn bench_reports_json() {
         "{report:#}"
     );
     fails_with(&["bench", "--figure", "9"], "9");
+}
+
+/// `hostmem` with `HOSTMEM_TRACE` set to `trace`.
+fn run_traced(args: &[&str], trace: &Path) -> Output {
+    hostmem()
+        .args(args)
+        .env("HOSTMEM_TRACE", trace)
+        .output()
+        .expect("run hostmem")
+}
+
+fn one_line_failure(o: &Output, what: &str) {
+    assert!(!o.status.success(), "succeeded:\n{}", stdout(o));
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("hostmem: ") && err.contains(what), "{err}");
+}
+
+#[test]
+fn map_svg_of_a_trace_with_several_managers_needs_manager() {
+    let svg = temp("two.svg");
+    // At its end the trace has two managers, m1 and m2.
+    let err = fails_with(
+        &[
+            "map",
+            "traces/edge-cases.trace",
+            "--at",
+            "end",
+            "--svg",
+            path_str(&svg),
+        ],
+        "--manager",
+    );
+    assert!(err.contains("m1, m2"), "{err}");
+    assert!(!svg.exists(), "a picture was written anyway");
+    let out = ok(&[
+        "map",
+        "traces/edge-cases.trace",
+        "--at",
+        "end",
+        "--manager",
+        "m2",
+        "--svg",
+        path_str(&svg),
+    ]);
+    let picture = std::fs::read_to_string(&svg).expect("the picture was written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(picture.contains("m2 of"), "the picture is not m2's");
+    assert!(
+        out.contains("manager m2:") && !out.contains("manager m1:"),
+        "{out}"
+    );
+    fails_with(
+        &["map", "traces/edge-cases.trace", "--manager", "m9"],
+        "no such manager",
+    );
+}
+
+#[test]
+fn map_at_past_the_end_of_the_trace_fails() {
+    fails_with(
+        &["map", "traces/edge-cases.trace", "--at", "99999"],
+        "ends at seq 61",
+    );
+    // The last call itself is fine.
+    ok(&["map", "traces/edge-cases.trace", "--at", "61"]);
+}
+
+#[test]
+fn bench_refuses_zero_trials() {
+    fails_with(&["bench", "--trials", "0"], "--trials");
+}
+
+#[test]
+fn a_trace_that_cannot_be_created_fails_the_command() {
+    let trace = temp("no-such-dir").join("run.trace");
+    let o = run_traced(&["simulate", "--steps", "5", "--think", "0"], &trace);
+    one_line_failure(&o, "HOSTMEM_TRACE");
+    assert!(stdout(&o).is_empty(), "it ran anyway:\n{}", stdout(&o));
+}
+
+#[test]
+fn duration_caps_the_run_whatever_think_says() {
+    // Each step would sleep 0.5 to 1.5 s: the run must end at the cap.
+    let report = json(&[
+        "simulate",
+        "--json",
+        "--duration",
+        "0.2",
+        "--think",
+        "1000000",
+        "--steps",
+        "1000",
+        "--budget",
+        "64MiB",
+    ]);
+    let wall = report["wall_seconds"].as_f64().expect("wall_seconds");
+    assert!(wall < 0.45, "a 0.2 s cap ran {wall} s");
+    fails_with(&["simulate", "--think", "3000000"], "3000000");
+}
+
+#[test]
+fn pictures_must_be_named_svg() {
+    let png = temp("plot.png");
+    fails_with(&["simulate", "--plot", path_str(&png)], ".svg");
+    fails_with(
+        &["map", "traces/edge-cases.trace", "--svg", path_str(&png)],
+        ".svg",
+    );
+    assert!(!png.exists());
+}
+
+#[test]
+fn one_thread_reproduces_a_run_from_its_seed() {
+    let args = [
+        "simulate",
+        "--json",
+        "--threads",
+        "1",
+        "--seed",
+        "9",
+        "--steps",
+        "300",
+        "--think",
+        "0",
+        "--budget",
+        "64MiB",
+    ];
+    let (a, b) = (json(&args), json(&args));
+    for key in [
+        "calls_by_method",
+        "failures_by_hresult",
+        "committed",
+        "steps",
+    ] {
+        assert_eq!(a[key], b[key], "{key} differs between two runs of seed 9");
+    }
+    let help = stdout(&run(&["simulate", "--help"]));
+    assert!(help.contains("--threads 1"), "{help}");
+}
+
+#[test]
+fn help_names_the_environment_and_each_commands_own_defaults() {
+    let help = stdout(&run(&["--help"]));
+    assert!(help.contains("HOSTMEM_TRACE"), "{help}");
+    let simulate = stdout(&run(&["simulate", "--help"]));
+    let map = stdout(&run(&["map", "--help"]));
+    assert!(simulate.contains("[default: 3000]"), "{simulate}");
+    assert!(simulate.contains("[default: 1500]"), "{simulate}");
+    assert!(map.contains("[default: 400]"), "{map}");
+    assert!(map.contains("[default: 0]"), "{map}");
+    for (name, text, other) in [("simulate", &simulate, "400"), ("map", &map, "3000")] {
+        assert!(
+            !text.contains(&format!("[default: {other}]")) && !text.contains("map 400"),
+            "{name}'s help shows another command's default:\n{text}"
+        );
+    }
+    let bench = stdout(&run(&["bench", "--help"]));
+    assert!(bench.contains("not comparable to the targets"), "{bench}");
+}
+
+#[test]
+fn bench_quick_says_its_ratios_are_not_comparable() {
+    let out = ok(&["bench", "--quick", "--figure", "2", "--trials", "2"]);
+    assert!(out.contains("not comparable to the targets"), "{out}");
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let out = ok(&[
+        "simulate",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--think",
+        "0",
+        "--budget",
+        "64MiB",
+    ]);
+    assert!(
+        out.contains("1 thread,") && out.contains("1 step "),
+        "{out}"
+    );
+    for wrong in [
+        "1 threads",
+        "1 steps",
+        "1 reservations",
+        "1 runtime mappings",
+    ] {
+        assert!(!out.contains(wrong), "`{wrong}` in:\n{out}");
+    }
+    let map = ok(&["map", "traces/edge-cases.trace", "--at", "3"]);
+    assert!(!map.contains("1 reservations"), "{map}");
+}
+
+#[test]
+fn a_truncated_trace_says_it_looks_truncated() {
+    let text = std::fs::read_to_string("traces/edge-cases.trace").unwrap();
+    // Cut in the middle of a line.
+    let cut = text.find("=> HOST_E").expect("a HOST_E result") + "=> HO".len();
+    let mid_line = temp("mid-line.trace");
+    std::fs::write(&mid_line, &text[..cut]).unwrap();
+    let err = fails_with(&["replay", path_str(&mid_line)], "looks truncated");
+    assert!(err.contains("line "), "{err}");
+    // Cut at a line's end: it replays, and says the managers never shut down.
+    let lines: Vec<&str> = text.lines().take(20).collect();
+    let whole_lines = temp("whole-lines.trace");
+    std::fs::write(&whole_lines, lines.join("\n") + "\n").unwrap();
+    let out = ok(&["replay", path_str(&whole_lines)]);
+    let map = ok(&["map", path_str(&whole_lines), "--at", "end"]);
+    let _ = std::fs::remove_file(&mid_line);
+    let _ = std::fs::remove_file(&whole_lines);
+    assert!(
+        out.contains("looks truncated: m1 never shuts down"),
+        "{out}"
+    );
+    assert!(map.contains("looks truncated"), "{map}");
+    // A whole trace does not.
+    assert!(!ok(&["replay"]).contains("truncated"));
 }

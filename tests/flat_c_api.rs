@@ -184,7 +184,7 @@ fn normalise(text: &str) -> String {
 
 #[test]
 fn header_declares_the_fixed_abi() {
-    // DESIGN.md's C ABI, verbatim.
+    // The C ABI of docs/design.md, verbatim.
     let prototypes = [
         "void* hostmem_VirtualAlloc(void* address, size_t size, uint32_t allocation_type, uint32_t protect);",
         "int32_t hostmem_VirtualFree(void* address, size_t size, uint32_t free_type);",

@@ -119,7 +119,7 @@ fn header_iids_match_rust() {
         assert_eq!(header_guid, &guid, "{name}");
         assert_eq!(comment, &guid.to_string(), "{name}'s comment");
     }
-    // The spec's spelling (spec/semantics.md §1), independently of both.
+    // The spec's spelling (docs/semantics.md §1), independently of both.
     assert_eq!(
         IID_IHOST_MEMORY_MANAGER.to_string(),
         "{7BC698D1-F9E3-4460-9CDE-D04248E9FA25}"
@@ -186,7 +186,7 @@ fn header_hresults_match_rust() {
             assert_eq!(hr.name(), Some(name), "the Rust name of {name}");
         }
     }
-    // The spec's numbers (spec/semantics.md §1), independently of both.
+    // The spec's numbers (docs/semantics.md §1), independently of both.
     assert_eq!(hresults["HOST_E_INVALIDOPERATION"], 0x8013_1022);
     assert_eq!(hresults["E_INVALIDARG"], 0x8007_0057);
 }

@@ -248,7 +248,11 @@ fn memory_load_without_a_budget_is_the_machines() {
         );
     }
     // A fake cgroup v2 limit below the machine's memory wins.
-    let root = std::env::temp_dir().join(format!("hostmem-policy-{}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix("hostmem-policy-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
     let write = |rel: &str, text: &str| {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -258,7 +262,7 @@ fn memory_load_without_a_budget_is_the_machines() {
     write("proc/self/cgroup", "0::/job\n");
     write("sys/fs/cgroup/job/memory.max", "2048000\n");
     write("sys/fs/cgroup/job/memory.current", "1024000\n");
-    let m = HostMemoryManager::default().with_machine_root(&root);
+    let m = HostMemoryManager::default().with_machine_root(root);
     let l = m.get_memory_load().unwrap();
     assert_eq!((l.percent(), l.available_bytes()), (50, 1024000));
 }
@@ -331,7 +335,11 @@ fn low_then_high_once_each_across_fill_and_drain() {
 
 #[test]
 fn the_watcher_reports_machine_load_changes_without_allocations() {
-    let root = std::env::temp_dir().join(format!("hostmem-watch-{}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix("hostmem-watch-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
     std::fs::create_dir_all(root.join("proc/self")).unwrap();
     std::fs::write(root.join("proc/self/cgroup"), "0::/\n").unwrap();
     let meminfo = |avail: u64| {
@@ -348,7 +356,7 @@ fn the_watcher_reports_machine_load_changes_without_allocations() {
     };
     let m = HostMemoryManager::new_unshared(config)
         .unwrap()
-        .with_machine_root(&root);
+        .with_machine_root(root);
     let rec = Arc::new(Recorder::default());
     m.register_memory_notification(Some(rec.clone())).unwrap();
     let wait_for = |n: usize| {

@@ -39,7 +39,9 @@ fn asan_available(what: &str) -> bool {
     match address_sanitizer() {
         Ok(()) => true,
         Err(why) => {
-            println!("note: {what} skipped: AddressSanitizer is not available here: {why}");
+            common::skipped(&format!(
+                "{what} (AddressSanitizer is not available here: {why})"
+            ));
             false
         }
     }

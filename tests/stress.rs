@@ -628,10 +628,17 @@ fn number_after(text: &str, label: &str) -> Option<u64> {
 /// thread does about a twentieth of its native work). It must pass, with
 /// no memcheck error and no definitely lost byte. Skipped with a note when
 /// valgrind is not installed or `HOSTMEM_TEST_VALGRIND=0`.
+/// Says, where `cargo test`'s output shows it (stderr is not captured when
+/// written directly), that a run was skipped.
+fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
+}
+
 #[test]
 fn eight_threads_are_clean_under_valgrind() {
     if std::env::var_os("HOSTMEM_TEST_VALGRIND").is_some_and(|v| v == "0") {
-        println!("note: HOSTMEM_TEST_VALGRIND=0: the stress run under valgrind is skipped");
+        skipped("the stress run under valgrind (HOSTMEM_TEST_VALGRIND=0)");
         return;
     }
     if !Command::new("valgrind")
@@ -639,7 +646,7 @@ fn eight_threads_are_clean_under_valgrind() {
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        println!("note: valgrind is not installed: the stress run under valgrind is skipped");
+        skipped("the stress run under valgrind (valgrind is not installed)");
         return;
     }
     let secs = std::env::var("HOSTMEM_STRESS_VALGRIND_SECS").unwrap_or_else(|_| "2".into());

@@ -90,7 +90,7 @@ typedef GUID IID;
 #define S_OK                    ((HRESULT)0x00000000L)
 #endif
 #ifndef E_NOTIMPL
-#define E_NOTIMPL               ((HRESULT)0x80004001L) /* not implemented (IHostMemoryManager::CreateMalloc, for now) */
+#define E_NOTIMPL               ((HRESULT)0x80004001L) /* not implemented */
 #endif
 #ifndef E_NOINTERFACE
 #define E_NOINTERFACE           ((HRESULT)0x80004002L) /* QueryInterface, GetHostManager: not this IID */

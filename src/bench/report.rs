@@ -37,7 +37,7 @@ pub enum Comparison {
     AtLeast,
 }
 
-/// A target from issue 7.
+/// A figure's performance target.
 #[derive(Clone, Copy, PartialEq, Debug, Serialize)]
 pub struct Target {
     /// What it applies to.
@@ -177,7 +177,7 @@ impl Row {
     }
 }
 
-/// One of the eight figures of issue 7.
+/// One of the eight performance figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figure {
     /// 1 to 8.
@@ -386,9 +386,17 @@ impl fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "medians of {} interleaved trials (hostmem and its reference alternate in one loop)",
-            self.trials
+            "medians of {} interleaved {} (hostmem and its reference alternate in one loop)",
+            self.trials,
+            if self.trials == 1 { "trial" } else { "trials" }
         )?;
+        if self.quick {
+            writeln!(
+                f,
+                "a quick run (few trials, small batches): its ratios are rough and not comparable \
+                 to the targets; run `hostmem bench` without --quick to judge them"
+            )?;
+        }
         for fig in &self.figures {
             writeln!(f)?;
             writeln!(f, "{}. {}  [{}]", fig.number, fig.title, fig.verdict())?;

@@ -138,11 +138,11 @@ impl AddressMap {
 
     fn heading(&self) -> String {
         format!(
-            "{} reservations ({} reserved, {} committed), {} runtime mappings ({})",
-            self.reservations.len(),
+            "{} ({} reserved, {} committed), {} ({})",
+            super::count(self.reservations.len() as u64, "reservation"),
             bytes(self.reserved()),
             bytes(self.committed()),
-            self.mappings.len(),
+            super::count(self.mappings.len() as u64, "runtime mapping"),
             bytes(self.mappings.iter().map(|m| m.size).sum())
         )
     }
@@ -185,8 +185,8 @@ impl AddressMap {
         if self.reservations.len() > limit {
             let _ = writeln!(
                 out,
-                "  … {} more reservations",
-                self.reservations.len() - limit
+                "  … {} more",
+                super::count((self.reservations.len() - limit) as u64, "reservation")
             );
         }
         for m in self.mappings.iter().take(limit) {
@@ -202,7 +202,11 @@ impl AddressMap {
             );
         }
         if self.mappings.len() > limit {
-            let _ = writeln!(out, "  … {} more mappings", self.mappings.len() - limit);
+            let _ = writeln!(
+                out,
+                "  … {} more",
+                super::count((self.mappings.len() - limit) as u64, "mapping")
+            );
         }
         out
     }

@@ -45,8 +45,46 @@ pub(super) fn load_trace(path: Option<&Path>) -> CliResult<(String, Trace)> {
         ),
         None => (DEFAULT_TRACE_NAME.to_owned(), DEFAULT_TRACE.to_owned()),
     };
-    let trace = Trace::parse(&text).map_err(|e| format!("{name}: {e}"))?;
+    let trace = Trace::parse(&text).map_err(|e| {
+        // A recording cut short (a process killed mid-write, a copy
+        // interrupted) ends in the middle of a line.
+        let last_line = text.lines().count();
+        if e.line == last_line && !text.ends_with('\n') {
+            format!("{name}: {e}: the trace looks truncated (its last line is incomplete)")
+        } else {
+            format!("{name}: {e}")
+        }
+    })?;
     Ok((name, trace))
+}
+
+/// A note when a trace looks cut short: a manager it creates never shuts
+/// down (the recording stopped before the process let its managers go, or
+/// the process kept one alive to its exit, as the flat C API's default
+/// manager is).
+pub(super) fn truncation_note(trace: &Trace) -> Option<String> {
+    let mut open = std::collections::BTreeSet::new();
+    for (_, record) in &trace.records {
+        match record.call {
+            Call::CreateManager(_) => {
+                open.insert(record.manager);
+            }
+            Call::Shutdown => {
+                open.remove(&record.manager);
+            }
+            _ => {}
+        }
+    }
+    if open.is_empty() {
+        return None;
+    }
+    let managers: Vec<String> = open.iter().map(|m| format!("m{m}")).collect();
+    let last = trace.records.last().map_or(0, |(_, r)| r.seq);
+    Some(format!(
+        "note: the trace looks truncated: {} never {} down (it ends at seq {last})",
+        managers.join(", "),
+        if open.len() == 1 { "shuts" } else { "shut" },
+    ))
 }
 
 /// The sequence number of the last call after which the trace's managers

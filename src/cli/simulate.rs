@@ -166,6 +166,12 @@ pub fn simulate(options: &SimulateOptions) -> Result<(SimulationReport, PlotData
     };
     let budget = MemoryBudget::new(options.budget, config.critical_level_percent);
     let high = options.budget * u64::from(config.high_memory_percent) / 100;
+    let low = options.budget * u64::from(config.low_memory_percent) / 100;
+    let percents = (
+        config.low_memory_percent,
+        config.high_memory_percent,
+        config.critical_level_percent,
+    );
     let host = HostMemoryManager::new(config).map_err(|e| e.to_string())?;
     let world = World::new(host.clone())?;
     let start = world.start;
@@ -314,8 +320,8 @@ pub fn simulate(options: &SimulateOptions) -> Result<(SimulationReport, PlotData
     };
     let plot = PlotData {
         title: format!(
-            "hostmem simulate — {} threads, seed {}, budget {}",
-            options.threads,
+            "hostmem simulate — {}, seed {}, budget {}",
+            super::count(options.threads as u64, "thread"),
             options.seed,
             bytes(options.budget)
         ),
@@ -327,7 +333,11 @@ pub fn simulate(options: &SimulateOptions) -> Result<(SimulationReport, PlotData
             MemoryCriticalLevel::ProcessCritical,
         ]
         .map(|l| budget.limit(l)),
+        limit_percent: percents.2,
+        low,
+        low_percent: percents.0,
         high,
+        high_percent: percents.1,
         notifications,
         refusals: refusals.iter().map(|r| (r.t, r.level)).collect(),
     };
@@ -396,23 +406,26 @@ impl fmt::Display for SimulationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.settings;
         let bound = match (s.steps_per_thread, s.duration_seconds) {
-            (Some(n), Some(d)) => format!("{n} steps each (at most {d} s)"),
-            (Some(n), None) => format!("{n} steps each"),
+            (Some(n), Some(d)) => format!("{} each (at most {d} s)", super::count(n, "step")),
+            (Some(n), None) => format!("{} each", super::count(n, "step")),
             (None, Some(d)) => format!("for {d} s"),
             (None, None) => String::new(),
         };
         writeln!(
             f,
-            "hostmem simulate: {} threads, {bound}, seed {}, budget {}, mutator work {} µs a step",
-            s.threads,
+            "hostmem simulate: {}, {bound}, seed {}, budget {}, mutator work {} µs a step",
+            super::count(s.threads as u64, "thread"),
             s.seed,
             bytes(s.budget_bytes),
             s.think_us
         )?;
         writeln!(
             f,
-            "{} steps in {:.2} s; {} garbage collections; {} allocations refused at every level",
-            self.steps, self.wall_seconds, self.collections, self.out_of_memory
+            "{} in {:.2} s; {}; {} refused at every level",
+            super::count(self.steps, "step"),
+            self.wall_seconds,
+            super::count(self.collections, "garbage collection"),
+            super::count(self.out_of_memory, "allocation")
         )?;
         writeln!(f)?;
         writeln!(

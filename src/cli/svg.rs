@@ -40,25 +40,68 @@ fn err(path: &Path) -> impl Fn(String) -> String + '_ {
 
 const MAX_ROWS: usize = 160;
 
-/// Draws `map` to `path`: one bar a reservation (each bar its own scale,
-/// its size in the label), reserved pages grey, committed pages coloured
-/// by protection; the runtime's own mappings in tan.
+/// Every protection a committed run can have, in the legend's order, with
+/// its short name (`super::map::short_of_name`).
+const PROTECTIONS: [(&str, &str); 6] = [
+    ("RW", "PAGE_READWRITE"),
+    ("R", "PAGE_READONLY"),
+    ("RX", "PAGE_EXECUTE_READ"),
+    ("RWX", "PAGE_EXECUTE_READWRITE"),
+    ("X", "PAGE_EXECUTE"),
+    ("NA", "PAGE_NOACCESS"),
+];
+
+/// The smallest size the size axis shows: one page.
+const AXIS_MIN: u64 = 4096;
+
+/// Where a bar of `size` bytes ends, in pixels from the bar's start, on a
+/// log scale from one page (`min_px`) to `max` bytes (`width`).
+fn log_length(size: u64, max: u64, width: i32, min_px: i32) -> i32 {
+    let span = (max.max(AXIS_MIN * 2) as f64 / AXIS_MIN as f64).log2();
+    let at = (size.max(AXIS_MIN) as f64 / AXIS_MIN as f64).log2();
+    min_px + ((width - min_px) as f64 * at / span).round() as i32
+}
+
+/// Draws `map` to `path`: one bar a reservation, in the text table's order
+/// (reservations by address, then the runtime's own mappings). A bar's
+/// length is its size on a log scale (the axis above the bars), so a
+/// 28 KiB reservation is visibly shorter than a 256 MiB one; inside a bar
+/// the pages are in address order, reserved pages grey and committed runs
+/// coloured by protection, each at least 2 pixels wide so small runs stay
+/// visible. The legend lists only the protections that occur.
 pub fn map_svg(map: &AddressMap, title: &str, path: &Path) -> Result<(), String> {
     enum Row<'a> {
         Reservation(&'a super::map::MapReservation),
         Mapping(&'a super::map::MapMapping),
     }
-    let mut rows: Vec<(u64, Row)> = map
+    let mut rows: Vec<Row> = map
         .reservations
         .iter()
-        .map(|r| (r.base, Row::Reservation(r)))
-        .chain(map.mappings.iter().map(|m| (m.base, Row::Mapping(m))))
+        .map(Row::Reservation)
+        .chain(map.mappings.iter().map(Row::Mapping))
         .collect();
-    rows.sort_by_key(|(base, _)| *base);
     let hidden = rows.len().saturating_sub(MAX_ROWS);
     rows.truncate(MAX_ROWS);
+    let largest = map
+        .reservations
+        .iter()
+        .map(|r| r.size)
+        .chain(map.mappings.iter().map(|m| m.size))
+        .max()
+        .unwrap_or(AXIS_MIN);
+    // The protections that occur, in the legend's order.
+    let occurring: Vec<(&str, &str)> = PROTECTIONS
+        .into_iter()
+        .filter(|(short, _)| {
+            map.reservations.iter().any(|r| {
+                r.regions
+                    .iter()
+                    .any(|g| g.state == "MEM_COMMIT" && short_of_name(&g.protect) == *short)
+            })
+        })
+        .collect();
 
-    let (width, row_h, top, label_w) = (1200i32, 20i32, 84i32, 470i32);
+    let (width, row_h, top, label_w) = (1200i32, 20i32, 124i32, 470i32);
     let height = top + row_h * rows.len().max(1) as i32 + 40;
     let root = SVGBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     let e = err(path);
@@ -72,35 +115,61 @@ pub fn map_svg(map: &AddressMap, title: &str, path: &Path) -> Result<(), String>
     text(title.to_owned(), (12, 10), font(20).into())?;
     text(
         format!(
-            "{} reservations, {} committed of {} reserved; {} runtime mappings",
-            map.reservations.len(),
+            "{}, {} committed of {} reserved; {}",
+            super::count(map.reservations.len() as u64, "reservation"),
             super::units::bytes(map.committed()),
             super::units::bytes(map.reserved()),
-            map.mappings.len()
+            super::count(map.mappings.len() as u64, "runtime mapping")
         ),
         (12, 36),
         font(13).color(&GRID),
     )?;
-    // Legend.
+    // Legend: what occurs.
+    let mut legend = vec![("reserved".to_owned(), RESERVED)];
+    legend.extend(
+        occurring
+            .iter()
+            .map(|(short, name)| (format!("committed {name}"), protection_colour(short))),
+    );
+    if !map.mappings.is_empty() {
+        legend.push(("runtime mapping (not hostmem's)".to_owned(), MAPPED));
+    }
     let mut x = 12;
-    let legend = [
-        ("reserved", RESERVED),
-        ("PAGE_READWRITE", protection_colour("RW")),
-        ("PAGE_EXECUTE_READ", protection_colour("RX")),
-        ("PAGE_EXECUTE_READWRITE", protection_colour("RWX")),
-        ("PAGE_READONLY", protection_colour("R")),
-        ("PAGE_NOACCESS", protection_colour("NA")),
-        ("runtime mapping", MAPPED),
-    ];
-    for (name, colour) in legend {
+    for (name, colour) in &legend {
         root.draw(&Rectangle::new([(x, 58), (x + 14, 72)], colour.filled()))
             .map_err(|x| e(x.to_string()))?;
-        text(name.to_owned(), (x + 18, 59), font(12).into())?;
-        x += 26 + 7 * name.len() as i32;
+        text(name.clone(), (x + 18, 59), font(12).into())?;
+        x += 30 + 7 * name.len() as i32;
     }
+    // The size axis, above the bars.
     let bar_x0 = label_w;
-    let bar_w = width - bar_x0 - 16;
-    for (i, (_, row)) in rows.iter().enumerate() {
+    // Room on the right for the last size label.
+    let bar_w = width - bar_x0 - 36;
+    let min_px = 6;
+    text(
+        "bar length: size, log scale; inside a bar: pages in address order".to_owned(),
+        (bar_x0, 82),
+        font(12).color(&GRID),
+    )?;
+    let mut tick = AXIS_MIN;
+    while tick <= largest {
+        let x = bar_x0 + log_length(tick, largest, bar_w, min_px);
+        root.draw(&PathElement::new(vec![(x, 112), (x, 118)], GRID))
+            .map_err(|x| e(x.to_string()))?;
+        let label = TextStyle::from(font(11)).pos(Pos::new(HPos::Center, VPos::Top));
+        text(
+            super::units::bytes(tick).replace(".0 ", " "),
+            (x, 99),
+            label,
+        )?;
+        tick *= 16;
+    }
+    root.draw(&PathElement::new(
+        vec![(bar_x0, 118), (bar_x0 + bar_w, 118)],
+        GRID,
+    ))
+    .map_err(|x| e(x.to_string()))?;
+    for (i, row) in rows.iter().enumerate() {
         let y = top + i as i32 * row_h;
         let (name, base, size, owner) = match row {
             Row::Reservation(r) => (&r.name, r.base, r.size, &r.owner),
@@ -117,30 +186,31 @@ pub fn map_svg(map: &AddressMap, title: &str, path: &Path) -> Result<(), String>
         text(super::units::bytes(size), (234, y + 4), right)?;
         text(owner.clone(), (244, y + 4), font(12).into())?;
         let (y0, y1) = (y + 3, y + row_h - 3);
+        let length = log_length(size, largest, bar_w, min_px);
         let fill = match row {
             Row::Reservation(_) => RESERVED,
             Row::Mapping(_) => MAPPED,
         };
         root.draw(&Rectangle::new(
-            [(bar_x0, y0), (bar_x0 + bar_w, y1)],
+            [(bar_x0, y0), (bar_x0 + length, y1)],
             fill.filled(),
         ))
         .map_err(|x| e(x.to_string()))?;
         if let Row::Reservation(r) = row {
             let at = |addr: u64| {
-                bar_x0 + ((addr - r.base) as f64 / size.max(1) as f64 * bar_w as f64) as i32
+                bar_x0 + ((addr - r.base) as f64 / size.max(1) as f64 * length as f64) as i32
             };
             for g in r.regions.iter().filter(|g| g.state == "MEM_COMMIT") {
                 let (x0, x1) = (at(g.base), at(g.base + g.size));
                 let colour = protection_colour(short_of_name(&g.protect));
                 root.draw(&Rectangle::new(
-                    [(x0, y0), (x1.max(x0 + 1), y1)],
+                    [(x0, y0), (x1.max(x0 + 2), y1)],
                     colour.filled(),
                 ))
                 .map_err(|x| e(x.to_string()))?;
             }
         }
-        root.draw(&Rectangle::new([(bar_x0, y0), (bar_x0 + bar_w, y1)], GRID))
+        root.draw(&Rectangle::new([(bar_x0, y0), (bar_x0 + length, y1)], GRID))
             .map_err(|x| e(x.to_string()))?;
     }
     if hidden > 0 {
@@ -165,8 +235,18 @@ pub struct PlotData {
     pub budget: u64,
     /// The limit of each critical level, bytes.
     pub limits: [u64; 3],
-    /// The high-memory threshold, bytes.
+    /// The same limits, percent of the budget.
+    pub limit_percent: [u32; 3],
+    /// The `eMemoryAvailableLow` level (at or above it memory is low),
+    /// bytes.
+    pub low: u64,
+    /// The same, percent of the budget.
+    pub low_percent: u32,
+    /// The `eMemoryAvailableHigh` level (at or below it memory is high),
+    /// bytes.
     pub high: u64,
+    /// The same, percent of the budget.
+    pub high_percent: u32,
     /// Notifications: seconds, state.
     pub notifications: Vec<(f64, MemoryAvailable)>,
     /// Refusals: seconds, level.
@@ -183,9 +263,24 @@ fn counted_at(samples: &[(f64, u64, u64, u64)], t: f64) -> f64 {
         .map_or(0.0, |s| s.3 as f64 / MIB)
 }
 
+/// A tick label: at most two decimals, none when they are zeros ("250",
+/// "0.5").
+fn tick(v: &f64) -> String {
+    let text = format!("{v:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
 type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
 type TimeChart<'a, 'b> =
     ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The left margin of every chart, so that their time axes line up.
+const Y_LABELS: u32 = 70;
 
 /// A chart of MiB over `0..t_end` seconds on `area`, its mesh drawn.
 fn time_chart<'a, 'b>(
@@ -197,7 +292,7 @@ fn time_chart<'a, 'b>(
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(70)
+        .y_label_area_size(Y_LABELS)
         .caption(caption, ("sans-serif", 15))
         .build_cartesian_2d(0f64..t_end, 0f64..y_max)
         .map_err(|x| x.to_string())?;
@@ -205,24 +300,50 @@ fn time_chart<'a, 'b>(
         .configure_mesh()
         .x_desc("seconds")
         .y_desc("MiB")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|x| x.to_string())?;
     Ok(chart)
 }
 
-/// Draws the plot to `path`: above, committed bytes (and all bytes
-/// counted against the budget) over time with the budget, the levels'
-/// limits, the notifications as vertical lines and the refusals as
-/// crosses; below, reserved bytes.
+/// How a legend entry's sample is drawn: as in the plot.
+#[derive(Clone, Copy)]
+enum Glyph {
+    /// A solid line of this width.
+    Line(RGBColor, u32),
+    /// A dashed line: dash and gap, pixels.
+    Dashed(RGBColor, u32, u32),
+    /// A notification's mark: a short vertical line.
+    Mark(RGBColor),
+    /// A refusal's cross.
+    Cross(RGBColor),
+}
+
+/// The notification lanes, top to bottom: state, colour, name.
+const LANES: [(MemoryAvailable, RGBColor, &str); 3] = [
+    (MemoryAvailable::Low, LOW, "Low"),
+    (MemoryAvailable::Neutral, NEUTRAL, "Neutral"),
+    (MemoryAvailable::High, HIGH, "High"),
+];
+
+/// Draws the plot to `path`. On the left, sharing one time axis: the
+/// notifications, one lane a state (so that several at one moment stay
+/// apart); committed bytes (and all bytes counted against the budget)
+/// with the budget, the critical levels' limits, the notification levels
+/// and the refusals as crosses; reserved bytes. On the right, the legend,
+/// each sample drawn as in the plot, and what a refusal is.
 pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
     let e = err(path);
-    let root = SVGBackend::new(path, (1200, 820)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let root = root
         .titled(&data.title, ("sans-serif", 20))
         .map_err(|x| e(x.to_string()))?;
-    let (upper, lower) = root.split_vertically(540);
+    let (left, panel) = root.split_horizontally(860);
+    let (strip, rest) = left.split_vertically(130);
+    let (upper, lower) = rest.split_vertically(460);
     let t_end = data
         .samples
         .last()
@@ -235,89 +356,140 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
         .iter()
         .map(|s| s.3.max(s.1) as f64 / MIB)
         .fold(0.0, f64::max);
-    let y_max = budget.max(peak) * 1.12 + 1.0;
+    let y_max = budget.max(peak) * 1.08 + 1.0;
+    let mut legend: Vec<(Glyph, String)> = Vec::new();
 
-    let mut chart =
-        time_chart(&upper, "committed memory against the budget", t_end, y_max).map_err(&e)?;
-    let hline = |y: f64| vec![(0.0, y), (t_end, y)];
-    chart
-        .draw_series(LineSeries::new(hline(budget), BLACK.stroke_width(2)))
-        .map_err(|x| e(x.to_string()))?
-        .label(format!("budget {}", super::units::bytes(data.budget)))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-    let limit_names = ["eTaskCritical limit", "eAppDomainCritical limit"];
-    for (i, colour) in [TASK, APP_DOMAIN].into_iter().enumerate() {
-        let y = data.limits[i] as f64 / MIB;
-        if (y - budget).abs() > f64::EPSILON {
-            chart
-                .draw_series(DashedLineSeries::new(hline(y), 6, 4, colour.into()))
-                .map_err(|x| e(x.to_string()))?
-                .label(limit_names[i])
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-        }
-    }
-    let high = data.high as f64 / MIB;
-    chart
-        .draw_series(DashedLineSeries::new(hline(high), 2, 4, HIGH.into()))
-        .map_err(|x| e(x.to_string()))?
-        .label("high-memory threshold")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], HIGH));
-    chart
-        .draw_series(LineSeries::new(
-            data.samples.iter().map(|s| (s.0, s.3 as f64 / MIB)),
-            COUNTED.stroke_width(1),
-        ))
-        .map_err(|x| e(x.to_string()))?
-        .label("counted (committed + runtime mappings)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COUNTED));
-    chart
-        .draw_series(LineSeries::new(
-            data.samples.iter().map(|s| (s.0, s.1 as f64 / MIB)),
-            COMMITTED.stroke_width(2),
-        ))
-        .map_err(|x| e(x.to_string()))?
-        .label("committed")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COMMITTED.stroke_width(2)));
-    // Notifications: a vertical line each, labelled.
-    for (state, colour, name, label_y) in [
-        (MemoryAvailable::Low, LOW, "Low", 0.995),
-        (MemoryAvailable::Neutral, NEUTRAL, "Neutral", 0.965),
-        (MemoryAvailable::High, HIGH, "High", 0.935),
-    ] {
+    // The notification lanes.
+    let mut lanes = ChartBuilder::on(&strip)
+        .margin(12)
+        .x_label_area_size(0)
+        .y_label_area_size(Y_LABELS)
+        .caption("notifications delivered", ("sans-serif", 15))
+        .build_cartesian_2d(0f64..t_end, -0.5f64..2.5f64)
+        .map_err(|x| e(x.to_string()))?;
+    lanes
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_y_mesh()
+        .y_labels(3)
+        .y_label_style(("sans-serif", 12))
+        .y_label_formatter(&|v| {
+            let lane = v.round();
+            if (v - lane).abs() > 1e-6 {
+                return String::new();
+            }
+            match lane as i32 {
+                2 => "Low".to_owned(),
+                1 => "Neutral".to_owned(),
+                0 => "High".to_owned(),
+                _ => String::new(),
+            }
+        })
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    for (i, (state, colour, name)) in LANES.into_iter().enumerate() {
+        let lane = (2 - i) as f64;
         let times: Vec<f64> = data
             .notifications
             .iter()
             .filter(|n| n.1 == state)
             .map(|n| n.0)
             .collect();
-        if times.is_empty() {
-            continue;
-        }
-        chart
+        lanes
             .draw_series(times.iter().map(|&t| {
                 PathElement::new(
-                    vec![(t, 0.0), (t, y_max * (label_y - 0.03))],
-                    colour.mix(0.6),
-                )
-            }))
-            .map_err(|x| e(x.to_string()))?
-            .label(format!(
-                "notification: eMemoryAvailable{name} ({})",
-                times.len()
-            ))
-            .legend(move |(x, y)| PathElement::new(vec![(x + 10, y - 6), (x + 10, y + 6)], colour));
-        chart
-            .draw_series(times.iter().map(|&t| {
-                Text::new(
-                    name,
-                    (t, y_max * label_y),
-                    ("sans-serif", 10).into_font().color(&colour),
+                    vec![(t, lane - 0.32), (t, lane + 0.32)],
+                    colour.stroke_width(2),
                 )
             }))
             .map_err(|x| e(x.to_string()))?;
+        legend.push((
+            Glyph::Mark(colour),
+            format!("eMemoryAvailable{name} delivered ({})", times.len()),
+        ));
     }
+
+    let mut chart =
+        time_chart(&upper, "committed memory against the budget", t_end, y_max).map_err(&e)?;
+    let hline = |y: f64| vec![(0.0, y), (t_end, y)];
+    chart
+        .draw_series(LineSeries::new(hline(budget), BLACK.stroke_width(2)))
+        .map_err(|x| e(x.to_string()))?;
+    legend.push((
+        Glyph::Line(BLACK, 2),
+        format!(
+            "budget {} (the eProcessCritical limit)",
+            super::units::bytes(data.budget)
+        ),
+    ));
+    // The levels' limits; a notification level on the same line shares it.
+    let low = data.low as f64 / MIB;
+    let mut low_drawn = false;
+    for (i, (colour, name)) in [(TASK, "eTaskCritical"), (APP_DOMAIN, "eAppDomainCritical")]
+        .into_iter()
+        .enumerate()
+    {
+        let y = data.limits[i] as f64 / MIB;
+        if (y - budget).abs() <= f64::EPSILON {
+            continue;
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                hline(y),
+                8,
+                5,
+                colour.stroke_width(2),
+            ))
+            .map_err(|x| e(x.to_string()))?;
+        let mut label = format!("{} %: {name} limit", data.limit_percent[i]);
+        if data.limits[i] == data.low {
+            label += ",\nand the eMemoryAvailableLow level";
+            low_drawn = true;
+        }
+        legend.push((Glyph::Dashed(colour, 8, 5), label));
+    }
+    if !low_drawn {
+        chart
+            .draw_series(DashedLineSeries::new(hline(low), 3, 4, LOW.stroke_width(2)))
+            .map_err(|x| e(x.to_string()))?;
+        legend.push((
+            Glyph::Dashed(LOW, 3, 4),
+            format!("{} %: eMemoryAvailableLow level", data.low_percent),
+        ));
+    }
+    let high = data.high as f64 / MIB;
+    chart
+        .draw_series(DashedLineSeries::new(
+            hline(high),
+            3,
+            4,
+            HIGH.stroke_width(2),
+        ))
+        .map_err(|x| e(x.to_string()))?;
+    legend.push((
+        Glyph::Dashed(HIGH, 3, 4),
+        format!("{} %: eMemoryAvailableHigh level", data.high_percent),
+    ));
+    chart
+        .draw_series(LineSeries::new(
+            data.samples.iter().map(|s| (s.0, s.3 as f64 / MIB)),
+            COUNTED.stroke_width(1),
+        ))
+        .map_err(|x| e(x.to_string()))?;
+    legend.push((
+        Glyph::Line(COUNTED, 1),
+        "counted: committed + runtime mappings".to_owned(),
+    ));
+    chart
+        .draw_series(LineSeries::new(
+            data.samples.iter().map(|s| (s.0, s.1 as f64 / MIB)),
+            COMMITTED.stroke_width(2),
+        ))
+        .map_err(|x| e(x.to_string()))?;
+    legend.push((Glyph::Line(COMMITTED, 2), "committed".to_owned()));
     // Refusals: a cross each at the counted bytes of the moment (thinned
     // out evenly beyond 1,500 so the file stays small).
+    let mut refused_any = false;
     for (level, colour, name) in [
         (MemoryCriticalLevel::TaskCritical, TASK, "eTaskCritical"),
         (
@@ -340,6 +512,7 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
         if times.is_empty() {
             continue;
         }
+        refused_any = true;
         let every = times.len().div_ceil(1500);
         chart
             .draw_series(
@@ -347,18 +520,12 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
                     Cross::new((t, counted_at(&data.samples, t)), 4, colour.stroke_width(1))
                 }),
             )
-            .map_err(|x| e(x.to_string()))?
-            .label(format!("refused at {name} ({})", times.len()))
-            .legend(move |(x, y)| Cross::new((x + 10, y), 4, colour));
+            .map_err(|x| e(x.to_string()))?;
+        legend.push((
+            Glyph::Cross(colour),
+            format!("refused at {name} ({})", times.len()),
+        ));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(GRID)
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
 
     let reserved_max = data
         .samples
@@ -375,5 +542,69 @@ pub fn plot_svg(data: &PlotData, path: &Path) -> Result<(), String> {
             RESERVED_LINE.stroke_width(2),
         ))
         .map_err(|x| e(x.to_string()))?;
+    legend.push((Glyph::Line(RESERVED_LINE, 2), "reserved".to_owned()));
+
+    draw_legend(&panel, &legend, refused_any).map_err(&e)?;
     root.present().map_err(|x| e(x.to_string()))
+}
+
+/// The legend on its own panel, right of the charts: nothing covers the
+/// curves.
+fn draw_legend(
+    panel: &Area<'_>,
+    entries: &[(Glyph, String)],
+    refusals: bool,
+) -> Result<(), String> {
+    let font = ("sans-serif", 12).into_font();
+    let (x0, mut y) = (10i32, 40i32);
+    let text = |s: &str, at: (i32, i32), style: &TextStyle| {
+        panel
+            .draw(&Text::new(s.to_owned(), at, style.clone()))
+            .map_err(|x| x.to_string())
+    };
+    text("legend", (x0, 14), &("sans-serif", 15).into_font().into())?;
+    for (glyph, label) in entries {
+        let mid = y + 7;
+        let sample = vec![(x0, mid), (x0 + 30, mid)];
+        match *glyph {
+            Glyph::Line(colour, width) => {
+                panel.draw(&PathElement::new(sample, colour.stroke_width(width)))
+            }
+            Glyph::Dashed(colour, dash, gap) => {
+                panel.draw(&plotters::element::DashedPathElement::new(
+                    sample,
+                    dash as i32,
+                    gap as i32,
+                    colour.stroke_width(2),
+                ))
+            }
+            Glyph::Mark(colour) => panel.draw(&PathElement::new(
+                vec![(x0 + 15, mid - 6), (x0 + 15, mid + 6)],
+                colour.stroke_width(2),
+            )),
+            Glyph::Cross(colour) => {
+                panel.draw(&Cross::new((x0 + 15, mid), 4, colour.stroke_width(1)))
+            }
+        }
+        .map_err(|x| x.to_string())?;
+        for line in label.lines() {
+            text(line, (x0 + 40, y + 1), &font.clone().into())?;
+            y += 16;
+        }
+        y += 6;
+    }
+    if refusals {
+        y += 10;
+        let note = [
+            "A cross is a commit the budget refused:",
+            "it would have taken the counted bytes past",
+            "the limit of its request's critical level",
+            "(E_OUTOFMEMORY to the simulated runtime).",
+        ];
+        for line in note {
+            text(line, (x0, y), &font.clone().color(&GRID))?;
+            y += 17;
+        }
+    }
+    Ok(())
 }

@@ -261,8 +261,22 @@ impl Actor {
             if !think.is_zero() {
                 // Mutator work: between half and one and a half `think`.
                 let jitter = self.rng.between(50, 150);
-                std::thread::sleep(think * jitter as u32 / 100);
+                self.think(think * jitter as u32 / 100);
             }
+        }
+    }
+
+    /// Sleeps `time` in slices short enough that a stopped world (the end
+    /// of `--duration`) ends the wait within one slice.
+    fn think(&self, time: Duration) {
+        const SLICE: Duration = Duration::from_millis(5);
+        let deadline = Instant::now() + time;
+        while !self.world.stopped() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(SLICE));
         }
     }
 

@@ -129,6 +129,7 @@ fn failed_discard_restores_access_and_data() {
 /// first, so that a failed split changes nothing. Told apart by the calls
 /// made before an injected failure of the discard.
 #[test]
+#[cfg(feature = "cli")] // it writes a page through `bench::ops::touch`
 fn decommit_discards_first_only_where_no_mapping_splits() {
     let mut space = faulty();
     let base = space

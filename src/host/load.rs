@@ -152,12 +152,14 @@ impl MachineMemory {
 mod tests {
     use super::*;
 
-    fn tree(files: &[(&str, &str)]) -> PathBuf {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let root = std::env::temp_dir().join(format!("hostmem-load-{}-{n}", std::process::id()));
+    /// A fake machine root holding `files`, removed when dropped.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::Builder::new()
+            .prefix("hostmem-load-")
+            .tempdir()
+            .unwrap();
         for (path, text) in files {
-            let p = root.join(path);
+            let p = root.path().join(path);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, text).unwrap();
         }
@@ -209,7 +211,7 @@ mod tests {
     #[test]
     fn meminfo_without_cgroup_limit() {
         let root = tree(&[("proc/meminfo", MEMINFO), ("proc/self/cgroup", "0::/\n")]);
-        let load = MachineMemory::with_root(&root).load().unwrap();
+        let load = MachineMemory::with_root(root.path()).load().unwrap();
         assert_eq!(
             load,
             MemoryLoad {
@@ -228,7 +230,7 @@ mod tests {
             ("sys/fs/cgroup/app.slice/x/memory.max", "409600\n"),
             ("sys/fs/cgroup/app.slice/x/memory.current", "102400\n"),
         ]);
-        let load = MachineMemory::with_root(&root).load().unwrap();
+        let load = MachineMemory::with_root(root.path()).load().unwrap();
         assert_eq!(
             load,
             MemoryLoad {
@@ -248,7 +250,10 @@ mod tests {
             ("sys/fs/cgroup/x/memory.current", "5\n"),
         ]);
         assert_eq!(
-            MachineMemory::with_root(&root).load().unwrap().total_bytes,
+            MachineMemory::with_root(root.path())
+                .load()
+                .unwrap()
+                .total_bytes,
             1000 * 1024
         );
     }
@@ -261,7 +266,7 @@ mod tests {
             ("sys/fs/cgroup/memory/job/memory.limit_in_bytes", "204800\n"),
             ("sys/fs/cgroup/memory/job/memory.usage_in_bytes", "51200\n"),
         ]);
-        let load = MachineMemory::with_root(&root).load().unwrap();
+        let load = MachineMemory::with_root(root.path()).load().unwrap();
         assert_eq!(
             load,
             MemoryLoad {
@@ -279,7 +284,7 @@ mod tests {
             ("sys/fs/cgroup/memory/job/memory.usage_in_bytes", "51200\n"),
         ]);
         assert_eq!(
-            MachineMemory::with_root(&unlimited)
+            MachineMemory::with_root(unlimited.path())
                 .load()
                 .unwrap()
                 .total_bytes,

@@ -13,11 +13,21 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The system libraries a Rust `staticlib` needs on Linux (glibc), as
-/// `rustc --print native-static-libs` lists them.
+/// `rustc --print native-static-libs` lists them: the link line the README
+/// and `include/hostmem.h` give (`tests/examples.rs` checks that they do).
 pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"];
 
 /// Warnings are errors: the headers must be clean C11 and C++17.
 pub const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror"];
+
+/// Says that a test skipped some of its work, and why, where the person
+/// running `cargo test` sees it: straight to the process's stderr, which
+/// the test harness does not capture (`println!` output it shows only for
+/// failed tests).
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
+}
 
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -52,6 +62,18 @@ pub fn static_library() -> PathBuf {
                 deps.display()
             )
         })
+}
+
+/// The `libhostmem.so` built by this `cargo test`, beside
+/// [`static_library`]'s archive.
+pub fn shared_library() -> PathBuf {
+    let path = static_library().with_file_name("libhostmem.so");
+    assert!(
+        path.is_file(),
+        "{} not found: is crate-type \"cdylib\" still in Cargo.toml's [lib]?",
+        path.display()
+    );
+    path
 }
 
 /// A directory for this profile's executables.
@@ -305,7 +327,9 @@ pub fn build_and_run(source: &str, language: Language) -> u32 {
             );
             println!("{what} under valgrind: no invalid access, no definite leak");
         }
-        None => println!("note: valgrind is not installed or disabled; {what} ran natively only"),
+        None => skipped(&format!(
+            "{what} under valgrind (valgrind is not installed, or HOSTMEM_TEST_VALGRIND=0); it ran natively only"
+        )),
     }
     passed
 }

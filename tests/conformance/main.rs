@@ -4,7 +4,7 @@
 //! result (value or Win32 error) and the expected `VirtualQuery` fields.
 //! Expectations come from the sources, never from the engine's output:
 //!
-//! - "spec §n": `spec/semantics.md`;
+//! - "spec §n": `docs/semantics.md`;
 //! - "W-k32 fn": Wine `dlls/kernel32/tests/virtual.c`, test function `fn`;
 //! - "W-nt fn": Wine `dlls/ntdll/tests/virtual.c`, test function `fn`;
 //! - "W-impl": Wine's `NtAllocateVirtualMemory` parameter checks;

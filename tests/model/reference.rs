@@ -2,7 +2,7 @@
 //! emulates: `VirtualAlloc`, `VirtualFree`, `VirtualQuery` and
 //! `VirtualProtect` over a set of reservations.
 //!
-//! It is written from the rules (shared/spec/semantics.md, the decisions of
+//! It is written from the rules (docs/semantics.md, the decisions of
 //! the engine API note, and Wine's conformance tests, which record what
 //! Windows does), not from the engine's code, so that the property test in
 //! `main.rs` compares two independent readings of the same rules.
