@@ -3,7 +3,7 @@
 //! lock, and a watcher thread for loads that change without the runtime.
 //!
 //! The notifier has no lock-free part: its state, queue and delivery flag
-//! are under one mutex, and its one atomic counts deliveries. What needs
+//! are under one mutex, and its atomics count deliveries and panics. What needs
 //! checking is the hand-off between threads (one delivers, the others
 //! queue, nobody holds the lock during a call), so the notifier's mutex
 //! and counter come from [`prim`](crate::sync::prim), and a build with
@@ -14,6 +14,7 @@ use super::load::{MachineMemory, MemoryLoad};
 use crate::sync::prim::{AtomicU64, Mutex, Ordering};
 use parking_lot::Condvar;
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -34,6 +35,19 @@ pub enum MemoryAvailable {
 
 /// `ICLRMemoryNotificationCallback`: what the runtime registers to be told
 /// the memory state.
+///
+/// The call is made with no lock of the manager held, on the thread whose
+/// call changed the load (with a budget) or on the manager's load-watcher
+/// thread (without one), one call at a time and in order. It may call
+/// anything on the manager, its heaps included: register another
+/// callback, unregister (`None`), or drop the last reference to the
+/// manager or to itself. Nothing waits for a running call to finish: a
+/// thread that unregisters, or drops the manager, while a call runs on the
+/// watcher returns at once (the call ends on its own, and no new one
+/// starts), so a callback may also take locks that such a thread holds.
+/// A panic in the callback is caught, counted
+/// ([`Statistics::notification_panics`](super::Statistics::notification_panics))
+/// and reported by the panic hook; later changes are still delivered.
 pub trait MemoryNotificationCallback: Send + Sync {
     /// `OnMemoryNotification(state)`.
     fn on_memory_notification(&self, state: MemoryAvailable);
@@ -79,6 +93,7 @@ pub struct Notifier {
     thresholds: Thresholds,
     inner: Mutex<NotifierState>,
     delivered: AtomicU64,
+    panics: AtomicU64,
 }
 
 impl Notifier {
@@ -93,13 +108,18 @@ impl Notifier {
                 delivering: false,
             }),
             delivered: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
         }
     }
 
-    /// Replaces the callback (the old one is dropped, which releases it).
-    pub fn register(&self, callback: Option<Arc<dyn MemoryNotificationCallback>>) {
-        let old = std::mem::replace(&mut self.inner.lock().callback, callback);
-        drop(old);
+    /// Replaces the callback and returns the old one, for the caller to
+    /// drop (which releases it, and may call out) once it holds no lock.
+    #[must_use = "dropping the old callback calls out: drop it with no lock held"]
+    pub fn register(
+        &self,
+        callback: Option<Arc<dyn MemoryNotificationCallback>>,
+    ) -> Option<Arc<dyn MemoryNotificationCallback>> {
+        std::mem::replace(&mut self.inner.lock().callback, callback)
     }
 
     /// The current state.
@@ -134,8 +154,19 @@ impl Notifier {
             let callback = inner.callback.clone();
             drop(inner);
             if let Some(callback) = callback {
-                callback.on_memory_notification(event);
+                // A panicking callback must not stop delivery for good
+                // (`delivering` would stay set) nor kill the thread that
+                // delivers (the watcher, or a caller whose call succeeded):
+                // the notification counts as given, and the panic is
+                // counted. The panic hook has reported it already.
+                let call = AssertUnwindSafe(|| callback.on_memory_notification(event));
+                if catch_unwind(call).is_err() {
+                    self.panics.fetch_add(1, Ordering::Relaxed);
+                }
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                // The last reference may be this one (the callback was
+                // replaced meanwhile): released here, with no lock held.
+                drop(callback);
             }
             inner = self.inner.lock();
         }
@@ -152,33 +183,62 @@ impl Notifier {
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
+
+    /// How many notifications ended in a panic of the callback.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
 }
 
 struct WatcherControl {
     stop: bool,
     kick: bool,
+    /// Set while the thread reads the load or delivers: from its last
+    /// look at `stop` until it is back under the lock.
+    busy: bool,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next watcher started on this thread fails to spawn.
+    pub(crate) static FAIL_NEXT_SPAWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A thread that watches the machine's (or cgroup's) load while a callback
 /// is registered and no budget decides the load: it sleeps on a condition
 /// variable between polls, wakes at once when the manager changed memory,
-/// and stops with the manager.
+/// and stops when dropped.
+///
+/// Dropping it never waits for a callback: an idle thread is joined (it
+/// only has to see the stop flag), a busy one is told to stop and left to
+/// finish its call and exit on its own, so that a callback may block on
+/// whatever the dropping thread holds.
 pub struct Watcher {
     control: Arc<(parking_lot::Mutex<WatcherControl>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
-    /// Starts watching `machine` for `notifier`.
-    pub fn start(notifier: Arc<Notifier>, machine: MachineMemory, poll: Duration) -> Self {
+    /// Starts watching `machine` for `notifier`; the error of a thread
+    /// that could not be spawned.
+    pub fn start(
+        notifier: Arc<Notifier>,
+        machine: MachineMemory,
+        poll: Duration,
+    ) -> std::io::Result<Self> {
         let control = Arc::new((
             parking_lot::Mutex::new(WatcherControl {
                 stop: false,
                 kick: true,
+                busy: false,
             }),
             Condvar::new(),
         ));
         let shared = control.clone();
+        #[cfg(test)]
+        if FAIL_NEXT_SPAWN.take() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
         let thread = std::thread::Builder::new()
             .name("hostmem-load-watcher".into())
             .spawn(move || {
@@ -186,6 +246,7 @@ impl Watcher {
                 loop {
                     {
                         let mut c = lock.lock();
+                        c.busy = false;
                         if !c.kick && !c.stop {
                             wake.wait_for(&mut c, poll);
                         }
@@ -193,14 +254,17 @@ impl Watcher {
                             return;
                         }
                         c.kick = false;
+                        c.busy = true;
                     }
                     if let Some(load) = machine.load() {
                         notifier.observe(load);
                     }
                 }
-            })
-            .ok();
-        Self { control, thread }
+            })?;
+        Ok(Self {
+            control,
+            thread: Some(thread),
+        })
     }
 
     /// Asks for a look at the load now (memory changed).
@@ -214,13 +278,18 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         let (lock, wake) = &*self.control;
-        lock.lock().stop = true;
+        let busy = {
+            let mut c = lock.lock();
+            c.stop = true;
+            c.busy
+        };
         wake.notify_one();
         if let Some(thread) = self.thread.take() {
-            // The last reference to the manager may be dropped by a
-            // callback running on the watcher itself: it stops on its own
-            // and must not join itself.
-            if thread.thread().id() != std::thread::current().id() {
+            // Joined only when idle: it sees `stop` before it could call
+            // out, so the join is short and waits for nothing the caller
+            // may hold. Busy (a callback may be running, maybe the one
+            // dropping this), it exits by itself after the call.
+            if !busy && thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
         }
@@ -255,7 +324,7 @@ mod tests {
     fn fill_and_drain_delivers_each_change_once() {
         let n = Notifier::new(T);
         let rec = Arc::new(Recorder::default());
-        n.register(Some(rec.clone()));
+        let _ = n.register(Some(rec.clone()));
         for pct in (0..=100).chain((0..=100).rev()) {
             n.observe(load(pct));
         }
@@ -287,13 +356,13 @@ mod tests {
         }
         let n = Arc::new(Notifier::new(T));
         let cb = Arc::new(Reentrant(n.clone(), Mutex::new(Vec::new())));
-        n.register(Some(cb.clone()));
+        let _ = n.register(Some(cb.clone()));
         n.observe(load(95));
         assert_eq!(
             *cb.1.lock(),
             vec![MemoryAvailable::Low, MemoryAvailable::High]
         );
-        n.register(None);
+        let _ = n.register(None);
     }
 }
 
@@ -391,7 +460,7 @@ mod loom_tests {
         model("changes from three threads are each delivered once", || {
             let n = Arc::new(Notifier::new(T));
             let recorder = Arc::new(Recorder::default());
-            n.register(Some(recorder.clone()));
+            let _ = n.register(Some(recorder.clone()));
             let threads: Vec<_> = [95, 10]
                 .into_iter()
                 .map(|pct| {
@@ -402,7 +471,7 @@ mod loom_tests {
             n.observe(load(95));
             threads.into_iter().for_each(|t| t.join().unwrap());
             assert_delivered(&n, &recorder.events());
-            n.register(None);
+            let _ = n.register(None);
         });
     }
 
@@ -414,7 +483,7 @@ mod loom_tests {
         model("a neutral state is delivered between others", || {
             let n = Arc::new(Notifier::new(T));
             let recorder = Arc::new(Recorder::default());
-            n.register(Some(recorder.clone()));
+            let _ = n.register(Some(recorder.clone()));
             let other = {
                 let n = n.clone();
                 thread::spawn(move || n.observe(load(10)))
@@ -425,7 +494,7 @@ mod loom_tests {
             let events = recorder.events();
             assert_delivered(&n, &events);
             assert!(events.starts_with(&[MemoryAvailable::Low]));
-            n.register(None);
+            let _ = n.register(None);
         });
     }
 
@@ -454,7 +523,7 @@ mod loom_tests {
                     notifier: n.clone(),
                     recorder: Recorder::default(),
                 });
-                n.register(Some(callback.clone()));
+                let _ = n.register(Some(callback.clone()));
                 let other = {
                     let n = n.clone();
                     thread::spawn(move || n.observe(load(95)))
@@ -464,7 +533,7 @@ mod loom_tests {
                 let events = callback.recorder.events();
                 assert_delivered(&n, &events);
                 assert!(events.len() >= 2, "the callback's own change: {events:?}");
-                n.register(None);
+                let _ = n.register(None);
             },
         );
     }
