@@ -418,8 +418,11 @@ fn race_once(m: &Arc<HostMemoryManager>, round: usize) -> [Arc<Recorder>; 2] {
         let (m, start, b) = (m.clone(), start.clone(), callbacks[1].clone());
         std::thread::spawn(move || {
             start.wait();
-            let b: Option<Arc<dyn MemoryNotificationCallback>> =
-                if round % 2 == 0 { None } else { Some(b) };
+            let b: Option<Arc<dyn MemoryNotificationCallback>> = if round.is_multiple_of(2) {
+                None
+            } else {
+                Some(b)
+            };
             m.register_memory_notification(b).unwrap();
         })
     };

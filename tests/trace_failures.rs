@@ -9,9 +9,12 @@
 //! again, running one test with [`CHILD`] set.
 
 use hostmem::host::{HostConfig, HostMemoryManager, MemoryCriticalLevel};
+use hostmem::trace::{TraceSink, TraceStatus};
 use hostmem::win32::{AllocationType, FreeType, Protection};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Set in a child: which part it plays.
 const CHILD: &str = "HOSTMEM_TRACE_FAILURE_CHILD";
@@ -235,8 +238,7 @@ fn a_trace_that_fills_its_file_system_fails_no_call() {
     );
 }
 
-/// A manager's commit through a trace on `HostConfig::default()`, for the
-/// writer test below.
+/// A commit of 64 KiB, which must succeed.
 fn commit(m: &HostMemoryManager) -> usize {
     m.virtual_alloc(
         0,
@@ -248,10 +250,90 @@ fn commit(m: &HostMemoryManager) -> usize {
     .expect("the commit succeeds whatever the trace does")
 }
 
+/// A writer that takes `room` bytes, then fails every write as a full
+/// disk does, counting the writes it is asked for after its first failure.
+struct FillsUp {
+    room: usize,
+    failed: Arc<AtomicUsize>,
+}
+
+impl std::io::Write for FillsUp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
-fn a_manager_without_a_trace_is_unaffected() {
-    // The baseline the tests above compare with: no trace at all.
-    let m = HostMemoryManager::new(HostConfig::default()).with_trace(None);
-    let p = commit(&m);
-    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+fn a_failing_trace_writer_fails_no_call_and_is_written_no_more() {
+    let failed = Arc::new(AtomicUsize::new(0));
+    let writer = FillsUp {
+        room: 2000,
+        failed: failed.clone(),
+    };
+    let sink = TraceSink::with_writer("fills-up.trace", writer).unwrap();
+    let m = HostMemoryManager::new(HostConfig::default()).with_trace(Some(sink.clone()));
+    assert_eq!(
+        sink.status(),
+        TraceStatus::Recording("fills-up.trace".into())
+    );
+    // 2000 bytes hold about 20 lines: the later commits meet a full disk.
+    let regions: Vec<usize> = (0..100).map(|_| commit(&m)).collect();
+    assert_eq!(m.statistics().regions, 100, "every commit is accounted");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        1,
+        "no write after the failure"
+    );
+    match sink.status() {
+        TraceStatus::Failed { path, error } => {
+            assert_eq!(path, Path::new("fills-up.trace"));
+            assert!(error.contains("No space left"), "{error}");
+        }
+        other => panic!("the trace is not marked failed: {other:?}"),
+    }
+    for p in regions {
+        m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+    }
+    assert_eq!(m.statistics().regions, 0);
+    assert_eq!(failed.load(Ordering::SeqCst), 1);
+    assert!(!m.has_failed());
+}
+
+/// In the child: the status a program (the CLI) reads to learn that the
+/// trace it was asked for cannot be written.
+fn status_says_the_trace_failed() {
+    match TraceSink::env_status() {
+        TraceStatus::Failed { path, error } => {
+            assert_eq!(path, Path::new("/nonexistent-dir-of-hostmem/x.trace"));
+            assert!(error.contains("No such file"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_trace_status_tells_a_program_its_trace_failed() {
+    if std::env::var_os(CHILD).is_some() {
+        report_panics_on_stdout();
+        status_says_the_trace_failed();
+        return;
+    }
+    let output = run_child(
+        "the_trace_status_tells_a_program_its_trace_failed",
+        &[(
+            "HOSTMEM_TRACE",
+            Path::new("/nonexistent-dir-of-hostmem/x.trace"),
+        )],
+        dev_full(),
+    );
+    assert_child_passed("stderr at /dev/full", &output);
 }

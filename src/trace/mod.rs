@@ -41,4 +41,4 @@ pub use parse::{Trace, TraceError, TraceErrorKind, parse_record};
 pub use record::{Addr, Call, ManagerSettings, Outcome, QueryAnswer, Record, Sym, TRACE_HEADER};
 pub use replay::{Difference, Maker, ReplayReport, ReplayedManager, Replayer, Speed, replay};
 pub use symbols::SymbolTable;
-pub use writer::{TRACE_ENV, TraceSink, Traced, Tracer};
+pub use writer::{TRACE_ENV, TraceSink, TraceStatus, Traced, Tracer};
