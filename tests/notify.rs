@@ -317,8 +317,10 @@ fn a_callback_can_replace_itself_and_the_new_one_is_notified() {
         }
         assert_eq!(first.load(Ordering::SeqCst), 1);
         machine.set_used_percent(10);
-        assert_eq!(next.wait_for(1), 1, "the replacement is notified");
-        assert_eq!(*next.0.lock(), vec![MemoryAvailable::High]);
+        assert_eq!(next.wait_for(2), 2, "the replacement is notified");
+        // Registered while memory was low, it is told so at once.
+        use MemoryAvailable::*;
+        assert_eq!(*next.0.lock(), vec![Low, High]);
         assert_eq!(first.load(Ordering::SeqCst), 1, "the first is not");
         m.register_memory_notification(None).unwrap();
     });

@@ -557,7 +557,7 @@ impl HostMemoryManager {
                 (false, _) => stopped = watcher.take(),
                 (true, Some(_)) => {}
                 (true, None) => match watcher.as_ref() {
-                    Some(running) => running.kick(),
+                    Some(_) => {}
                     None => {
                         // A thread that cannot be made fails the call,
                         // and nothing changed.
@@ -573,6 +573,11 @@ impl HostMemoryManager {
             }
             let old = self.notifier.register(callback);
             self.notifying.store(registering, Ordering::Relaxed);
+            if let Some(running) = watcher.as_ref() {
+                // A look now, with the new callback in place (a new
+                // watcher may have taken its first look before).
+                running.kick();
+            }
             drop(watcher);
             drop(stopped);
             drop(old);

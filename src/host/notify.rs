@@ -114,12 +114,21 @@ impl Notifier {
 
     /// Replaces the callback and returns the old one, for the caller to
     /// drop (which releases it, and may call out) once it holds no lock.
+    /// Changes queued for the old callback are dropped; a new callback is
+    /// told the state at the next [`deliver`](Self::deliver) if it is not
+    /// high (it may have changed while no callback listened).
     #[must_use = "dropping the old callback calls out: drop it with no lock held"]
     pub fn register(
         &self,
         callback: Option<Arc<dyn MemoryNotificationCallback>>,
     ) -> Option<Arc<dyn MemoryNotificationCallback>> {
-        std::mem::replace(&mut self.inner.lock().callback, callback)
+        let mut inner = self.inner.lock();
+        inner.queue.clear();
+        if callback.is_some() && inner.state != MemoryAvailable::High {
+            let state = inner.state;
+            inner.queue.push_back(state);
+        }
+        std::mem::replace(&mut inner.callback, callback)
     }
 
     /// The current state.
