@@ -526,8 +526,14 @@ impl HostMemoryManager {
     }
 
     /// `IHostMemoryManager::RegisterMemoryNotificationCallback`: replaces
-    /// the callback (`None`: none); the old one is released. The runtime is
-    /// told at once if memory is not in the high state.
+    /// the callback (`None`: none); the old one is released, with no lock
+    /// held. The runtime is told at once if memory is not in the high
+    /// state. Racing registrations take effect in some order, and the last
+    /// is the one registered and notified. Without a budget the first
+    /// registration starts the load-watcher thread: if it cannot be
+    /// started, `ERROR_NOT_ENOUGH_MEMORY` (`E_OUTOFMEMORY`) and nothing
+    /// changed. What the callback may do from inside its call:
+    /// [`MemoryNotificationCallback`].
     pub fn register_memory_notification(
         &self,
         callback: Option<Arc<dyn MemoryNotificationCallback>>,

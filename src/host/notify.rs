@@ -43,8 +43,10 @@ pub enum MemoryAvailable {
 /// callback, unregister (`None`), or drop the last reference to the
 /// manager or to itself. Nothing waits for a running call to finish: a
 /// thread that unregisters, or drops the manager, while a call runs on the
-/// watcher returns at once (the call ends on its own, and no new one
-/// starts), so a callback may also take locks that such a thread holds.
+/// watcher returns at once and the call ends on its own, so a callback may
+/// also take locks that such a thread holds. (One call already on its way
+/// may still begin just after the unregistering call returned; none after
+/// that.)
 /// A panic in the callback is caught, counted
 /// ([`Statistics::notification_panics`](super::Statistics::notification_panics))
 /// and reported by the panic hook; later changes are still delivered.
