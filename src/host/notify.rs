@@ -344,6 +344,50 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_registered_while_low_is_told_and_the_old_ones_queue_is_dropped() {
+        use MemoryAvailable::*;
+        let n = Notifier::new(T);
+        let old = Arc::new(Recorder::default());
+        let _ = n.register(Some(old.clone()));
+        n.update(load(95)); // queued for `old`, not delivered yet
+        let new = Arc::new(Recorder::default());
+        let replaced = n.register(Some(new.clone()));
+        assert!(replaced.is_some_and(|r| Arc::ptr_eq(&r, &(old.clone() as Arc<_>))));
+        n.deliver();
+        assert_eq!(*old.0.lock(), vec![], "not told after it was replaced");
+        assert_eq!(*new.0.lock(), vec![Low], "told the state at once");
+        // Registered while high: nothing to tell.
+        n.observe(load(10));
+        let _ = n.register(Some(old.clone()));
+        n.deliver();
+        assert_eq!(*old.0.lock(), vec![]);
+        assert_eq!(*new.0.lock(), vec![Low, High]);
+    }
+
+    #[test]
+    fn a_panicking_callback_is_counted_and_delivery_goes_on() {
+        struct Panics(Recorder);
+        impl MemoryNotificationCallback for Panics {
+            fn on_memory_notification(&self, state: MemoryAvailable) {
+                self.0.on_memory_notification(state);
+                if state == MemoryAvailable::Low {
+                    panic!("a callback panics (expected by the test)");
+                }
+            }
+        }
+        let n = Notifier::new(T);
+        let cb = Arc::new(Panics(Recorder::default()));
+        let _ = n.register(Some(cb.clone()));
+        n.observe(load(95));
+        n.observe(load(10));
+        assert_eq!(
+            *cb.0.0.lock(),
+            vec![MemoryAvailable::Low, MemoryAvailable::High]
+        );
+        assert_eq!((n.delivered(), n.panics()), (2, 1));
+    }
+
+    #[test]
     fn between_thresholds_the_state_holds() {
         use MemoryAvailable::*;
         assert_eq!(T.next(High, load(89)), High);
