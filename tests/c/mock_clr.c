@@ -725,7 +725,8 @@ static void test_notification_callback(void) {
  * thread. A callback there that calls RegisterMemoryNotificationCallback,
  * or takes a lock of the runtime's, while another thread unregisters or
  * gives back the manager's last reference, must not hang either thread:
- * hostmem waits for no running callback. A hang ends the program through
+ * hostmem waits for no running callback. A callback may also give back
+ * the manager's last reference itself. A hang ends the program through
  * the watchdog (SIGALRM) rather than hanging the test run.
  * ------------------------------------------------------------------------ */
 static void watchdog_fired(int sig) {
@@ -736,7 +737,7 @@ static void watchdog_fired(int sig) {
     _exit(3);
 }
 
-enum { MEET_REGISTER, MEET_LOCK };
+enum { MEET_REGISTER, MEET_LOCK, MEET_RELEASE };
 
 typedef struct MeetingCallback {
     ICLRMemoryNotificationCallback iface; /* first */
@@ -744,7 +745,8 @@ typedef struct MeetingCallback {
     atomic_int entered;
     atomic_int finished;
     int mode;
-    IHostMemoryManager* manager; /* MEET_REGISTER: the manager it calls */
+    IHostMemoryManager* manager; /* MEET_REGISTER, MEET_RELEASE: the manager it calls */
+    atomic_uint released_to;     /* MEET_RELEASE: what the manager's Release returned */
     pthread_mutex_t* lock;       /* MEET_LOCK: the lock it takes */
 } MeetingCallback;
 
@@ -771,6 +773,9 @@ static HRESULT STDMETHODCALLTYPE meet_on_memory_notification(ICLRMemoryNotificat
     if (cb->mode == MEET_REGISTER) {
         IHostMemoryManager* m = cb->manager;
         CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, NULL), S_OK);
+    } else if (cb->mode == MEET_RELEASE) {
+        IHostMemoryManager* m = cb->manager;
+        atomic_store(&cb->released_to, m->lpVtbl->Release(m)); /* the last reference */
     } else {
         pthread_mutex_lock(cb->lock);
         pthread_mutex_unlock(cb->lock);
@@ -849,6 +854,22 @@ static void test_callbacks_meeting_other_calls(void) {
     pthread_mutex_unlock(&lock);
     CHECK(wait_until(&locker.finished, NULL, 0));
     CHECK(wait_until(NULL, &locker.refs, 1));
+
+    /* The callback gives back the manager's last reference itself. */
+    MeetingCallback releaser;
+    memset(&releaser, 0, sizeof releaser);
+    releaser.iface.lpVtbl = &meeting_callback_vtbl;
+    atomic_init(&releaser.refs, 1);
+    atomic_init(&releaser.released_to, 99);
+    releaser.mode = MEET_RELEASE;
+    m = watched_manager();
+    if (!m) return;
+    releaser.manager = m;
+    CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, &releaser.iface), S_OK);
+    m = NULL; /* the callback's now */
+    CHECK(wait_until(&releaser.finished, NULL, 0));
+    CHECK(atomic_load(&releaser.released_to) == 0);
+    CHECK(wait_until(NULL, &releaser.refs, 1));
 
     alarm(0);
     signal(SIGALRM, SIG_DFL);
