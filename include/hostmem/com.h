@@ -30,6 +30,32 @@
  * the object is destroyed when it reaches 0), safe to call from any
  * thread, and never lets a failure escape other than as an HRESULT.
  *
+ * Memory notifications. RegisterMemoryNotificationCallback(cb) holds cb
+ * (AddRef) until another callback or NULL is registered, or the manager is
+ * destroyed. Registrations take effect in the order they are made: the last
+ * one is the one notified. If memory is not in the high state when cb is
+ * registered, cb is told the current state at once. If hostmem cannot
+ * start the thread that watches the machine's load (no budget), the call
+ * fails with E_OUTOFMEMORY and changes nothing. OnMemoryNotification is
+ * called with no lock of hostmem held, one call at a time, on the thread
+ * whose call changed the load (with a budget) or on hostmem's watcher
+ * thread (without one). From inside it the callback may call:
+ *   - any method of the manager, its IHostMalloc heaps and IHostControl;
+ *   - RegisterMemoryNotificationCallback, to unregister (NULL) or register
+ *     another callback (or itself again);
+ *   - Release, including the last reference to the manager or to its
+ *     host control, which destroys them;
+ *   - Release on objects it holds; the reference hostmem holds on the
+ *     callback itself is given back once no call of it is in progress
+ *     (so possibly on the thread that made the call, after it returns).
+ * hostmem never waits for a running callback: a thread that unregisters,
+ * or releases the manager's last reference, returns without waiting for a
+ * call in progress on the watcher thread, which ends on its own. So a
+ * callback may also block on a lock that such a thread holds while it
+ * calls hostmem. As on any free-threaded host, one call already on its way
+ * may still begin just after another thread's unregistering call returned;
+ * none begins after that. The callback's HRESULT is ignored.
+ *
  * Hand-written; tests/mock_clr.rs checks the IIDs and HRESULT values below
  * against the Rust definitions, and compiles and runs a mock runtime in C
  * (tests/c/mock_clr.c) and in C++ (tests/c/mock_clr_cpp.cpp) against it.

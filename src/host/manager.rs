@@ -104,6 +104,11 @@ pub struct HostMemoryManager {
     notifier: Arc<Notifier>,
     /// Set while a callback is registered: the write path reads only this.
     notifying: AtomicBool,
+    /// The load watcher, when one runs. Its mutex is also the registration
+    /// lock: a registration swaps the callback, sets `notifying` and
+    /// starts or stops the watcher under it, so registrations are
+    /// linearisable (the last one wins, whole). It is held for no call
+    /// out and no join, and never with the state lock.
     watcher: Mutex<Option<Watcher>>,
     /// Records every call when tracing is on (`HOSTMEM_TRACE`, or
     /// [`with_trace`](Self::with_trace)); `None` costs one branch a call.
@@ -290,8 +295,13 @@ impl HostMemoryManager {
                 self.notifier.update(budget.load(state.used_bytes()));
                 drop(state);
                 self.notifier.deliver();
-            } else if let Some(watcher) = self.watcher.lock().as_ref() {
-                watcher.kick();
+            } else {
+                // The watcher reads the machine's load itself: no order to
+                // keep, so the state lock goes first.
+                drop(state);
+                if let Some(watcher) = self.watcher.lock().as_ref() {
+                    watcher.kick();
+                }
             }
         }
         result
@@ -674,8 +684,14 @@ impl HostMemoryManager {
     }
 
     /// `IHostMemoryManager::RegisterMemoryNotificationCallback`: replaces
-    /// the callback (`None`: none); the old one is released. The runtime is
-    /// told at once if memory is not in the high state.
+    /// the callback (`None`: none); the old one is released, with no lock
+    /// held. The runtime is told at once if memory is not in the high
+    /// state. Racing registrations take effect in some order, and the last
+    /// is the one registered and notified. Without a budget the first
+    /// registration starts the load-watcher thread: if it cannot be
+    /// started, `ERROR_NOT_ENOUGH_MEMORY` (`E_OUTOFMEMORY`) and nothing
+    /// changed. What the callback may do from inside its call:
+    /// [`MemoryNotificationCallback`].
     pub fn register_memory_notification(
         &self,
         callback: Option<Arc<dyn MemoryNotificationCallback>>,
@@ -695,26 +711,43 @@ impl HostMemoryManager {
     ) -> Result<(), HostError> {
         self.call(Method::RegisterMemoryNotificationCallback, || {
             let registering = callback.is_some();
-            self.notifier.register(callback);
-            self.notifying.store(registering, Ordering::Relaxed);
+            // Under the registration lock: what is registered, whether
+            // writes notify, and whether a watcher runs change together.
+            // What may call out (releasing the old callback, stopping the
+            // old watcher, delivering) comes after it is released.
             let mut watcher = self.watcher.lock();
+            let mut stopped = None;
             match (registering, self.budget) {
-                (false, _) => *watcher = None,
-                (true, Some(budget)) => {
-                    drop(watcher);
-                    let used = self.read(|state| Ok(state.used_bytes()))?;
-                    self.notifier.observe(budget.load(used));
-                }
-                (true, None) => {
-                    let w = watcher.get_or_insert_with(|| {
-                        Watcher::start(
+                (false, _) => stopped = watcher.take(),
+                (true, Some(_)) => {}
+                (true, None) => match watcher.as_ref() {
+                    Some(_) => {}
+                    None => {
+                        // A thread that cannot be made fails the call,
+                        // and nothing changed.
+                        let started = Watcher::start(
                             self.notifier.clone(),
                             self.machine.clone(),
                             self.config.load_poll_interval,
                         )
-                    });
-                    w.kick();
-                }
+                        .map_err(|_| HostError::Win32(Win32Error::NOT_ENOUGH_MEMORY))?;
+                        *watcher = Some(started);
+                    }
+                },
+            }
+            let old = self.notifier.register(callback);
+            self.notifying.store(registering, Ordering::Relaxed);
+            if let Some(running) = watcher.as_ref() {
+                // A look now, with the new callback in place (a new
+                // watcher may have taken its first look before).
+                running.kick();
+            }
+            drop(watcher);
+            drop(stopped);
+            drop(old);
+            if let (true, Some(budget)) = (registering, self.budget) {
+                let used = self.read(|state| Ok(state.used_bytes()))?;
+                self.notifier.observe(budget.load(used));
             }
             Ok(())
         })
@@ -725,10 +758,16 @@ impl HostMemoryManager {
         self.notifier.state()
     }
 
+    /// Unregisters the callback and stops the watcher, both released with
+    /// no lock held (neither waits for a callback that is running).
     fn stop_notifications(&self) {
+        let mut watcher = self.watcher.lock();
+        let stopped = watcher.take();
+        let old = self.notifier.register(None);
         self.notifying.store(false, Ordering::Relaxed);
-        *self.watcher.lock() = None;
-        self.notifier.register(None);
+        drop(watcher);
+        drop(stopped);
+        drop(old);
     }
 
     /// The range `[address, address + size)` of a report, or
@@ -852,6 +891,7 @@ impl HostMemoryManager {
             peak_committed_bytes: self.peak_committed.load(Ordering::Relaxed),
             acquired_bytes: acquired,
             notifications_delivered: self.notifier.delivered(),
+            notification_panics: self.notifier.panics(),
             calls: {
                 // With the calls the heaps' hit paths counted themselves.
                 let mut calls = self.counters.calls();

@@ -3,7 +3,7 @@
 //! lock, and a watcher thread for loads that change without the runtime.
 //!
 //! The notifier has no lock-free part: its state, queue and delivery flag
-//! are under one mutex, and its one atomic counts deliveries. What needs
+//! are under one mutex, and its atomics count deliveries and panics. What needs
 //! checking is the hand-off between threads (one delivers, the others
 //! queue, nobody holds the lock during a call), so the notifier's mutex
 //! and counter come from [`prim`](crate::sync::prim), and a build with
@@ -14,6 +14,7 @@ use super::load::{MachineMemory, MemoryLoad};
 use crate::sync::prim::{AtomicU64, Mutex, Ordering};
 use parking_lot::Condvar;
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -34,6 +35,21 @@ pub enum MemoryAvailable {
 
 /// `ICLRMemoryNotificationCallback`: what the runtime registers to be told
 /// the memory state.
+///
+/// The call is made with no lock of the manager held, on the thread whose
+/// call changed the load (with a budget) or on the manager's load-watcher
+/// thread (without one), one call at a time and in order. It may call
+/// anything on the manager, its heaps included: register another
+/// callback, unregister (`None`), or drop the last reference to the
+/// manager or to itself. Nothing waits for a running call to finish: a
+/// thread that unregisters, or drops the manager, while a call runs on the
+/// watcher returns at once and the call ends on its own, so a callback may
+/// also take locks that such a thread holds. (One call already on its way
+/// may still begin just after the unregistering call returned; none after
+/// that.)
+/// A panic in the callback is caught, counted
+/// ([`Statistics::notification_panics`](super::Statistics::notification_panics))
+/// and reported by the panic hook; later changes are still delivered.
 pub trait MemoryNotificationCallback: Send + Sync {
     /// `OnMemoryNotification(state)`.
     fn on_memory_notification(&self, state: MemoryAvailable);
@@ -79,6 +95,7 @@ pub struct Notifier {
     thresholds: Thresholds,
     inner: Mutex<NotifierState>,
     delivered: AtomicU64,
+    panics: AtomicU64,
 }
 
 impl Notifier {
@@ -93,13 +110,27 @@ impl Notifier {
                 delivering: false,
             }),
             delivered: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
         }
     }
 
-    /// Replaces the callback (the old one is dropped, which releases it).
-    pub fn register(&self, callback: Option<Arc<dyn MemoryNotificationCallback>>) {
-        let old = std::mem::replace(&mut self.inner.lock().callback, callback);
-        drop(old);
+    /// Replaces the callback and returns the old one, for the caller to
+    /// drop (which releases it, and may call out) once it holds no lock.
+    /// Changes queued for the old callback are dropped; a new callback is
+    /// told the state at the next [`deliver`](Self::deliver) if it is not
+    /// high (it may have changed while no callback listened).
+    #[must_use = "dropping the old callback calls out: drop it with no lock held"]
+    pub fn register(
+        &self,
+        callback: Option<Arc<dyn MemoryNotificationCallback>>,
+    ) -> Option<Arc<dyn MemoryNotificationCallback>> {
+        let mut inner = self.inner.lock();
+        inner.queue.clear();
+        if callback.is_some() && inner.state != MemoryAvailable::High {
+            let state = inner.state;
+            inner.queue.push_back(state);
+        }
+        std::mem::replace(&mut inner.callback, callback)
     }
 
     /// The current state.
@@ -134,8 +165,19 @@ impl Notifier {
             let callback = inner.callback.clone();
             drop(inner);
             if let Some(callback) = callback {
-                callback.on_memory_notification(event);
+                // A panicking callback must not stop delivery for good
+                // (`delivering` would stay set) nor kill the thread that
+                // delivers (the watcher, or a caller whose call succeeded):
+                // the notification counts as given, and the panic is
+                // counted. The panic hook has reported it already.
+                let call = AssertUnwindSafe(|| callback.on_memory_notification(event));
+                if catch_unwind(call).is_err() {
+                    self.panics.fetch_add(1, Ordering::Relaxed);
+                }
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                // The last reference may be this one (the callback was
+                // replaced meanwhile): released here, with no lock held.
+                drop(callback);
             }
             inner = self.inner.lock();
         }
@@ -152,33 +194,62 @@ impl Notifier {
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
+
+    /// How many notifications ended in a panic of the callback.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
 }
 
 struct WatcherControl {
     stop: bool,
     kick: bool,
+    /// Set while the thread reads the load or delivers: from its last
+    /// look at `stop` until it is back under the lock.
+    busy: bool,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next watcher started on this thread fails to spawn.
+    pub(crate) static FAIL_NEXT_SPAWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A thread that watches the machine's (or cgroup's) load while a callback
 /// is registered and no budget decides the load: it sleeps on a condition
 /// variable between polls, wakes at once when the manager changed memory,
-/// and stops with the manager.
+/// and stops when dropped.
+///
+/// Dropping it never waits for a callback: an idle thread is joined (it
+/// only has to see the stop flag), a busy one is told to stop and left to
+/// finish its call and exit on its own, so that a callback may block on
+/// whatever the dropping thread holds.
 pub struct Watcher {
     control: Arc<(parking_lot::Mutex<WatcherControl>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
-    /// Starts watching `machine` for `notifier`.
-    pub fn start(notifier: Arc<Notifier>, machine: MachineMemory, poll: Duration) -> Self {
+    /// Starts watching `machine` for `notifier`; the error of a thread
+    /// that could not be spawned.
+    pub fn start(
+        notifier: Arc<Notifier>,
+        machine: MachineMemory,
+        poll: Duration,
+    ) -> std::io::Result<Self> {
         let control = Arc::new((
             parking_lot::Mutex::new(WatcherControl {
                 stop: false,
                 kick: true,
+                busy: false,
             }),
             Condvar::new(),
         ));
         let shared = control.clone();
+        #[cfg(test)]
+        if FAIL_NEXT_SPAWN.take() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
         let thread = std::thread::Builder::new()
             .name("hostmem-load-watcher".into())
             .spawn(move || {
@@ -186,6 +257,7 @@ impl Watcher {
                 loop {
                     {
                         let mut c = lock.lock();
+                        c.busy = false;
                         if !c.kick && !c.stop {
                             wake.wait_for(&mut c, poll);
                         }
@@ -193,14 +265,17 @@ impl Watcher {
                             return;
                         }
                         c.kick = false;
+                        c.busy = true;
                     }
                     if let Some(load) = machine.load() {
                         notifier.observe(load);
                     }
                 }
-            })
-            .ok();
-        Self { control, thread }
+            })?;
+        Ok(Self {
+            control,
+            thread: Some(thread),
+        })
     }
 
     /// Asks for a look at the load now (memory changed).
@@ -214,13 +289,18 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         let (lock, wake) = &*self.control;
-        lock.lock().stop = true;
+        let busy = {
+            let mut c = lock.lock();
+            c.stop = true;
+            c.busy
+        };
         wake.notify_one();
         if let Some(thread) = self.thread.take() {
-            // The last reference to the manager may be dropped by a
-            // callback running on the watcher itself: it stops on its own
-            // and must not join itself.
-            if thread.thread().id() != std::thread::current().id() {
+            // Joined only when idle: it sees `stop` before it could call
+            // out, so the join is short and waits for nothing the caller
+            // may hold. Busy (a callback may be running, maybe the one
+            // dropping this), it exits by itself after the call.
+            if !busy && thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
         }
@@ -255,12 +335,56 @@ mod tests {
     fn fill_and_drain_delivers_each_change_once() {
         let n = Notifier::new(T);
         let rec = Arc::new(Recorder::default());
-        n.register(Some(rec.clone()));
+        let _ = n.register(Some(rec.clone()));
         for pct in (0..=100).chain((0..=100).rev()) {
             n.observe(load(pct));
         }
         use MemoryAvailable::*;
         assert_eq!(*rec.0.lock(), vec![Low, Neutral, High]);
+    }
+
+    #[test]
+    fn a_callback_registered_while_low_is_told_and_the_old_ones_queue_is_dropped() {
+        use MemoryAvailable::*;
+        let n = Notifier::new(T);
+        let old = Arc::new(Recorder::default());
+        let _ = n.register(Some(old.clone()));
+        n.update(load(95)); // queued for `old`, not delivered yet
+        let new = Arc::new(Recorder::default());
+        let replaced = n.register(Some(new.clone()));
+        assert!(replaced.is_some_and(|r| Arc::ptr_eq(&r, &(old.clone() as Arc<_>))));
+        n.deliver();
+        assert_eq!(*old.0.lock(), vec![], "not told after it was replaced");
+        assert_eq!(*new.0.lock(), vec![Low], "told the state at once");
+        // Registered while high: nothing to tell.
+        n.observe(load(10));
+        let _ = n.register(Some(old.clone()));
+        n.deliver();
+        assert_eq!(*old.0.lock(), vec![]);
+        assert_eq!(*new.0.lock(), vec![Low, High]);
+    }
+
+    #[test]
+    fn a_panicking_callback_is_counted_and_delivery_goes_on() {
+        struct Panics(Recorder);
+        impl MemoryNotificationCallback for Panics {
+            fn on_memory_notification(&self, state: MemoryAvailable) {
+                self.0.on_memory_notification(state);
+                if state == MemoryAvailable::Low {
+                    panic!("a callback panics (expected by the test)");
+                }
+            }
+        }
+        let n = Notifier::new(T);
+        let cb = Arc::new(Panics(Recorder::default()));
+        let _ = n.register(Some(cb.clone()));
+        n.observe(load(95));
+        n.observe(load(10));
+        assert_eq!(
+            *cb.0.0.lock(),
+            vec![MemoryAvailable::Low, MemoryAvailable::High]
+        );
+        assert_eq!((n.delivered(), n.panics()), (2, 1));
     }
 
     #[test]
@@ -287,13 +411,13 @@ mod tests {
         }
         let n = Arc::new(Notifier::new(T));
         let cb = Arc::new(Reentrant(n.clone(), Mutex::new(Vec::new())));
-        n.register(Some(cb.clone()));
+        let _ = n.register(Some(cb.clone()));
         n.observe(load(95));
         assert_eq!(
             *cb.1.lock(),
             vec![MemoryAvailable::Low, MemoryAvailable::High]
         );
-        n.register(None);
+        let _ = n.register(None);
     }
 }
 
@@ -391,7 +515,7 @@ mod loom_tests {
         model("changes from three threads are each delivered once", || {
             let n = Arc::new(Notifier::new(T));
             let recorder = Arc::new(Recorder::default());
-            n.register(Some(recorder.clone()));
+            let _ = n.register(Some(recorder.clone()));
             let threads: Vec<_> = [95, 10]
                 .into_iter()
                 .map(|pct| {
@@ -402,7 +526,7 @@ mod loom_tests {
             n.observe(load(95));
             threads.into_iter().for_each(|t| t.join().unwrap());
             assert_delivered(&n, &recorder.events());
-            n.register(None);
+            let _ = n.register(None);
         });
     }
 
@@ -414,7 +538,7 @@ mod loom_tests {
         model("a neutral state is delivered between others", || {
             let n = Arc::new(Notifier::new(T));
             let recorder = Arc::new(Recorder::default());
-            n.register(Some(recorder.clone()));
+            let _ = n.register(Some(recorder.clone()));
             let other = {
                 let n = n.clone();
                 thread::spawn(move || n.observe(load(10)))
@@ -425,7 +549,7 @@ mod loom_tests {
             let events = recorder.events();
             assert_delivered(&n, &events);
             assert!(events.starts_with(&[MemoryAvailable::Low]));
-            n.register(None);
+            let _ = n.register(None);
         });
     }
 
@@ -454,7 +578,7 @@ mod loom_tests {
                     notifier: n.clone(),
                     recorder: Recorder::default(),
                 });
-                n.register(Some(callback.clone()));
+                let _ = n.register(Some(callback.clone()));
                 let other = {
                     let n = n.clone();
                     thread::spawn(move || n.observe(load(95)))
@@ -464,7 +588,7 @@ mod loom_tests {
                 let events = callback.recorder.events();
                 assert_delivered(&n, &events);
                 assert!(events.len() >= 2, "the callback's own change: {events:?}");
-                n.register(None);
+                let _ = n.register(None);
             },
         );
     }

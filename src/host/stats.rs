@@ -128,6 +128,9 @@ pub struct Statistics {
     pub acquired_bytes: usize,
     /// Memory notifications delivered to the runtime.
     pub notifications_delivered: u64,
+    /// Notifications whose callback panicked (each also counted as
+    /// delivered; the panic hook reported it, and delivery went on).
+    pub notification_panics: u64,
     /// Calls by method.
     pub calls: BTreeMap<Method, u64>,
     /// Failures by method and HRESULT.

@@ -15,6 +15,12 @@
 //! the heaps' own `Alloc`/`Free` are not, since their page calls are what
 //! decides every later result (the budget, the map).
 //!
+//! Failures: recording never changes a call's result. A trace that
+//! cannot be created, or a line that cannot be written (a full disk), is
+//! said once on stderr — if stderr can be written; a closed or full stderr
+//! is ignored — and recording stops; [`TraceSink::env_status`] tells a
+//! program that needs its trace (the CLI) that it failed.
+//!
 //! Threads: each call's sequence number is taken under the manager's
 //! lock, so replaying on one thread in sequence order meets the states the
 //! manager met, whatever the interleaving was; the lines themselves may be
@@ -25,7 +31,8 @@
 //! - the line format: [`record`];
 //! - the parser, with its errors by line: [`Trace`];
 //! - naming addresses by region, both ways: [`SymbolTable`];
-//! - recording: [`Tracer`] and [`TraceSink`];
+//! - recording: [`Tracer`] and [`TraceSink`]; whether it works:
+//!   [`TraceStatus`];
 //! - replay: [`Replayer`] and [`replay()`].
 #![forbid(unsafe_code)]
 
@@ -41,4 +48,4 @@ pub use parse::{Trace, TraceError, TraceErrorKind, parse_record};
 pub use record::{Addr, Call, ManagerSettings, Outcome, QueryAnswer, Record, Sym, TRACE_HEADER};
 pub use replay::{Difference, Maker, ReplayReport, ReplayedManager, Replayer, Speed, replay};
 pub use symbols::SymbolTable;
-pub use writer::{TRACE_ENV, TraceSink, Traced, Tracer};
+pub use writer::{TRACE_ENV, TraceSink, TraceStatus, Traced, Tracer};

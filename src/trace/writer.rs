@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,56 +25,133 @@ use std::time::Instant;
 /// trace to write.
 pub const TRACE_ENV: &str = "HOSTMEM_TRACE";
 
-/// A trace file being written: the clock, the sequence numbers and the
-/// manager numbers of every manager that writes to it.
+/// Says `message` on stderr, as one line, if stderr takes it: a closed or
+/// full stderr (`2>/dev/full`) is no reason to fail, let alone panic.
+fn report(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "hostmem: {message}");
+}
+
+/// A trace being written: where the lines go, the clock, the sequence
+/// numbers and the manager numbers of every manager that writes to it.
+///
+/// Tracing never fails a call: the first line that cannot be written
+/// (a full disk, a closed file) breaks the trace, which is said once on
+/// stderr (if stderr can be written) and kept in [`status`](Self::status);
+/// no line is written after it.
 pub struct TraceSink {
-    file: Mutex<File>,
+    out: Mutex<Box<dyn Write + Send>>,
     path: PathBuf,
     start: Instant,
     seq: AtomicU64,
     managers: AtomicU32,
     broken: AtomicBool,
+    /// Why the trace broke, once it has.
+    error: OnceLock<String>,
+}
+
+/// The `HOSTMEM_TRACE` sink: none asked for, made, or the path and the
+/// error of one that could not be created.
+type EnvSink = Result<Option<Arc<TraceSink>>, (PathBuf, String)>;
+
+/// Whether a trace is being written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceStatus {
+    /// No trace was asked for (`HOSTMEM_TRACE` unset or empty).
+    Off,
+    /// Every call is being recorded to this path.
+    Recording(PathBuf),
+    /// The trace at this path could not be created, or a line could not
+    /// be written to it; nothing more is recorded. The calls themselves
+    /// are unaffected.
+    Failed {
+        /// The trace's path.
+        path: PathBuf,
+        /// What went wrong, as the OS said it.
+        error: String,
+    },
 }
 
 impl TraceSink {
     /// Creates (or truncates) the trace at `path` and writes its header.
     pub fn create(path: impl AsRef<Path>) -> io::Result<Arc<Self>> {
         let path = path.as_ref();
-        let mut file = File::create(path)?;
-        writeln!(file, "{TRACE_HEADER}")?;
+        Self::with_writer(path, File::create(path)?)
+    }
+
+    /// A trace written to `out` (any writer: a file, a pipe, a buffer),
+    /// named `path` in reports; writes its header.
+    pub fn with_writer(
+        path: impl Into<PathBuf>,
+        mut out: impl Write + Send + 'static,
+    ) -> io::Result<Arc<Self>> {
+        writeln!(out, "{TRACE_HEADER}")?;
         writeln!(
-            file,
+            out,
             "# seq time thread manager method arguments => result (hostmem {}, pid {})",
             env!("CARGO_PKG_VERSION"),
             std::process::id()
         )?;
         Ok(Arc::new(Self {
-            file: Mutex::new(file),
-            path: path.to_owned(),
+            out: Mutex::new(Box::new(out)),
+            path: path.into(),
             start: Instant::now(),
             seq: AtomicU64::new(0),
             managers: AtomicU32::new(0),
             broken: AtomicBool::new(false),
+            error: OnceLock::new(),
         }))
     }
 
     /// The process's sink named by `HOSTMEM_TRACE`, created on first use;
     /// `None` when the variable is unset or empty, or the file cannot be
-    /// created (said once on stderr).
+    /// created (said once on stderr, if stderr can be written, and kept
+    /// for [`env_status`](Self::env_status)).
     pub fn from_env() -> Option<Arc<Self>> {
-        static SINK: OnceLock<Option<Arc<TraceSink>>> = OnceLock::new();
+        Self::env_sink().as_ref().ok().cloned().flatten()
+    }
+
+    /// The `HOSTMEM_TRACE` sink: `Ok(None)` when none is asked for, the
+    /// path and the error when it cannot be created.
+    fn env_sink() -> &'static EnvSink {
+        static SINK: OnceLock<EnvSink> = OnceLock::new();
         SINK.get_or_init(|| {
-            let path = std::env::var_os(TRACE_ENV).filter(|p| !p.is_empty())?;
-            Self::create(&path)
-                .inspect_err(|e| {
-                    eprintln!(
-                        "hostmem: {TRACE_ENV}={}: cannot create the trace: {e}",
-                        Path::new(&path).display()
-                    )
-                })
-                .ok()
+            let Some(path) = std::env::var_os(TRACE_ENV).filter(|p| !p.is_empty()) else {
+                return Ok(None);
+            };
+            let path = PathBuf::from(path);
+            Self::create(&path).map(Some).map_err(|e| {
+                report(format_args!(
+                    "{TRACE_ENV}={}: cannot create the trace: {e}",
+                    path.display()
+                ));
+                (path, e.to_string())
+            })
         })
-        .clone()
+    }
+
+    /// Whether the process's `HOSTMEM_TRACE` trace is being written
+    /// (creating it now if no manager did yet): for a program that must
+    /// not go on when the trace it was asked for cannot be written.
+    pub fn env_status() -> TraceStatus {
+        match Self::env_sink() {
+            Ok(None) => TraceStatus::Off,
+            Ok(Some(sink)) => sink.status(),
+            Err((path, error)) => TraceStatus::Failed {
+                path: path.clone(),
+                error: error.clone(),
+            },
+        }
+    }
+
+    /// Whether this trace is still being written.
+    pub fn status(&self) -> TraceStatus {
+        match self.error.get() {
+            None => TraceStatus::Recording(self.path.clone()),
+            Some(error) => TraceStatus::Failed {
+                path: self.path.clone(),
+                error: error.clone(),
+            },
+        }
     }
 
     /// The trace's path.
@@ -89,19 +167,31 @@ impl TraceSink {
         self.start.elapsed().as_micros() as u64
     }
 
-    /// Appends one line (a single write, so lines never mix).
+    /// Appends one line (a single write, so lines never mix). The first
+    /// failure breaks the trace: said once, and nothing written after it.
     fn write(&self, record: &Record) {
         if self.broken.load(Ordering::Relaxed) {
             return;
         }
         let line = format!("{record}\n");
-        if let Err(e) = self.file.lock().write_all(line.as_bytes())
-            && !self.broken.swap(true, Ordering::Relaxed)
-        {
-            eprintln!(
-                "hostmem: {}: cannot write the trace: {e}",
+        let mut out = self.out.lock();
+        // Checked again under the lock: no write after the one that failed.
+        if self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = out.write_all(line.as_bytes()) {
+            self.break_trace(&e.to_string());
+        }
+    }
+
+    /// Marks the trace broken (the first time: keeps `error` and says it).
+    fn break_trace(&self, error: &str) {
+        if !self.broken.swap(true, Ordering::Relaxed) {
+            let _ = self.error.set(error.to_owned());
+            report(format_args!(
+                "{}: cannot write the trace, recording stopped: {error}",
                 self.path.display()
-            );
+            ));
         }
     }
 }
@@ -233,20 +323,33 @@ impl Tracer {
         let result = run();
         let seq = STAMP.take().unwrap_or_else(|| self.sink.next_seq());
         STAMP.set(outer);
+        // The call is done: whatever recording it does, its result stands.
         self.write(seq, time_us, call, T::outcome(&result));
         result
     }
 
+    /// Records one line; never fails and never panics (a panic while
+    /// recording breaks the trace instead).
     fn write(&self, seq: u64, time_us: u64, call: Call<usize>, outcome: Outcome<usize>) {
-        let (call, outcome) = self.table.lock().record(seq, call, outcome, None);
-        self.sink.write(&Record {
-            seq,
-            time_us,
-            thread: thread_slot() as u32 + 1,
-            manager: self.manager,
-            call,
-            outcome,
+        let write = AssertUnwindSafe(|| {
+            let (call, outcome) = self.table.lock().record(seq, call, outcome, None);
+            self.sink.write(&Record {
+                seq,
+                time_us,
+                thread: thread_slot() as u32 + 1,
+                manager: self.manager,
+                call,
+                outcome,
+            });
         });
+        if catch_unwind(write).is_err() {
+            self.sink.break_trace("a panic while recording a call");
+        }
+    }
+
+    /// The status of the trace this manager records to.
+    pub fn status(&self) -> TraceStatus {
+        self.sink.status()
     }
 
     /// `callback`, recording each notification it is given.

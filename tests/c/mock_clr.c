@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -718,6 +719,163 @@ static void test_notification_callback(void) {
 }
 
 /* ------------------------------------------------------------------------
+ * Callbacks that meet another thread's call (under a watchdog)
+ *
+ * Without a budget, hostmem calls the runtime back from its load-watcher
+ * thread. A callback there that calls RegisterMemoryNotificationCallback,
+ * or takes a lock of the runtime's, while another thread unregisters or
+ * gives back the manager's last reference, must not hang either thread:
+ * hostmem waits for no running callback. A callback may also give back
+ * the manager's last reference itself. A hang ends the program through
+ * the watchdog (SIGALRM) rather than hanging the test run.
+ * ------------------------------------------------------------------------ */
+static void watchdog_fired(int sig) {
+    (void)sig;
+    static const char message[] = "mock_clr: deadlock: a callback shape did not finish in time\n";
+    ssize_t written = write(STDOUT_FILENO, message, sizeof message - 1);
+    (void)written;
+    _exit(3);
+}
+
+enum { MEET_REGISTER, MEET_LOCK, MEET_RELEASE };
+
+typedef struct MeetingCallback {
+    ICLRMemoryNotificationCallback iface; /* first */
+    atomic_uint refs;
+    atomic_int entered;
+    atomic_int finished;
+    int mode;
+    IHostMemoryManager* manager; /* MEET_REGISTER, MEET_RELEASE: the manager it calls */
+    atomic_uint released_to;     /* MEET_RELEASE: what the manager's Release returned */
+    pthread_mutex_t* lock;       /* MEET_LOCK: the lock it takes */
+} MeetingCallback;
+
+static uint32_t STDMETHODCALLTYPE meet_add_ref(ICLRMemoryNotificationCallback* This) {
+    return atomic_fetch_add(&((MeetingCallback*)This)->refs, 1) + 1;
+}
+
+static uint32_t STDMETHODCALLTYPE meet_release(ICLRMemoryNotificationCallback* This) {
+    return atomic_fetch_sub(&((MeetingCallback*)This)->refs, 1) - 1;
+}
+
+static void nap_ms(long ms) {
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+}
+
+static HRESULT STDMETHODCALLTYPE meet_on_memory_notification(ICLRMemoryNotificationCallback* This,
+                                                             EMemoryAvailable state) {
+    (void)state;
+    MeetingCallback* cb = (MeetingCallback*)This;
+    int first = 0;
+    if (!atomic_compare_exchange_strong(&cb->entered, &first, 1)) return S_OK;
+    nap_ms(100); /* the other thread is inside its call by now */
+    if (cb->mode == MEET_REGISTER) {
+        IHostMemoryManager* m = cb->manager;
+        CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, NULL), S_OK);
+    } else if (cb->mode == MEET_RELEASE) {
+        IHostMemoryManager* m = cb->manager;
+        atomic_store(&cb->released_to, m->lpVtbl->Release(m)); /* the last reference */
+    } else {
+        pthread_mutex_lock(cb->lock);
+        pthread_mutex_unlock(cb->lock);
+    }
+    atomic_store(&cb->finished, 1);
+    return S_OK;
+}
+
+static const ICLRMemoryNotificationCallbackVtbl meeting_callback_vtbl = {
+    cb_query_interface, meet_add_ref, meet_release, meet_on_memory_notification,
+};
+
+/* Waits up to 10 s for *flag to be set, or for *refs to fall to `refs`. */
+static int wait_until(atomic_int* flag, atomic_uint* refs, unsigned target) {
+    for (int i = 0; i < 1000; i++) {
+        if (flag ? atomic_load(flag) != 0 : atomic_load(refs) == target) return 1;
+        nap_ms(10);
+    }
+    return 0;
+}
+
+/* A manager without a budget whose thresholds put any real machine in the
+ * low state (2 %), so that the watcher calls back at once. */
+static IHostMemoryManager* watched_manager(void) {
+    hostmem_config config;
+    memset(&config, 0, sizeof config);
+    config.size = (uint32_t)sizeof config;
+    config.low_memory_percent = 2;
+    config.high_memory_percent = 1;
+    IHostMemoryManager* m = NULL;
+    CHECK_HR(hostmem_CreateMemoryManager(&config, &m), S_OK);
+    return m;
+}
+
+static void test_callbacks_meeting_other_calls(void) {
+    signal(SIGALRM, watchdog_fired);
+    alarm(60);
+
+    /* The callback unregisters while this thread unregisters. */
+    MeetingCallback cb;
+    IHostMemoryManager* m;
+    memset(&cb, 0, sizeof cb);
+    cb.iface.lpVtbl = &meeting_callback_vtbl;
+    atomic_init(&cb.refs, 1);
+    cb.mode = MEET_REGISTER;
+    m = watched_manager();
+    if (!m) return;
+    cb.manager = m;
+    CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
+    if (!wait_until(&cb.entered, NULL, 0)) {
+        check_skip("the machine's memory load is under 2 %: no callback to meet");
+        CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, NULL), S_OK);
+        m->lpVtbl->Release(m);
+        alarm(0);
+        return;
+    }
+    CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, NULL), S_OK);
+    CHECK(wait_until(&cb.finished, NULL, 0));
+    CHECK(wait_until(NULL, &cb.refs, 1)); /* given back, by whichever thread held it last */
+    CHECK(m->lpVtbl->Release(m) == 0);
+
+    /* The last Release, made holding a lock the running callback takes. */
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    MeetingCallback locker;
+    memset(&locker, 0, sizeof locker);
+    locker.iface.lpVtbl = &meeting_callback_vtbl;
+    atomic_init(&locker.refs, 1);
+    locker.mode = MEET_LOCK;
+    locker.lock = &lock;
+    m = watched_manager();
+    if (!m) return;
+    pthread_mutex_lock(&lock);
+    CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, &locker.iface), S_OK);
+    CHECK(wait_until(&locker.entered, NULL, 0));
+    CHECK(m->lpVtbl->Release(m) == 0); /* returns although the callback waits for `lock` */
+    pthread_mutex_unlock(&lock);
+    CHECK(wait_until(&locker.finished, NULL, 0));
+    CHECK(wait_until(NULL, &locker.refs, 1));
+
+    /* The callback gives back the manager's last reference itself. */
+    MeetingCallback releaser;
+    memset(&releaser, 0, sizeof releaser);
+    releaser.iface.lpVtbl = &meeting_callback_vtbl;
+    atomic_init(&releaser.refs, 1);
+    atomic_init(&releaser.released_to, 99);
+    releaser.mode = MEET_RELEASE;
+    m = watched_manager();
+    if (!m) return;
+    releaser.manager = m;
+    CHECK_HR(m->lpVtbl->RegisterMemoryNotificationCallback(m, &releaser.iface), S_OK);
+    m = NULL; /* the callback's now */
+    CHECK(wait_until(&releaser.finished, NULL, 0));
+    CHECK(atomic_load(&releaser.released_to) == 0);
+    CHECK(wait_until(NULL, &releaser.refs, 1));
+
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+}
+
+/* ------------------------------------------------------------------------
  * Four threads at once
  * ------------------------------------------------------------------------ */
 #define THREADS 4
@@ -993,6 +1151,7 @@ int main(void) {
     test_virtual_free();
     test_methods();
     test_notification_callback();
+    test_callbacks_meeting_other_calls();
     test_threads();
     test_malloc();
     return check_summary();

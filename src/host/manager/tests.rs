@@ -248,3 +248,48 @@ fn calls_after_shutdown_are_unavailable_and_regions_are_released() {
     let stats = m.statistics();
     assert_eq!((stats.regions, stats.reserved_bytes), (0, 0));
 }
+
+#[test]
+fn a_watcher_that_cannot_be_spawned_fails_the_registration_and_changes_nothing() {
+    use crate::host::notify::FAIL_NEXT_SPAWN;
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl MemoryNotificationCallback for Count {
+        fn on_memory_notification(&self, _: super::super::MemoryAvailable) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    // No budget: a registration needs the load-watcher thread.
+    let m = HostMemoryManager::default();
+    let cb = Arc::new(Count(AtomicUsize::new(0)));
+    FAIL_NEXT_SPAWN.set(true);
+    let failed = m.register_memory_notification(Some(cb.clone()));
+    assert_eq!(hr(failed), HResult::E_OUTOFMEMORY);
+    assert_eq!(
+        m.register_memory_notification(Some(cb.clone()))
+            .map_err(|e| e.win32()),
+        Ok(()),
+        "the next registration spawns it"
+    );
+    m.register_memory_notification(None).unwrap();
+    assert_eq!(Arc::strong_count(&cb), 1);
+    // The failed registration left nothing: not the callback, not the
+    // flag the write path reads, not a watcher.
+    FAIL_NEXT_SPAWN.set(true);
+    let failed = m.register_memory_notification(Some(cb.clone()));
+    assert_eq!(
+        failed.map_err(|e| e.win32()),
+        Err(Win32Error::NOT_ENOUGH_MEMORY)
+    );
+    assert_eq!(Arc::strong_count(&cb), 1, "the callback is not held");
+    assert!(!m.notifying.load(Ordering::Relaxed));
+    assert!(m.watcher.lock().is_none());
+    assert!(!FAIL_NEXT_SPAWN.get(), "the hook was used");
+    assert!(
+        !m.has_failed(),
+        "a thread that cannot be made latches nothing"
+    );
+    let p = m
+        .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+}
