@@ -247,8 +247,9 @@ pub unsafe fn scan(
         // points to `regions.len()` writable `struct page_region`s; the
         // range is the caller's registered mapping, whose contents the
         // scan does not change (it only write-protects page-table entries).
-        let found = unsafe { rustix::ioctl::ioctl(&pagemap, Updating::<PAGEMAP_SCAN, _>(&mut arg)) }
-            .map_err(OsError::from_errno)?;
+        let found =
+            unsafe { rustix::ioctl::ioctl(&pagemap, Updating::<PAGEMAP_SCAN, _>(&mut arg)) }
+                .map_err(OsError::from_errno)?;
         let mut pages = 0;
         for region in &regions[..found as usize] {
             let (first, last) = (region.start as usize, region.end as usize);
@@ -301,7 +302,9 @@ mod tests {
         }
         let os = UnixBackend;
         let len = 16 * PAGE_SIZE;
-        let base = os.map_anywhere(0, len, Access::READ | Access::WRITE).unwrap();
+        let base = os
+            .map_anywhere(0, len, Access::READ | Access::WRITE)
+            .unwrap();
         // SAFETY: the mapping was just made by this test.
         unsafe { watch(base, len) }.unwrap();
         let mut out = Vec::new();

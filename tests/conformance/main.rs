@@ -22,9 +22,11 @@
 
 mod alloc;
 mod free;
+mod large_pages;
 mod protect;
 mod query;
 mod reset;
+mod write_watch;
 
 use std::ffi::c_void;
 use std::fmt::Debug;
