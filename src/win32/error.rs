@@ -33,10 +33,6 @@ impl Win32Error {
     /// may no longer match the kernel's. The host layer turns it into
     /// `E_FAIL`.
     pub const INTERNAL_ERROR: Self = Self(1359);
-    /// `ERROR_PRIVILEGE_NOT_HELD` (1314): Windows' answer to
-    /// `MEM_LARGE_PAGES` without `SeLockMemoryPrivilege`; Linux has no such
-    /// privilege, so hostmem does not produce it.
-    pub const PRIVILEGE_NOT_HELD: Self = Self(1314);
     /// `ERROR_NO_SYSTEM_RESOURCES` (1450): no large pages to be had.
     pub const NO_SYSTEM_RESOURCES: Self = Self(1450);
     /// `ERROR_COMMITMENT_LIMIT` (1455): the commit limit was reached.
@@ -58,7 +54,6 @@ impl Win32Error {
             87 => "ERROR_INVALID_PARAMETER",
             487 => "ERROR_INVALID_ADDRESS",
             998 => "ERROR_NOACCESS",
-            1314 => "ERROR_PRIVILEGE_NOT_HELD",
             1359 => "ERROR_INTERNAL_ERROR",
             1450 => "ERROR_NO_SYSTEM_RESOURCES",
             1455 => "ERROR_COMMITMENT_LIMIT",
