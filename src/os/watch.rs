@@ -137,7 +137,13 @@ fn open_uffd() -> Result<OwnedFd, OsError> {
         | rustix::mm::UserfaultfdFlags::from_bits_retain(UFFD_USER_MODE_ONLY);
     // SAFETY: creating the descriptor affects no memory; it is used below
     // only to register ranges the engine mapped, in write-protect mode.
-    let fd = unsafe { rustix::mm::userfaultfd(flags) }.map_err(|_| ENOTSUP)?;
+    let fd = unsafe { rustix::mm::userfaultfd(flags) }.map_err(|e| match e {
+        // Out of descriptors or memory: a shortage, not the kernel's answer.
+        rustix::io::Errno::MFILE | rustix::io::Errno::NFILE | rustix::io::Errno::NOMEM => {
+            OsError::ENOMEM
+        }
+        _ => ENOTSUP,
+    })?;
     let mut api = UffdioApi {
         api: UFFD_API,
         features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
@@ -149,9 +155,10 @@ fn open_uffd() -> Result<OwnedFd, OsError> {
     Ok(fd)
 }
 
-/// Whether this kernel can watch writes (asked once, then remembered).
+/// Whether this kernel can watch writes (asked once, then remembered; a
+/// passing shortage of descriptors does not count as a refusal).
 pub fn supported() -> bool {
-    with_uffd(|_| Ok(())).is_ok()
+    with_uffd(|_| Ok(())) != Err(ENOTSUP)
 }
 
 fn with_uffd(f: impl FnOnce(&OwnedFd) -> Result<(), OsError>) -> Result<(), OsError> {
@@ -164,7 +171,11 @@ fn with_uffd(f: impl FnOnce(&OwnedFd) -> Result<(), OsError>) -> Result<(), OsEr
         match open_uffd() {
             Ok(fd) => *slot = Some((pid, fd)),
             Err(e) => {
-                let _ = UNSUPPORTED.set(e);
+                // Only the kernel's refusal is remembered; a shortage of
+                // descriptors may pass.
+                if e == ENOTSUP {
+                    let _ = UNSUPPORTED.set(e);
+                }
                 return Err(e);
             }
         }
