@@ -234,6 +234,35 @@ fn header_declares_the_fixed_abi() {
 }
 
 #[test]
+fn header_declares_the_write_watch_functions() {
+    let prototypes = [
+        "uint32_t hostmem_GetWriteWatch(uint32_t flags, void* base, size_t size, void** addresses, size_t* count, uint32_t* granularity);",
+        "uint32_t hostmem_ResetWriteWatch(void* base, size_t size);",
+        "size_t hostmem_GetLargePageMinimum(void);",
+    ];
+    let header = normalise(&read("include/hostmem.h"));
+    for prototype in prototypes {
+        assert!(
+            header.contains(&normalise(prototype)),
+            "hostmem.h lacks `{prototype}`"
+        );
+    }
+    use hostmem::ffi::flat::{
+        hostmem_GetLargePageMinimum, hostmem_GetWriteWatch, hostmem_ResetWriteWatch,
+    };
+    let _: unsafe extern "C" fn(
+        u32,
+        *mut c_void,
+        usize,
+        *mut *mut c_void,
+        *mut usize,
+        *mut u32,
+    ) -> u32 = hostmem_GetWriteWatch;
+    let _: unsafe extern "C" fn(*mut c_void, usize) -> u32 = hostmem_ResetWriteWatch;
+    let _: unsafe extern "C" fn() -> usize = hostmem_GetLargePageMinimum;
+}
+
+#[test]
 fn header_struct_layout_matches_rust() {
     type Mbi = MemoryBasicInformation;
     let rust = [
