@@ -40,11 +40,12 @@ extern "C" {
 #define HOSTMEM_MEM_MAPPED        UINT32_C(0x00040000) /* Type: a view of a file */
 #define HOSTMEM_MEM_RESET         UINT32_C(0x00080000) /* the pages' contents are no longer of interest */
 #define HOSTMEM_MEM_TOP_DOWN      UINT32_C(0x00100000) /* place the reservation as high as possible */
-#define HOSTMEM_MEM_WRITE_WATCH   UINT32_C(0x00200000) /* refused by hostmem (ERROR_INVALID_PARAMETER) */
+#define HOSTMEM_MEM_WRITE_WATCH   UINT32_C(0x00200000) /* with MEM_RESERVE: watch writes (hostmem_GetWriteWatch) */
 #define HOSTMEM_MEM_PHYSICAL      UINT32_C(0x00400000) /* refused by hostmem (ERROR_INVALID_PARAMETER) */
 #define HOSTMEM_MEM_RESET_UNDO    UINT32_C(0x01000000) /* take back a MEM_RESET */
 #define HOSTMEM_MEM_IMAGE         UINT32_C(0x01000000) /* Type: a view of a loaded executable image */
-#define HOSTMEM_MEM_LARGE_PAGES   UINT32_C(0x20000000) /* refused by hostmem (ERROR_INVALID_PARAMETER) */
+#define HOSTMEM_MEM_LARGE_PAGES   UINT32_C(0x20000000) /* with MEM_RESERVE | MEM_COMMIT: huge pages */
+#define HOSTMEM_WRITE_WATCH_FLAG_RESET UINT32_C(1)    /* hostmem_GetWriteWatch: reset the pages reported */
 
 /* ------------------------------------------------------------------------
  * Page protections: exactly one base protection, optionally with one
@@ -69,10 +70,12 @@ extern "C" {
 #define HOSTMEM_ERROR_NOT_ENOUGH_MEMORY UINT32_C(8)    /* out of address space or memory */
 #define HOSTMEM_ERROR_OUTOFMEMORY       UINT32_C(14)
 #define HOSTMEM_ERROR_BAD_LENGTH        UINT32_C(24)   /* VirtualQuery: length < sizeof(MEMORY_BASIC_INFORMATION) */
+#define HOSTMEM_ERROR_NOT_SUPPORTED     UINT32_C(50)   /* MEM_WRITE_WATCH on a kernel that cannot watch writes */
 #define HOSTMEM_ERROR_INVALID_PARAMETER UINT32_C(87)   /* a bad type, size, protection or address */
 #define HOSTMEM_ERROR_INVALID_ADDRESS   UINT32_C(487)  /* an address in the wrong state, or not hostmem's */
 #define HOSTMEM_ERROR_NOACCESS          UINT32_C(998)  /* an output pointer that cannot be written */
 #define HOSTMEM_ERROR_INTERNAL_ERROR    UINT32_C(1359) /* hostmem's map may no longer match the kernel's */
+#define HOSTMEM_ERROR_NO_SYSTEM_RESOURCES UINT32_C(1450) /* MEM_LARGE_PAGES: no huge pages to be had */
 #define HOSTMEM_ERROR_COMMITMENT_LIMIT  UINT32_C(1455) /* the commit limit was reached */
 
 /* ------------------------------------------------------------------------
@@ -157,6 +160,29 @@ size_t hostmem_VirtualQuery(const void* address, void* mbi, size_t length);
  * reservations, or not hostmem's: HOSTMEM_ERROR_INVALID_ADDRESS). A
  * failure changes nothing. */
 int32_t hostmem_VirtualProtect(void* address, size_t size, uint32_t new_protect, uint32_t* old_protect);
+
+/* GetWriteWatch: stores in addresses[] the pages of a MEM_WRITE_WATCH
+ * reservation touched by [base, base + size) that were written since they
+ * were last reset, ascending, at most *count of them; sets *count to the
+ * number stored and *granularity to the page size (4096). With
+ * HOSTMEM_WRITE_WATCH_FLAG_RESET in flags, resets exactly the pages stored.
+ * Returns 0, or (uint32_t)-1 on failure, checked in this order: unknown
+ * flags: HOSTMEM_ERROR_INVALID_PARAMETER; count or granularity NULL:
+ * HOSTMEM_ERROR_NOACCESS; *count or size 0: HOSTMEM_ERROR_INVALID_PARAMETER;
+ * addresses NULL: HOSTMEM_ERROR_NOACCESS; a range not inside one watched
+ * reservation: HOSTMEM_ERROR_INVALID_PARAMETER. */
+uint32_t hostmem_GetWriteWatch(uint32_t flags, void* base, size_t size, void** addresses,
+                               size_t* count, uint32_t* granularity);
+
+/* ResetWriteWatch: forgets the writes to the pages of a MEM_WRITE_WATCH
+ * reservation touched by [base, base + size). Returns 0, or (uint32_t)-1 on
+ * failure (size 0, or a range not inside one watched reservation:
+ * HOSTMEM_ERROR_INVALID_PARAMETER). */
+uint32_t hostmem_ResetWriteWatch(void* base, size_t size);
+
+/* GetLargePageMinimum: the size of a large page for MEM_LARGE_PAGES (the
+ * kernel's default huge page size: 2 MiB on x86-64), 0 if there is none. */
+size_t hostmem_GetLargePageMinimum(void);
 
 /* GetLastError: the calling thread's last error (0 in a new thread). */
 uint32_t hostmem_GetLastError(void);

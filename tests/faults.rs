@@ -325,7 +325,7 @@ fn kernel_in(
 }
 
 /// Per-OS-operation call counts.
-fn counts(os: &FaultInjectingBackend) -> [u64; 8] {
+fn counts(os: &FaultInjectingBackend) -> [u64; OsOperation::ALL.len()] {
     OsOperation::ALL.map(|o| os.calls(o))
 }
 
@@ -381,7 +381,7 @@ fn known_finding(op: Op, operation: OsOperation, error: OsError) -> bool {
 /// operation. With one plan, ENOMEM/EAGAIN must give `E_OUTOFMEMORY`; with
 /// more (a failure, then a failure of its rollback) the call must either
 /// latch or leave everything as it was.
-fn run_case(op: Op, plans: &[FaultPlan], tally: &mut Tally) -> [u64; 8] {
+fn run_case(op: Op, plans: &[FaultPlan], tally: &mut Tally) -> [u64; OsOperation::ALL.len()] {
     let what = format!("{op:?} with {plans:?}");
     let f = op.setup();
     let before_res = reservations(&f.manager);
@@ -395,7 +395,8 @@ fn run_case(op: Op, plans: &[FaultPlan], tally: &mut Tally) -> [u64; 8] {
     let result = op.run(&f);
     f.os.clear_faults();
     let calls_after = counts(&f.os);
-    let calls: [u64; 8] = std::array::from_fn(|i| calls_after[i] - calls_before[i]);
+    let calls: [u64; OsOperation::ALL.len()] =
+        std::array::from_fn(|i| calls_after[i] - calls_before[i]);
     let injected = f.os.injected() - injected_before;
     assert!(injected >= 1, "{what}: the planned fault was not reached");
     if plans.len() > 1 && injected < plans.len() as u64 {

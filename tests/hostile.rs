@@ -621,7 +621,10 @@ impl Face for ComFace {
 
 /// Allocation types that make a valid request for `VirtualAlloc(NULL, …)`.
 fn valid_alloc_type(t: u32) -> bool {
+    // MEM_WRITE_WATCH is valid with MEM_RESERVE (MEM_LARGE_PAGES with
+    // RESERVE | COMMIT too, but not at these 64 KiB sizes: it stays bad).
     let t = t & !TOP_DOWN;
+    let t = if t & RESERVE != 0 { t & !0x20_0000 } else { t };
     t == RESERVE || t == COMMIT || t == RESERVE | COMMIT
 }
 

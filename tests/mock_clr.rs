@@ -112,6 +112,10 @@ fn header_iids_match_rust() {
             IID_ICLR_MEMORY_NOTIFICATION_CALLBACK,
         ),
         ("IID_IHostControl", IID_IHOST_CONTROL),
+        (
+            "IID_IHostMemoryWriteWatch",
+            hostmem::ffi::com::IID_IHOST_MEMORY_WRITE_WATCH,
+        ),
     ];
     assert_eq!(iids.len(), expected.len(), "{iids:?}");
     for (name, guid) in expected {

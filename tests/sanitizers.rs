@@ -121,6 +121,12 @@ fn mock_clr_cpp_is_clean_under_asan() {
     run_with_asan("mock_clr_cpp.cpp", Language::Cxx17);
 }
 
+/// The mark-and-sweep loop over `GetWriteWatch`, four writer threads.
+#[test]
+fn write_watch_c_is_clean_under_asan() {
+    run_with_asan("write_watch.c", Language::C11);
+}
+
 #[test]
 fn managers_whose_window_meets_the_asan_shadow_work() {
     run_with_asan("asan_window.c", Language::C11);

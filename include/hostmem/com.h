@@ -191,6 +191,11 @@ static const IID IID_IHostMalloc =
 static const IID IID_ICLRMemoryNotificationCallback =
     { 0x47EB8E57, 0x0846, 0x4546, { 0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49 } };
 #endif
+/* hostmem's extension IHostMemoryWriteWatch, reached by QueryInterface on
+ * the IHostMemoryManager that hostmem_CreateMemoryManager made. */
+/* {128AD70B-3672-4455-9026-05C455ECE043} */
+static const IID IID_IHostMemoryWriteWatch =
+    { 0x128AD70B, 0x3672, 0x4455, { 0x90, 0x26, 0x05, 0xC4, 0x55, 0xEC, 0xE0, 0x43 } };
 #ifndef __IHostControl_INTERFACE_DEFINED__
 /* {02CA073C-7079-4860-880A-C2F7A449C991} */
 static const IID IID_IHostControl =
@@ -246,6 +251,7 @@ typedef struct ICLRMemoryNotificationCallback ICLRMemoryNotificationCallback;
 #define __IHostControl_FWD_DEFINED__
 typedef struct IHostControl IHostControl;
 #endif
+typedef struct IHostMemoryWriteWatch IHostMemoryWriteWatch;
 
 #ifdef __cplusplus
 } /* extern "C" */
@@ -304,6 +310,23 @@ struct ICLRMemoryNotificationCallback : public IUnknown {
     virtual HRESULT STDMETHODCALLTYPE OnMemoryNotification(EMemoryAvailable eMemoryAvailable) = 0;
 };
 #endif
+
+/* hostmem's extension of its manager object (the same object, a second
+ * face: QueryInterface(IID_IHostMemoryWriteWatch) on the manager, and
+ * Release when done). GetWriteWatch and ResetWriteWatch follow the Win32
+ * functions' rules (see hostmem_GetWriteWatch), answered as HRESULTs:
+ * S_OK; E_POINTER for a NULL output; E_INVALIDARG
+ * (HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER)) for a bad flag, size,
+ * count or a range not inside one MEM_WRITE_WATCH reservation;
+ * HOST_E_INVALIDOPERATION for memory that is not this manager's.
+ * GetLargePageMinimum: the size MEM_LARGE_PAGES needs (0: none). */
+struct IHostMemoryWriteWatch : public IUnknown {
+    virtual HRESULT STDMETHODCALLTYPE GetWriteWatch(uint32_t dwFlags, void* lpBaseAddress, size_t dwRegionSize,
+                                                    void** lpAddresses, uintptr_t* lpdwCount,
+                                                    uint32_t* lpdwGranularity) = 0;
+    virtual HRESULT STDMETHODCALLTYPE ResetWriteWatch(void* lpBaseAddress, size_t dwRegionSize) = 0;
+    virtual HRESULT STDMETHODCALLTYPE GetLargePageMinimum(size_t* pSize) = 0;
+};
 
 #ifndef __IHostControl_INTERFACE_DEFINED__
 #define __IHostControl_INTERFACE_DEFINED__
@@ -396,6 +419,22 @@ struct ICLRMemoryNotificationCallback {
     const ICLRMemoryNotificationCallbackVtbl* lpVtbl;
 };
 #endif
+
+/* hostmem's extension of its manager object (see the C++ declaration). */
+typedef struct IHostMemoryWriteWatchVtbl {
+    HRESULT (STDMETHODCALLTYPE* QueryInterface)(IHostMemoryWriteWatch* This, REFIID riid, void** ppvObject);
+    uint32_t (STDMETHODCALLTYPE* AddRef)(IHostMemoryWriteWatch* This);
+    uint32_t (STDMETHODCALLTYPE* Release)(IHostMemoryWriteWatch* This);
+    HRESULT (STDMETHODCALLTYPE* GetWriteWatch)(IHostMemoryWriteWatch* This, uint32_t dwFlags, void* lpBaseAddress,
+                                               size_t dwRegionSize, void** lpAddresses, uintptr_t* lpdwCount,
+                                               uint32_t* lpdwGranularity);
+    HRESULT (STDMETHODCALLTYPE* ResetWriteWatch)(IHostMemoryWriteWatch* This, void* lpBaseAddress,
+                                                 size_t dwRegionSize);
+    HRESULT (STDMETHODCALLTYPE* GetLargePageMinimum)(IHostMemoryWriteWatch* This, size_t* pSize);
+} IHostMemoryWriteWatchVtbl;
+struct IHostMemoryWriteWatch {
+    const IHostMemoryWriteWatchVtbl* lpVtbl;
+};
 
 #ifndef __IHostControl_INTERFACE_DEFINED__
 #define __IHostControl_INTERFACE_DEFINED__

@@ -10,7 +10,8 @@
  * It defines the Win32 types (DWORD, SIZE_T, LPVOID, LPCVOID, PVOID, BOOL,
  * PDWORD, ...), TRUE/FALSE, WINAPI, MEMORY_BASIC_INFORMATION, the MEM_*,
  * PAGE_* and ERROR_* constants, and VirtualAlloc, VirtualFree, VirtualQuery,
- * VirtualProtect, GetLastError and SetLastError as static inline functions
+ * VirtualProtect, GetWriteWatch, ResetWriteWatch, GetLargePageMinimum,
+ * GetLastError and SetLastError as static inline functions
  * with the Windows signatures (they type-check, and their address can be
  * taken) calling the hostmem_ functions of <hostmem.h>.
  *
@@ -18,7 +19,7 @@
  * constant, type and function is skipped if a macro of its name is already
  * defined; a project whose own definitions are typedefs or functions
  * defines HOSTMEM_WIN32_NO_TYPES (types and MEMORY_BASIC_INFORMATION) or
- * HOSTMEM_WIN32_NO_FUNCTIONS (the six functions) before including this
+ * HOSTMEM_WIN32_NO_FUNCTIONS (the nine functions) before including this
  * header. Types are those of 64-bit Windows: DWORD is 32 bits.
  */
 #ifndef HOSTMEM_WIN32_H
@@ -69,6 +70,15 @@ typedef uint32_t* PDWORD;
 #endif
 #ifndef LPDWORD
 typedef uint32_t* LPDWORD;
+#endif
+#ifndef UINT
+typedef unsigned int UINT;
+#endif
+#ifndef ULONG_PTR
+typedef uintptr_t ULONG_PTR;
+#endif
+#ifndef PULONG_PTR
+typedef uintptr_t* PULONG_PTR;
 #endif
 #ifndef MEMORY_BASIC_INFORMATION
 typedef hostmem_MEMORY_BASIC_INFORMATION MEMORY_BASIC_INFORMATION;
@@ -122,6 +132,9 @@ typedef hostmem_MEMORY_BASIC_INFORMATION* PMEMORY_BASIC_INFORMATION;
 #endif
 #ifndef MEM_LARGE_PAGES
 #define MEM_LARGE_PAGES HOSTMEM_MEM_LARGE_PAGES
+#endif
+#ifndef WRITE_WATCH_FLAG_RESET
+#define WRITE_WATCH_FLAG_RESET HOSTMEM_WRITE_WATCH_FLAG_RESET
 #endif
 
 /* ------------------------------------------------------------------------
@@ -191,6 +204,12 @@ typedef hostmem_MEMORY_BASIC_INFORMATION* PMEMORY_BASIC_INFORMATION;
 #ifndef ERROR_COMMITMENT_LIMIT
 #define ERROR_COMMITMENT_LIMIT HOSTMEM_ERROR_COMMITMENT_LIMIT
 #endif
+#ifndef ERROR_NOT_SUPPORTED
+#define ERROR_NOT_SUPPORTED HOSTMEM_ERROR_NOT_SUPPORTED
+#endif
+#ifndef ERROR_NO_SYSTEM_RESOURCES
+#define ERROR_NO_SYSTEM_RESOURCES HOSTMEM_ERROR_NO_SYSTEM_RESOURCES
+#endif
 
 /* ------------------------------------------------------------------------
  * Functions, with the Windows signatures (memoryapi.h, errhandlingapi.h)
@@ -221,6 +240,27 @@ static inline BOOL WINAPI VirtualProtect(LPVOID lpAddress, SIZE_T dwSize, DWORD 
                                          PDWORD lpflOldProtect)
 {
     return hostmem_VirtualProtect(lpAddress, dwSize, flNewProtect, lpflOldProtect);
+}
+#endif
+#ifndef GetWriteWatch
+static inline UINT WINAPI GetWriteWatch(DWORD dwFlags, PVOID lpBaseAddress, SIZE_T dwRegionSize,
+                                        PVOID* lpAddresses, ULONG_PTR* lpdwCount,
+                                        LPDWORD lpdwGranularity)
+{
+    return hostmem_GetWriteWatch(dwFlags, lpBaseAddress, dwRegionSize, lpAddresses,
+                                 (size_t*)lpdwCount, lpdwGranularity);
+}
+#endif
+#ifndef ResetWriteWatch
+static inline UINT WINAPI ResetWriteWatch(LPVOID lpBaseAddress, SIZE_T dwRegionSize)
+{
+    return hostmem_ResetWriteWatch(lpBaseAddress, dwRegionSize);
+}
+#endif
+#ifndef GetLargePageMinimum
+static inline SIZE_T WINAPI GetLargePageMinimum(void)
+{
+    return hostmem_GetLargePageMinimum();
 }
 #endif
 #ifndef GetLastError

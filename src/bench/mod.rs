@@ -12,7 +12,12 @@
 //! 5. VirtualFree of a foreign address at 1,000 and 50,000 live regions;
 //! 6. VirtualQuery vs `region::query` at 1,000 mappings;
 //! 7. figure 1's work and VirtualQuery from 2 threads vs 1;
-//! 8. IHostMalloc Alloc+Free vs glibc malloc+free.
+//! 8. IHostMalloc Alloc+Free vs glibc malloc+free;
+//! 11. a collector's round: write 1 % of a 256 MiB `MEM_WRITE_WATCH` heap,
+//!     `GetWriteWatch` with reset — vs soft-dirty bits (`/proc/self/pagemap`
+//!     and `clear_refs`);
+//! 12. commit 1 MiB, first write of each page, decommit, in a watched
+//!     reservation — vs an ordinary one.
 //!
 //! Figures 1–3 are measured through the public [`HostMemoryManager`] API
 //! (what a host calls) and through the bare [`AddressSpace`] engine, so
@@ -26,6 +31,7 @@ mod figures;
 mod measure;
 pub mod ops;
 mod report;
+pub mod write_watch;
 
 pub use figures::Plan;
 pub use measure::{Side, interleaved, median, paired_ratio, throughput};
@@ -41,7 +47,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Overrides the number of interleaved trials.
     pub trials: Option<usize>,
-    /// The figures to run (1–8); empty: all.
+    /// The figures to run (1–8, 11, 12); empty: all.
     pub figures: Vec<u8>,
 }
 
@@ -141,6 +147,13 @@ pub fn run(options: &BenchOptions) -> BenchReport {
     if options.wants(8) {
         figures.push(figures::fig8(&plan));
     }
+    let watch_batch = if options.quick { 2 } else { 5 };
+    if options.wants(11) {
+        figures.push(write_watch::fig11(plan.trials, watch_batch));
+    }
+    if options.wants(12) {
+        figures.push(write_watch::fig12(plan.trials, watch_batch * 4));
+    }
     let summary = BenchReport::tally(&figures);
     BenchReport {
         version: env!("CARGO_PKG_VERSION"),
@@ -168,7 +181,7 @@ mod tests {
         });
         assert_eq!(
             report.figures.iter().map(|f| f.number).collect::<Vec<_>>(),
-            (1..=8).collect::<Vec<_>>()
+            (1..=8).chain(11..=12).collect::<Vec<_>>()
         );
         let text = report.to_string();
         assert!(text.contains("targets:"), "{text}");

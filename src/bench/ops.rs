@@ -46,7 +46,7 @@ unsafe fn touch(addr: usize) {
 }
 
 /// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`.
-fn raw_map(len: usize, prot: ProtFlags) -> usize {
+pub(super) fn raw_map(len: usize, prot: ProtFlags) -> usize {
     // SAFETY: no MAP_FIXED: the kernel picks free address space, so no
     // existing mapping is affected.
     unsafe { mm::mmap_anonymous(std::ptr::null_mut(), len, prot, FLAGS) }.expect("mmap") as usize
@@ -58,7 +58,7 @@ fn raw_map(len: usize, prot: ProtFlags) -> usize {
 ///
 /// The range is a mapping the caller made with [`raw_map`] and holds no
 /// references into.
-unsafe fn raw_unmap(addr: usize, len: usize) {
+pub(super) unsafe fn raw_unmap(addr: usize, len: usize) {
     // SAFETY: the caller's contract.
     unsafe { mm::munmap(addr as *mut c_void, len) }.expect("munmap");
 }

@@ -25,7 +25,7 @@ mod reservation;
 
 pub use page_map::{PageMap, PageProtection, PageState};
 pub use range::{PageRange, USER_ADDRESS_END, granule_floor, page_floor};
-pub use reservation::{Owner, Reservation};
+pub use reservation::{Owner, Reservation, WrittenMarks};
 
 use crate::os::{Access, OsBackend, OsError, UnixBackend};
 use crate::win32::{
@@ -61,6 +61,9 @@ pub struct AddressSpace<B: OsBackend = UnixBackend> {
     anchor: Option<Option<usize>>,
     committed_bytes: usize,
     reserved_bytes: usize,
+    /// The written marks hostmem keeps for watched reservations, by base
+    /// (only for those that ever needed one).
+    marks: std::collections::HashMap<usize, WrittenMarks>,
 }
 
 impl AddressSpace<UnixBackend> {
@@ -102,6 +105,7 @@ impl<B: OsBackend> AddressSpace<B> {
             anchor: None,
             committed_bytes: 0,
             reserved_bytes: 0,
+            marks: std::collections::HashMap::new(),
         }
     }
 
@@ -215,10 +219,18 @@ impl<B: OsBackend> AddressSpace<B> {
                     self.reset_undo(owner, range)
                 }
             }
-            AllocRequest::Reserve { commit } => {
+            AllocRequest::Reserve {
+                commit,
+                watch,
+                large,
+            } => {
                 let protection = private_protection(protect)?;
                 let top_down = allocation_type.contains(AllocationType::TOP_DOWN);
-                self.reserve(owner, address, size, protection, commit, top_down)
+                if large {
+                    self.reserve_large(owner, address, size, protection)
+                } else {
+                    self.reserve(owner, address, size, protection, commit, top_down, watch)
+                }
             }
             AllocRequest::Commit => {
                 let protection = private_protection(protect)?;
@@ -241,10 +253,15 @@ impl<B: OsBackend> AddressSpace<B> {
             return 0;
         }
         match alloc_request(allocation_type, address) {
-            Ok(AllocRequest::Reserve { commit: true }) if address == 0 => {
+            Ok(AllocRequest::Reserve {
+                commit: true,
+                large: true,
+                ..
+            }) => size,
+            Ok(AllocRequest::Reserve { commit: true, .. }) if address == 0 => {
                 range::checked_align_up(size, PAGE_SIZE).unwrap_or(0)
             }
-            Ok(AllocRequest::Reserve { commit: true }) => {
+            Ok(AllocRequest::Reserve { commit: true, .. }) => {
                 PageRange::touched(address, size).map_or(0, |r| r.end() - granule_floor(address))
             }
             Ok(AllocRequest::Commit) => PageRange::touched(address, size)
@@ -261,6 +278,9 @@ impl<B: OsBackend> AddressSpace<B> {
         }
     }
 
+    // Each argument is one of VirtualAlloc's, decoded; a struct for them
+    // would only be unpacked again here.
+    #[allow(unsafe_code, clippy::too_many_arguments)]
     fn reserve(
         &mut self,
         owner: Owner,
@@ -269,7 +289,13 @@ impl<B: OsBackend> AddressSpace<B> {
         protection: PrivateProtection,
         commit: bool,
         top_down: bool,
+        watch: bool,
     ) -> Result<usize, Win32Error> {
+        if watch && !crate::os::write_watch_supported() {
+            // Asked before anything is mapped: a kernel without the
+            // feature refuses with nothing changed.
+            return Err(Win32Error::NOT_SUPPORTED);
+        }
         let initial = if commit {
             PageState::Committed(protection.page)
         } else {
@@ -292,14 +318,185 @@ impl<B: OsBackend> AddressSpace<B> {
                 .map_err(map_error)?;
             (base, end - base)
         };
-        let reservation =
+        let mut reservation =
             Reservation::new(base, len, protection.protection(), initial).with_owner(owner);
+        if watch {
+            if let Err(e) = self.os.watch_writes(base, len) {
+                // SAFETY: the mapping made just above, which nothing else
+                // knows of yet.
+                unsafe { self.os.unmap(base, len) }.map_err(|_| Win32Error::INTERNAL_ERROR)?;
+                return Err(match e {
+                    OsError::ENOMEM | OsError::EAGAIN => Win32Error::NOT_ENOUGH_MEMORY,
+                    _ => Win32Error::NOT_SUPPORTED,
+                });
+            }
+            reservation = reservation.with_write_watch();
+        }
         self.reserved_bytes += len;
         if commit {
             self.committed_bytes += len;
         }
         self.reservations.insert(reservation);
         Ok(base)
+    }
+
+    /// `MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES`: size and address must
+    /// be multiples of the large page size (`GetLargePageMinimum`).
+    fn reserve_large(
+        &mut self,
+        owner: Owner,
+        address: usize,
+        size: usize,
+        protection: PrivateProtection,
+    ) -> Result<usize, Win32Error> {
+        let large = crate::os::huge_page_size();
+        if large == 0 || !size.is_multiple_of(large) || !address.is_multiple_of(large) {
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
+        if address != 0 {
+            let end = address
+                .checked_add(size)
+                .filter(|&end| end <= USER_ADDRESS_END)
+                .ok_or(Win32Error::INVALID_PARAMETER)?;
+            if self.overlaps_reservation(address..end) {
+                return Err(Win32Error::INVALID_ADDRESS);
+            }
+        }
+        let state = PageState::Committed(protection.page);
+        let base = self
+            .os
+            .map_huge(address, size, state.access())
+            .map_err(|e| match e {
+                OsError::EEXIST | OsError::EPERM => Win32Error::INVALID_ADDRESS,
+                // The kernel's huge page pool cannot hold the mapping.
+                _ => Win32Error::NO_SYSTEM_RESOURCES,
+            })?;
+        let reservation = Reservation::new(base, size, protection.protection(), state)
+            .with_owner(owner)
+            .with_large_pages();
+        self.reserved_bytes += size;
+        self.committed_bytes += size;
+        self.reservations.insert(reservation);
+        Ok(base)
+    }
+
+    /// The watched reservation holding all of `[address, address + size)`
+    /// (`ERROR_INVALID_PARAMETER` otherwise, as `GetWriteWatch` answers),
+    /// and the range's pages.
+    fn watched(&self, address: usize, size: usize) -> Result<(usize, PageRange), Win32Error> {
+        if size == 0 {
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
+        let range = PageRange::touched(address, size).map_err(|_| Win32Error::INVALID_PARAMETER)?;
+        self.reservation_at(range.start())
+            .filter(|r| r.is_watched() && r.contains_range(range))
+            .map(|r| (r.base(), range))
+            .ok_or(Win32Error::INVALID_PARAMETER)
+    }
+
+    /// `GetWriteWatch(flags, address, size, addresses, &count, &granularity)`:
+    /// appends to `out` the pages of a `MEM_WRITE_WATCH` reservation written
+    /// since they were last reset, ascending, at most `max` of them; with
+    /// `WRITE_WATCH_FLAG_RESET` in `flags`, resets exactly the pages
+    /// reported. The granularity is [`PAGE_SIZE`].
+    pub fn get_write_watch(
+        &mut self,
+        flags: u32,
+        address: usize,
+        size: usize,
+        max: usize,
+        out: &mut Vec<usize>,
+    ) -> Result<(), Win32Error> {
+        if flags & !crate::win32::WRITE_WATCH_FLAG_RESET != 0 || max == 0 {
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
+        let reset = flags & crate::win32::WRITE_WATCH_FLAG_RESET != 0;
+        let (base, range) = self.watched(address, size)?;
+        let kept = self.marks.get(&base).is_some_and(|m| !m.is_empty());
+        if !kept {
+            // The common case: every mark is in the kernel, which reports
+            // and resets the first `max` in one walk.
+            return self
+                .os
+                .written_pages(range.start(), range.len(), max, reset, Some(out))
+                .map_err(change_error);
+        }
+        let mut kernel = Vec::new();
+        self.os
+            .written_pages(range.start(), range.len(), max, reset, Some(&mut kernel))
+            .map_err(change_error)?;
+        let r = self.reservation(base);
+        let pages = r.page_indices(range);
+        let count = r.pages().len();
+        let marks = self.marks.entry(base).or_default();
+        let ours: Vec<usize> = marks.iter(pages).map(|i| base + i * PAGE_SIZE).collect();
+        // Merge the two ascending lists; with reset, kernel pages beyond
+        // the first `max` were protected all the same, so their marks move
+        // to hostmem's, and hostmem's marks of the pages reported go.
+        let mut merged: Vec<usize> = kernel.iter().chain(&ours).copied().collect();
+        merged.sort_unstable();
+        merged.dedup();
+        merged.truncate(max);
+        out.extend_from_slice(&merged);
+        if reset {
+            let cut = merged.last().copied().unwrap_or(0);
+            for &addr in kernel.iter().filter(|&&a| a > cut) {
+                marks.set((addr - base) / PAGE_SIZE, count);
+            }
+            for &addr in &merged {
+                marks.clear((addr - base) / PAGE_SIZE);
+            }
+        }
+        Ok(())
+    }
+
+    /// `ResetWriteWatch(address, size)`: forgets the writes to the pages of
+    /// a `MEM_WRITE_WATCH` reservation.
+    pub fn reset_write_watch(&mut self, address: usize, size: usize) -> Result<(), Win32Error> {
+        let (base, range) = self.watched(address, size)?;
+        self.os
+            .written_pages(range.start(), range.len(), 0, true, None)
+            .map_err(change_error)?;
+        let pages = self.reservation(base).page_indices(range);
+        if let Some(marks) = self.marks.get_mut(&base) {
+            for i in pages {
+                marks.clear(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a change that drops page-table entries of a watched
+    /// reservation (which the kernel would then report written): moves the
+    /// kernel's marks of `range` to hostmem's, protecting the pages.
+    fn keep_marks(&mut self, base: usize, range: PageRange) -> Result<(), Win32Error> {
+        if !self.reservation(base).is_watched() {
+            return Ok(());
+        }
+        let mut written = Vec::new();
+        let scanned =
+            self.os
+                .written_pages(range.start(), range.len(), 0, true, Some(&mut written));
+        // Whatever was reported is kept, even if the scan failed part way.
+        if !written.is_empty() {
+            let pages = self.reservation(base).pages().len();
+            let marks = self.marks.entry(base).or_default();
+            for addr in written {
+                marks.set((addr - base) / PAGE_SIZE, pages);
+            }
+        }
+        scanned.map_err(change_error)
+    }
+
+    /// After such a change: protects the pages of `range` again (their
+    /// marks are in hostmem's keeping). A failure leaves pages reading as
+    /// written, which a watcher takes for a write it did not see: safe.
+    fn rearm(&self, base: usize, range: PageRange) {
+        if self.reservation(base).is_watched() {
+            let _ = self
+                .os
+                .written_pages(range.start(), range.len(), 0, true, None);
+        }
     }
 
     fn overlaps_reservation(&self, range: Range<usize>) -> bool {
@@ -400,6 +597,18 @@ impl<B: OsBackend> AddressSpace<B> {
         Ok(())
     }
 
+    /// For a large-page reservation, refuses a change of protection to
+    /// part of a large page (the kernel maps them whole).
+    fn whole_large_pages(&self, base: usize, range: PageRange) -> Result<(), Win32Error> {
+        let large = crate::os::huge_page_size();
+        if self.reservation(base).is_large()
+            && !((range.start() - base).is_multiple_of(large) && range.len().is_multiple_of(large))
+        {
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
+        Ok(())
+    }
+
     fn commit(
         &mut self,
         owner: Owner,
@@ -407,6 +616,7 @@ impl<B: OsBackend> AddressSpace<B> {
         protection: PrivateProtection,
     ) -> Result<usize, Win32Error> {
         let base = self.reservation_holding(owner, range)?;
+        self.whole_large_pages(base, range)?;
         let state = PageState::Committed(protection.page);
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
@@ -429,7 +639,9 @@ impl<B: OsBackend> AddressSpace<B> {
         let base = self.reservation_holding(owner, range)?;
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
-        if r.pages().committed_pages(pages.clone()) > 0 {
+        // Large pages are never paged: their contents are simply kept,
+        // which MEM_RESET allows.
+        if !r.is_large() && r.pages().committed_pages(pages.clone()) > 0 {
             // Reserved pages in the range hold nothing, so one call covers it.
             // SAFETY: `range` lies in `owner`'s reservation at `base`, which
             // the engine mapped; its owner asked for MEM_RESET.
@@ -452,7 +664,10 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         // Some page may have been dropped already: make every reset page
         // stable again (as Windows' undo does) and report that contents may
-        // have been lost.
+        // have been lost. Making a page stable writes it: a watched
+        // reservation keeps its marks aside meanwhile.
+        self.keep_marks(base, range)?;
+        let r = &self.reservation(base);
         for reset_run in r.pages().reset_runs(pages.clone()) {
             // A reset run may span several protections.
             for (run, state) in r.pages().runs(reset_run) {
@@ -464,6 +679,7 @@ impl<B: OsBackend> AddressSpace<B> {
                     .map_err(change_error)?;
             }
         }
+        self.rearm(base, range);
         self.change(base, |r| r.pages_mut().clear_reset(pages));
         Err(Win32Error::INVALID_ADDRESS)
     }
@@ -540,6 +756,7 @@ impl<B: OsBackend> AddressSpace<B> {
             .reservations
             .remove(base)
             .expect("reservation found above");
+        self.marks.remove(&base);
         self.reserved_bytes -= r.size();
         self.committed_bytes -= r.committed_bytes();
         self.placement.released(base, r.size());
@@ -548,10 +765,18 @@ impl<B: OsBackend> AddressSpace<B> {
 
     #[allow(unsafe_code)]
     fn decommit(&mut self, base: usize, range: PageRange) -> Result<(), Win32Error> {
+        if self.reservation(base).is_large() {
+            // Large pages stay committed until the region is released.
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
         let committed = r.pages().committed_pages(pages.clone());
         if committed > 0 {
+            // A decommitted page keeps its written mark (Windows reports it
+            // until reset), but the kernel drops it with the page.
+            self.keep_marks(base, range)?;
+            let r = &self.reservation(base);
             if splits_a_mapping(r, pages.clone()) {
                 // Revoking access splits a kernel mapping, which can fail
                 // (ENOMEM at vm.max_map_count): revoke first, then drop
@@ -575,6 +800,7 @@ impl<B: OsBackend> AddressSpace<B> {
                 unsafe { self.os.discard(range.start(), range.len()) }.map_err(change_error)?;
                 self.set_access(base, range, Access::empty())?;
             }
+            self.rearm(base, range);
         }
         self.change(base, |r| r.set_pages(pages, PageState::Reserved, committed));
         self.committed_bytes -= committed * PAGE_SIZE;
@@ -637,6 +863,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         let range = PageRange::touched(address, size.max(1))?;
         let base = self.reservation_holding(Owner::Runtime, range)?;
+        self.whole_large_pages(base, range)?;
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
         if r.pages().committed_pages(pages.clone()) != pages.len() {
@@ -688,6 +915,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         self.reserved_bytes = 0;
         self.committed_bytes = 0;
+        self.marks.clear();
     }
 }
 

@@ -12,6 +12,10 @@ pub enum AllocRequest {
     Reserve {
         /// Commit every page of the new reservation.
         commit: bool,
+        /// `MEM_WRITE_WATCH`: watch writes to the reservation.
+        watch: bool,
+        /// `MEM_LARGE_PAGES`: map it with large pages.
+        large: bool,
     },
     /// `MEM_COMMIT` at an address: commit pages of an existing reservation.
     Commit,
@@ -57,6 +61,27 @@ pub fn private_protection(protect: Protection) -> Result<PrivateProtection, Win3
 /// `MEM_COMMIT` reserves too).
 pub fn alloc_request(kind: AllocationType, address: usize) -> Result<AllocRequest, Win32Error> {
     use AllocationType as T;
+    // MEM_WRITE_WATCH needs MEM_RESERVE; MEM_LARGE_PAGES needs MEM_RESERVE
+    // and MEM_COMMIT (VirtualAlloc's documentation); the two do not mix.
+    let watch = kind.contains(T::WRITE_WATCH);
+    let large = kind.contains(T::LARGE_PAGES);
+    let plain = kind.difference(T::WRITE_WATCH | T::LARGE_PAGES);
+    if watch || large {
+        let reserve = plain.difference(T::TOP_DOWN);
+        let fits = if large {
+            !watch && reserve == T::RESERVE | T::COMMIT
+        } else {
+            reserve == T::RESERVE || reserve == T::RESERVE | T::COMMIT
+        };
+        if !fits {
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
+        return Ok(AllocRequest::Reserve {
+            commit: reserve.contains(T::COMMIT),
+            watch,
+            large,
+        });
+    }
     let without_top_down = kind.difference(T::TOP_DOWN);
     let request = if kind == T::RESET {
         AllocRequest::Reset
@@ -65,17 +90,23 @@ pub fn alloc_request(kind: AllocationType, address: usize) -> Result<AllocReques
     } else if without_top_down == T::RESERVE || without_top_down == T::RESERVE | T::COMMIT {
         AllocRequest::Reserve {
             commit: without_top_down.contains(T::COMMIT),
+            watch: false,
+            large: false,
         }
     } else if without_top_down == T::COMMIT {
         if address == 0 {
-            AllocRequest::Reserve { commit: true }
+            AllocRequest::Reserve {
+                commit: true,
+                watch: false,
+                large: false,
+            }
         } else {
             AllocRequest::Commit
         }
     } else {
         // Everything else: no type, MEM_DECOMMIT/RELEASE/FREE bits, MEM_RESET
-        // with anything, unknown bits — and MEM_WRITE_WATCH, MEM_PHYSICAL and
-        // MEM_LARGE_PAGES, which hostmem refuses in every combination.
+        // with anything, unknown bits — and MEM_PHYSICAL, which hostmem
+        // refuses in every combination.
         return Err(Win32Error::INVALID_PARAMETER);
     };
     Ok(request)
@@ -86,16 +117,61 @@ mod tests {
     use super::*;
     use AllocationType as T;
 
+    const fn reserve(commit: bool) -> AllocRequest {
+        AllocRequest::Reserve {
+            commit,
+            watch: false,
+            large: false,
+        }
+    }
+
+    #[test]
+    fn write_watch_and_large_pages_need_reserve() {
+        assert_eq!(
+            alloc_request(T::RESERVE | T::WRITE_WATCH, 0),
+            Ok(AllocRequest::Reserve {
+                commit: false,
+                watch: true,
+                large: false
+            })
+        );
+        assert_eq!(
+            alloc_request(T::RESERVE | T::COMMIT | T::WRITE_WATCH | T::TOP_DOWN, 0),
+            Ok(AllocRequest::Reserve {
+                commit: true,
+                watch: true,
+                large: false
+            })
+        );
+        assert_eq!(
+            alloc_request(T::RESERVE | T::COMMIT | T::LARGE_PAGES, 0),
+            Ok(AllocRequest::Reserve {
+                commit: true,
+                watch: false,
+                large: true
+            })
+        );
+        for bad in [
+            T::WRITE_WATCH,
+            T::COMMIT | T::WRITE_WATCH,
+            T::RESERVE | T::WRITE_WATCH | T::RESET,
+            T::RESERVE | T::LARGE_PAGES,
+            T::COMMIT | T::LARGE_PAGES,
+            T::LARGE_PAGES,
+            T::RESERVE | T::COMMIT | T::LARGE_PAGES | T::WRITE_WATCH,
+        ] {
+            assert_eq!(
+                alloc_request(bad, 0),
+                Err(Win32Error::INVALID_PARAMETER),
+                "{bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn allocation_types() {
-        assert_eq!(
-            alloc_request(T::RESERVE, 0),
-            Ok(AllocRequest::Reserve { commit: false })
-        );
-        assert_eq!(
-            alloc_request(T::COMMIT, 0),
-            Ok(AllocRequest::Reserve { commit: true })
-        );
+        assert_eq!(alloc_request(T::RESERVE, 0), Ok(reserve(false)));
+        assert_eq!(alloc_request(T::COMMIT, 0), Ok(reserve(true)));
         assert_eq!(alloc_request(T::COMMIT, 0x10000), Ok(AllocRequest::Commit));
         assert_eq!(
             alloc_request(T::COMMIT | T::TOP_DOWN, 0x10000),
@@ -103,7 +179,7 @@ mod tests {
         );
         assert_eq!(
             alloc_request(T::RESERVE | T::COMMIT | T::TOP_DOWN, 0),
-            Ok(AllocRequest::Reserve { commit: true })
+            Ok(reserve(true))
         );
         assert_eq!(alloc_request(T::RESET, 1), Ok(AllocRequest::Reset));
         assert_eq!(alloc_request(T::RESET_UNDO, 1), Ok(AllocRequest::ResetUndo));
@@ -115,8 +191,8 @@ mod tests {
             0x8_1000,
             0x10_0000,
             0x20_0000,
-            0x20_2000,
-            0x2000_3000,
+            0x20_1000,
+            0x2000_2000,
             0x4_0000,
         ] {
             assert_eq!(

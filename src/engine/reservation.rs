@@ -38,6 +38,59 @@ pub struct Reservation {
     /// counts its callers compute anyway, so that totals need no scan.
     committed_pages: usize,
     owner: Owner,
+    /// `MEM_WRITE_WATCH`: writes are watched (the engine keeps the
+    /// reservation's [`WrittenMarks`]).
+    watched: bool,
+    /// `MEM_LARGE_PAGES`: mapped with the kernel's huge pages.
+    large: bool,
+}
+
+/// The written marks of a watched reservation that hostmem keeps itself
+/// (the engine holds them by reservation base):
+/// the kernel keeps the others in its page tables. A page's mark moves
+/// here when the kernel would lose it (decommit drops the page-table
+/// entry) or when a `GetWriteWatch` with reset protected more pages than
+/// it could report. One bit a page, allocated at the first such mark.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenMarks {
+    bits: Vec<u64>,
+    count: usize,
+}
+
+impl WrittenMarks {
+    /// Marks page `index` written.
+    pub fn set(&mut self, index: usize, pages: usize) {
+        if self.bits.is_empty() {
+            self.bits = vec![0; pages.div_ceil(64)];
+        }
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.count += 1;
+        }
+    }
+
+    /// Clears the mark of page `index`.
+    pub fn clear(&mut self, index: usize) {
+        if self.count == 0 {
+            return;
+        }
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if self.bits[word] & bit != 0 {
+            self.bits[word] &= !bit;
+            self.count -= 1;
+        }
+    }
+
+    /// Whether no page is marked.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The marked page indices in `pages`, ascending.
+    pub fn iter(&self, pages: Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        pages.filter(move |&i| self.count > 0 && self.bits[i / 64] & (1u64 << (i % 64)) != 0)
+    }
 }
 
 impl Reservation {
@@ -58,6 +111,8 @@ impl Reservation {
                 PageState::Committed(_) => size / PAGE_SIZE,
             },
             owner: Owner::Runtime,
+            watched: false,
+            large: false,
         }
     }
 
@@ -70,6 +125,29 @@ impl Reservation {
     /// Who the reservation belongs to.
     pub fn owner(&self) -> Owner {
         self.owner
+    }
+
+    /// Makes the reservation a watched one (`MEM_WRITE_WATCH`).
+    pub fn with_write_watch(mut self) -> Self {
+        self.watched = true;
+        self
+    }
+
+    /// Makes the reservation one of large pages (`MEM_LARGE_PAGES`).
+    pub fn with_large_pages(mut self) -> Self {
+        self.large = true;
+        self
+    }
+
+    /// Whether writes to the reservation are watched (`MEM_WRITE_WATCH`).
+    pub fn is_watched(&self) -> bool {
+        self.watched
+    }
+
+    /// Whether the reservation is mapped with large pages
+    /// (`MEM_LARGE_PAGES`).
+    pub fn is_large(&self) -> bool {
+        self.large
     }
 
     /// The base address (`AllocationBase`).

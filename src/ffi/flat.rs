@@ -1,6 +1,7 @@
 //! The flat Win32-style C API: `hostmem_VirtualAlloc`, `hostmem_VirtualFree`,
-//! `hostmem_VirtualQuery`, `hostmem_VirtualProtect`, `hostmem_GetLastError`
-//! and `hostmem_SetLastError`, over one process-wide default manager (a
+//! `hostmem_VirtualQuery`, `hostmem_VirtualProtect`, `hostmem_GetWriteWatch`,
+//! `hostmem_ResetWriteWatch`, `hostmem_GetLargePageMinimum`,
+//! `hostmem_GetLastError` and `hostmem_SetLastError`, over one process-wide default manager (a
 //! [`HostMemoryManager`] of its own, with no budget).
 //!
 //! The contract is Win32's: a function returns its success value (the
@@ -316,6 +317,129 @@ pub unsafe extern "C" fn hostmem_VirtualProtect(
             FALSE,
         )
     })
+}
+
+/// `GetWriteWatch(flags, base, size, addresses, count, granularity)` —
+/// lists the pages of a `MEM_WRITE_WATCH` reservation of the default
+/// address space written since they were last reset, ascending, at most
+/// `*count` of them; with `WRITE_WATCH_FLAG_RESET` (1) in `flags`, resets
+/// exactly the pages listed.
+///
+/// Returns 0 with `*count` set to the number of addresses stored and
+/// `*granularity` to the page size (4096), or `(UINT)-1` with the Win32
+/// error as the last error, checked in the order of Windows' kernel:
+/// unknown `flags` → `ERROR_INVALID_PARAMETER`; `count` or `granularity`
+/// `NULL` → `ERROR_NOACCESS`; `*count` 0 or `size` 0 →
+/// `ERROR_INVALID_PARAMETER`; `addresses` `NULL` → `ERROR_NOACCESS`; a
+/// range that is not inside one watched reservation →
+/// `ERROR_INVALID_PARAMETER`. Nothing is written on failure. Success
+/// leaves the last error unchanged.
+///
+/// # Safety
+///
+/// `base` is never dereferenced. `count` and `granularity` must be `NULL`
+/// or valid for a write (of 8 and 4 bytes); `addresses` must be `NULL` or
+/// valid for writes of `*count` pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hostmem_GetWriteWatch(
+    flags: u32,
+    base: *mut c_void,
+    size: usize,
+    addresses: *mut *mut c_void,
+    count: *mut usize,
+    granularity: *mut u32,
+) -> u32 {
+    const FAILED: u32 = u32::MAX;
+    exported(FAILED, || {
+        if flags & !crate::win32::WRITE_WATCH_FLAG_RESET != 0 {
+            return fail(Win32Error::INVALID_PARAMETER, FAILED);
+        }
+        if count.is_null() || granularity.is_null() {
+            return fail(Win32Error::NOACCESS, FAILED);
+        }
+        // SAFETY: `count` is non-null and the caller guarantees it is
+        // valid for a read and a write.
+        let max = unsafe { count.read_unaligned() };
+        if max == 0 || size == 0 {
+            return fail(Win32Error::INVALID_PARAMETER, FAILED);
+        }
+        if addresses.is_null() {
+            return fail(Win32Error::NOACCESS, FAILED);
+        }
+        let mut found = Vec::new();
+        let result = with_default(|space| {
+            space
+                .get_write_watch(flags, base.addr(), size, max, &mut found)
+                .map_err(|e| match e {
+                    // Whatever is not a watched reservation, Windows calls
+                    // an invalid parameter.
+                    HostError::NotHostMemory => HostError::Win32(Win32Error::INVALID_PARAMETER),
+                    other => other,
+                })
+        });
+        finish(
+            result,
+            |()| {
+                for (i, &page) in found.iter().enumerate() {
+                    // SAFETY: `found` holds at most `max` addresses and the
+                    // caller guarantees `addresses` is valid for `max`
+                    // pointer writes.
+                    unsafe {
+                        addresses
+                            .add(i)
+                            .write_unaligned(ptr::with_exposed_provenance_mut(page));
+                    }
+                }
+                // SAFETY: both non-null (checked above), valid for writes
+                // (the caller's guarantee).
+                unsafe {
+                    count.write_unaligned(found.len());
+                    granularity.write_unaligned(crate::win32::PAGE_SIZE as u32);
+                }
+                0
+            },
+            FAILED,
+        )
+    })
+}
+
+/// `ResetWriteWatch(base, size)` — forgets the writes to pages of a
+/// `MEM_WRITE_WATCH` reservation of the default address space.
+///
+/// Returns 0, or `(UINT)-1` with the Win32 error as the last error: `size`
+/// 0, or a range not inside one watched reservation →
+/// `ERROR_INVALID_PARAMETER`. Success leaves the last error unchanged.
+///
+/// # Safety
+///
+/// `base` is never dereferenced; it is only a number naming pages.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hostmem_ResetWriteWatch(base: *mut c_void, size: usize) -> u32 {
+    const FAILED: u32 = u32::MAX;
+    exported(FAILED, || {
+        let result = with_default(|space| {
+            space
+                .reset_write_watch(base.addr(), size)
+                .map_err(|e| match e {
+                    HostError::NotHostMemory => HostError::Win32(Win32Error::INVALID_PARAMETER),
+                    other => other,
+                })
+        });
+        finish(result, |()| 0, FAILED)
+    })
+}
+
+/// `GetLargePageMinimum()` — the size of a large page (`MEM_LARGE_PAGES`):
+/// the kernel's default huge page size (2 MiB on x86-64), or 0 where the
+/// kernel has none.
+///
+/// # Safety
+///
+/// None: it may be called at any time from any thread (it is `unsafe` only
+/// for the uniformity of the C face).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hostmem_GetLargePageMinimum() -> usize {
+    ffi_boundary(crate::os::huge_page_size, || 0)
 }
 
 /// `GetLastError()` — the calling thread's last error code: the Win32 error

@@ -606,6 +606,55 @@ impl HostMemoryManager {
         })
     }
 
+    /// `GetWriteWatch(flags, address, size, ...)`: appends to `out` the
+    /// pages of a `MEM_WRITE_WATCH` reservation written since they were
+    /// last reset, at most `max` (see
+    /// [`AddressSpace::get_write_watch`]); memory the host did not allocate
+    /// is `HOST_E_INVALIDOPERATION`. The granularity is always
+    /// [`PAGE_SIZE`](crate::win32::PAGE_SIZE).
+    pub fn get_write_watch(
+        &self,
+        flags: u32,
+        address: usize,
+        size: usize,
+        max: usize,
+        out: &mut Vec<usize>,
+    ) -> Result<(), HostError> {
+        self.call(Method::GetWriteWatch, || {
+            self.write(|state| {
+                let space = &mut state.space;
+                space
+                    .get_write_watch(flags, address, size, max, out)
+                    .map_err(|e| Self::refuse_unwatched(space, address, e))
+            })
+        })
+    }
+
+    /// `ResetWriteWatch(address, size)`: forgets the writes to pages of a
+    /// `MEM_WRITE_WATCH` reservation; memory the host did not allocate is
+    /// `HOST_E_INVALIDOPERATION`.
+    pub fn reset_write_watch(&self, address: usize, size: usize) -> Result<(), HostError> {
+        self.call(Method::ResetWriteWatch, || {
+            self.write(|state| {
+                let space = &mut state.space;
+                space
+                    .reset_write_watch(address, size)
+                    .map_err(|e| Self::refuse_unwatched(space, address, e))
+            })
+        })
+    }
+
+    /// The write-watch functions answer `ERROR_INVALID_PARAMETER` for any
+    /// memory that is not a watched reservation; memory that is not the
+    /// host's at all is `HOST_E_INVALIDOPERATION` instead.
+    fn refuse_unwatched(space: &Space, address: usize, e: Win32Error) -> HostError {
+        if e == Win32Error::INVALID_PARAMETER && !space.owns(page_floor(address)) {
+            HostError::NotHostMemory
+        } else {
+            HostError::from_engine(e)
+        }
+    }
+
     /// Whether `address` lies in memory this manager allocated.
     pub fn owns(&self, address: usize) -> bool {
         self.state

@@ -36,11 +36,15 @@ pub enum Method {
     MallocDebugAlloc,
     /// `IHostMalloc::Free`.
     MallocFree,
+    /// `IHostMemoryWriteWatch::GetWriteWatch` (hostmem's extension).
+    GetWriteWatch,
+    /// `IHostMemoryWriteWatch::ResetWriteWatch` (hostmem's extension).
+    ResetWriteWatch,
 }
 
 impl Method {
     /// Every method, in declaration order.
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 15] = [
         Self::CreateMalloc,
         Self::VirtualAlloc,
         Self::VirtualFree,
@@ -54,6 +58,8 @@ impl Method {
         Self::MallocAlloc,
         Self::MallocDebugAlloc,
         Self::MallocFree,
+        Self::GetWriteWatch,
+        Self::ResetWriteWatch,
     ];
 }
 

@@ -24,11 +24,17 @@ pub enum OsOperation {
     KeepContents,
     /// `mappings`.
     Mappings,
+    /// `watch_writes`.
+    WatchWrites,
+    /// `written_pages`.
+    WrittenPages,
+    /// `map_huge`.
+    MapHuge,
 }
 
 impl OsOperation {
     /// Every operation, in declaration order.
-    pub const ALL: [OsOperation; 8] = [
+    pub const ALL: [OsOperation; 11] = [
         Self::MapFixed,
         Self::MapAnywhere,
         Self::Unmap,
@@ -37,6 +43,9 @@ impl OsOperation {
         Self::Reset,
         Self::KeepContents,
         Self::Mappings,
+        Self::WatchWrites,
+        Self::WrittenPages,
+        Self::MapHuge,
     ];
 
     fn index(self) -> usize {
@@ -58,7 +67,7 @@ pub struct FaultPlan {
 
 #[derive(Default)]
 struct State {
-    calls: [u64; 8],
+    calls: [u64; OsOperation::ALL.len()],
     faults: Vec<FaultPlan>,
     injected: u64,
 }
@@ -167,6 +176,28 @@ impl OsBackend for FaultInjectingBackend {
     fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
         self.enter(OsOperation::Mappings)?;
         self.inner.mappings()
+    }
+
+    fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        self.enter(OsOperation::WatchWrites)?;
+        self.inner.watch_writes(addr, len)
+    }
+
+    fn written_pages(
+        &self,
+        addr: usize,
+        len: usize,
+        max_pages: usize,
+        protect: bool,
+        out: Option<&mut Vec<usize>>,
+    ) -> Result<(), OsError> {
+        self.enter(OsOperation::WrittenPages)?;
+        self.inner.written_pages(addr, len, max_pages, protect, out)
+    }
+
+    fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError> {
+        self.enter(OsOperation::MapHuge)?;
+        self.inner.map_huge(addr, len, access)
     }
 }
 

@@ -16,10 +16,12 @@
 mod faulty;
 mod maps;
 mod unix;
+mod watch;
 
 pub use faulty::{FaultInjectingBackend, FaultPlan, OsOperation};
 pub use maps::{KernelMapping, parse_maps};
 pub use unix::UnixBackend;
+pub use watch::{huge_page_size, supported as write_watch_supported};
 
 use bitflags::bitflags;
 use std::fmt;
@@ -52,6 +54,8 @@ impl OsError {
     pub const EAGAIN: Self = Self(libc_errno::EAGAIN);
     /// `EPERM`: the address is forbidden (below `mmap_min_addr`).
     pub const EPERM: Self = Self(libc_errno::EPERM);
+    /// `EOPNOTSUPP`: the kernel lacks the feature asked for.
+    pub const ENOTSUP: Self = watch::ENOTSUP;
 
     /// From a rustix errno.
     pub fn from_errno(errno: rustix::io::Errno) -> Self {
@@ -154,6 +158,31 @@ pub trait OsBackend: Send + Sync {
 
     /// The kernel's list of the process's mappings, sorted by address.
     fn mappings(&self) -> Result<Vec<KernelMapping>, OsError>;
+
+    /// Starts watching writes to the range (asynchronous write protection
+    /// of `userfaultfd`): afterwards no page of it reads as written.
+    /// `ENOTSUP` where the kernel cannot (asked once, then remembered).
+    fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError>;
+
+    /// Appends to `out` the pages of a watched range written since they
+    /// were last protected, in address order, at most `max_pages` (0: all);
+    /// with `protect`, protects exactly the pages reported. Without `out`,
+    /// only protects.
+    fn written_pages(
+        &self,
+        addr: usize,
+        len: usize,
+        max_pages: usize,
+        protect: bool,
+        out: Option<&mut Vec<usize>>,
+    ) -> Result<(), OsError>;
+
+    /// Maps `len` bytes of huge pages (`MAP_HUGETLB`, the kernel's default
+    /// size, reserved from its pool at once) with `access`, at exactly
+    /// `addr` (failing with `EEXIST` if anything is mapped there) or, for
+    /// `addr` 0, wherever the kernel likes. `len` is a multiple of
+    /// [`huge_page_size`]. Returns the address.
+    fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError>;
 }
 
 /// Refuses to run on a kernel whose page size does not divide Windows'
@@ -198,6 +227,22 @@ macro_rules! forward_backend {
             }
             fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
                 (**self).mappings()
+            }
+            fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                (**self).watch_writes(addr, len)
+            }
+            fn written_pages(
+                &self,
+                addr: usize,
+                len: usize,
+                max_pages: usize,
+                protect: bool,
+                out: Option<&mut Vec<usize>>,
+            ) -> Result<(), OsError> {
+                (**self).written_pages(addr, len, max_pages, protect, out)
+            }
+            fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError> {
+                (**self).map_huge(addr, len, access)
             }
         }
     };

@@ -129,6 +129,43 @@ impl OsBackend for UnixBackend {
         Ok(())
     }
 
+    fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: the range is the engine's own private anonymous mapping
+        // (precondition); watching changes no contents or access.
+        unsafe { super::watch::watch(addr, len) }
+    }
+
+    fn written_pages(
+        &self,
+        addr: usize,
+        len: usize,
+        max_pages: usize,
+        protect: bool,
+        out: Option<&mut Vec<usize>>,
+    ) -> Result<(), OsError> {
+        // SAFETY: the engine asks only of ranges it watched (precondition).
+        unsafe { super::watch::scan(addr, len, max_pages, protect, out) }
+    }
+
+    fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError> {
+        // Not MAP_NORESERVE: the huge pages are taken from the pool now, so
+        // a first touch can never fault for want of one (SIGBUS).
+        let mut flags = MapFlags::PRIVATE | MapFlags::HUGETLB;
+        if addr != 0 {
+            flags |= MapFlags::FIXED_NOREPLACE;
+        }
+        // SAFETY: without MAP_FIXED, or with MAP_FIXED_NOREPLACE, no
+        // existing mapping is replaced; the new mapping is fresh.
+        let got = unsafe { mm::mmap_anonymous(addr as *mut c_void, len, prot_flags(access), flags) }
+            .map_err(OsError::from_errno)? as usize;
+        if addr != 0 && got != addr {
+            // SAFETY: the mapping just made, which nobody else has seen.
+            let _ = unsafe { mm::munmap(got as *mut c_void, len) };
+            return Err(OsError::EEXIST);
+        }
+        Ok(got)
+    }
+
     fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
         let text = std::fs::read_to_string("/proc/self/maps")
             .map_err(|e| OsError(e.raw_os_error().unwrap_or(OsError::EINVAL.0)))?;

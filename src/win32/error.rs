@@ -18,6 +18,10 @@ impl Win32Error {
     pub const OUTOFMEMORY: Self = Self(14);
     /// `ERROR_BAD_LENGTH` (24): a buffer too small for the answer.
     pub const BAD_LENGTH: Self = Self(24);
+    /// `ERROR_NOT_SUPPORTED` (50): the kernel lacks what the call needs
+    /// (`MEM_WRITE_WATCH` without userfaultfd's asynchronous write
+    /// protection).
+    pub const NOT_SUPPORTED: Self = Self(50);
     /// `ERROR_INVALID_PARAMETER` (87).
     pub const INVALID_PARAMETER: Self = Self(87);
     /// `ERROR_INVALID_ADDRESS` (487): an address in the wrong state.
@@ -29,6 +33,8 @@ impl Win32Error {
     /// may no longer match the kernel's. The host layer turns it into
     /// `E_FAIL`.
     pub const INTERNAL_ERROR: Self = Self(1359);
+    /// `ERROR_NO_SYSTEM_RESOURCES` (1450): no large pages to be had.
+    pub const NO_SYSTEM_RESOURCES: Self = Self(1450);
     /// `ERROR_COMMITMENT_LIMIT` (1455): the commit limit was reached.
     pub const COMMITMENT_LIMIT: Self = Self(1455);
 
@@ -44,10 +50,12 @@ impl Win32Error {
             8 => "ERROR_NOT_ENOUGH_MEMORY",
             14 => "ERROR_OUTOFMEMORY",
             24 => "ERROR_BAD_LENGTH",
+            50 => "ERROR_NOT_SUPPORTED",
             87 => "ERROR_INVALID_PARAMETER",
             487 => "ERROR_INVALID_ADDRESS",
             998 => "ERROR_NOACCESS",
             1359 => "ERROR_INTERNAL_ERROR",
+            1450 => "ERROR_NO_SYSTEM_RESOURCES",
             1455 => "ERROR_COMMITMENT_LIMIT",
             _ => return None,
         })

@@ -19,13 +19,14 @@ bitflags! {
         const RESET = 0x8_0000;
         /// `MEM_TOP_DOWN`: place the reservation as high as possible.
         const TOP_DOWN = 0x10_0000;
-        /// `MEM_WRITE_WATCH`: track writes (refused by hostmem).
+        /// `MEM_WRITE_WATCH`: track writes (with `MEM_RESERVE`; see
+        /// `GetWriteWatch`).
         const WRITE_WATCH = 0x20_0000;
         /// `MEM_PHYSICAL`: AWE memory (refused by hostmem).
         const PHYSICAL = 0x40_0000;
         /// `MEM_RESET_UNDO`: take back a `MEM_RESET`.
         const RESET_UNDO = 0x100_0000;
-        /// `MEM_LARGE_PAGES`: large pages (refused by hostmem).
+        /// `MEM_LARGE_PAGES`: large pages (with `MEM_RESERVE | MEM_COMMIT`).
         const LARGE_PAGES = 0x2000_0000;
     }
 }

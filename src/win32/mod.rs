@@ -14,6 +14,8 @@ pub use mbi::MemoryBasicInformation;
 
 /// The page size of Windows (and of hostmem, whatever the kernel's): 4 KiB.
 pub const PAGE_SIZE: usize = 0x1000;
+/// `WRITE_WATCH_FLAG_RESET`: `GetWriteWatch` also resets the pages it reports.
+pub const WRITE_WATCH_FLAG_RESET: u32 = 1;
 
 /// The allocation granularity of Windows: reservations start at multiples
 /// of 64 KiB.

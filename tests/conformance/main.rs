@@ -13,7 +13,7 @@
 //! - "PAL name": CoreCLR palsuite `filemapping_memmgt/name`;
 //! - "Docs": the Win32 documentation of the function;
 //! - "API.md": hostmem's documented departures (foreign memory is never
-//!   touched; GUARD / WRITE_WATCH / LARGE_PAGES / PHYSICAL refused).
+//!   touched; GUARD / PHYSICAL refused).
 //!
 //! Tests that need an exact layout of free space work inside a private
 //! "window": a 16 MiB range in the middle of the largest hole of the
@@ -22,9 +22,11 @@
 
 mod alloc;
 mod free;
+mod large_pages;
 mod protect;
 mod query;
 mod reset;
+mod write_watch;
 
 use std::ffi::c_void;
 use std::fmt::Debug;

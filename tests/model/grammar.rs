@@ -6,8 +6,9 @@
 //! and the property test explore the same language of calls: reservations
 //! at NULL and in the arena, commits, resets and undos, decommits,
 //! releases at interior offsets, protections, queries, writes of sampled
-//! bytes, raw type and protection bits (undefined ones included) and the
-//! foreign targets. Keep the two in step.
+//! bytes, raw type and protection bits (undefined ones included), the
+//! foreign targets, and write-watched reservations with `GetWriteWatch`
+//! and `ResetWriteWatch`. Keep the two in step.
 //!
 //! Decoding never fails: when the input runs out, `Unstructured` answers
 //! the first choice of every range, and the sequence stops at
@@ -15,7 +16,7 @@
 
 use crate::harness::{
     ALLOCATION_TYPE_BITS, ARENA_SLOTS, BASES, FREE_TYPES, Foreign, ForeignCall, Len, Loc,
-    MODIFIERS, Op, Prot,
+    MAX_WATCH, MODIFIERS, Op, Prot,
 };
 use crate::reference::{GRANULE, PAGE, SAMPLES};
 use arbitrary::{Result, Unstructured};
@@ -213,7 +214,7 @@ fn foreign_target(u: &mut Unstructured) -> Result<Foreign> {
 
 fn op(u: &mut Unstructured) -> Result<Op> {
     Ok(
-        match weighted(u, &[4, 3, 6, 3, 3, 3, 2, 4, 2, 5, 2, 1, 1])? {
+        match weighted(u, &[4, 3, 6, 3, 3, 3, 2, 4, 2, 5, 2, 1, 1, 2, 3, 1])? {
             0 => Op::ReserveNull {
                 len: reserve_len(u)?,
                 commit: u.arbitrary()?,
@@ -280,9 +281,28 @@ fn op(u: &mut Unstructured) -> Result<Op> {
                 len: len(u)?,
                 ty: raw_free_type(u)?,
             },
-            _ => Op::Foreign {
+            12 => Op::Foreign {
                 target: foreign_target(u)?,
                 call: foreign_call(u)?,
+            },
+            13 => Op::ReserveWatched {
+                len: reserve_len(u)?,
+                commit: u.arbitrary()?,
+                prot: reserve_prot(u)?,
+            },
+            14 => Op::GetWriteWatch {
+                loc: loc(u)?,
+                len: len(u)?,
+                max: below(u, 1, MAX_WATCH + 1)?,
+                flags: match weighted(u, &[4, 4, 1])? {
+                    0 => 0,
+                    1 => 1,
+                    _ => u.arbitrary()?,
+                },
+            },
+            _ => Op::ResetWriteWatch {
+                loc: loc(u)?,
+                len: len(u)?,
             },
         },
     )

@@ -270,9 +270,19 @@ fn cover(call: &Call, outcome: &Outcome) {
             _ => "VirtualFree (bad type)".to_string(),
         },
         Call::Protect { .. } => "VirtualProtect".to_string(),
+        Call::GetWriteWatch { flags, .. } => match flags {
+            0 => "GetWriteWatch".to_string(),
+            1 => "GetWriteWatch reset".to_string(),
+            _ => "GetWriteWatch (bad flags)".to_string(),
+        },
+        Call::ResetWriteWatch { .. } => "ResetWriteWatch".to_string(),
     };
     let how = match outcome {
-        Outcome::Addr(Err(e)) | Outcome::Unit(Err(e)) | Outcome::Prot(Err(e)) => format!("{e:?}"),
+        Outcome::Addr(Err(e))
+        | Outcome::Unit(Err(e))
+        | Outcome::Prot(Err(e))
+        | Outcome::Pages(Err(e)) => format!("{e:?}"),
+        Outcome::Pages(Ok((0, _))) => "ok, none written".to_string(),
         _ => "ok".to_string(),
     };
     let mut map = COVERAGE.lock().unwrap_or_else(|e| e.into_inner());
@@ -453,6 +463,38 @@ pub enum Op {
         target: Foreign,
         call: ForeignCall,
     },
+    /// `VirtualAlloc(NULL, len, MEM_RESERVE [| MEM_COMMIT] |
+    /// MEM_WRITE_WATCH, prot)`.
+    ReserveWatched {
+        len: Len,
+        commit: bool,
+        prot: Prot,
+    },
+    /// `GetWriteWatch(flags, loc, len, ..., &count)` with `count = max`
+    /// (1..=[`MAX_WATCH`]); `flags` 0, `WRITE_WATCH_FLAG_RESET` or raw bits.
+    GetWriteWatch {
+        loc: Loc,
+        len: Len,
+        max: usize,
+        flags: u32,
+    },
+    /// `ResetWriteWatch(loc, len)`.
+    ResetWriteWatch {
+        loc: Loc,
+        len: Len,
+    },
+}
+
+/// The most pages one generated `GetWriteWatch` asks for.
+pub const MAX_WATCH: usize = 8;
+
+/// The answer of a `GetWriteWatch`: how many pages, and the pages.
+pub type WatchList = (usize, [usize; MAX_WATCH]);
+
+fn watch_list(pages: &[usize]) -> WatchList {
+    let mut list = [0; MAX_WATCH];
+    list[..pages.len()].copy_from_slice(pages);
+    (pages.len(), list)
 }
 
 // ---------------------------------------------------------------------------
@@ -476,6 +518,16 @@ enum Call {
         size: usize,
         new: Protection,
     },
+    GetWriteWatch {
+        flags: u32,
+        address: usize,
+        size: usize,
+        max: usize,
+    },
+    ResetWriteWatch {
+        address: usize,
+        size: usize,
+    },
 }
 
 /// A result of either kind, for comparing and printing.
@@ -484,6 +536,7 @@ enum Outcome {
     Addr(Result<usize, Win32Error>),
     Unit(Result<(), Win32Error>),
     Prot(Result<Protection, Win32Error>),
+    Pages(Result<WatchList, Win32Error>),
 }
 
 impl Outcome {
@@ -492,6 +545,7 @@ impl Outcome {
             Outcome::Addr(r) => r.is_ok(),
             Outcome::Unit(r) => r.is_ok(),
             Outcome::Prot(r) => r.is_ok(),
+            Outcome::Pages(r) => r.is_ok(),
         }
     }
 }
@@ -535,6 +589,17 @@ fn model_call(model: &mut Model, call: &Call, observed: Option<&Outcome>) -> Jud
         Call::Protect { address, size, new } => {
             map_verdict(model.virtual_protect(address, size, new), Outcome::Prot)
         }
+        Call::GetWriteWatch {
+            flags,
+            address,
+            size,
+            max,
+        } => map_verdict(model.get_write_watch(flags, address, size, max), |r| {
+            Outcome::Pages(r.map(|pages| watch_list(&pages)))
+        }),
+        Call::ResetWriteWatch { address, size } => {
+            map_verdict(model.reset_write_watch(address, size), Outcome::Unit)
+        }
     }
 }
 
@@ -549,6 +614,22 @@ fn engine_call(space: &mut AddressSpace, call: &Call) -> Outcome {
         Call::Free { address, size, ty } => Outcome::Unit(space.virtual_free(address, size, ty)),
         Call::Protect { address, size, new } => {
             Outcome::Prot(space.virtual_protect(address, size, new))
+        }
+        Call::GetWriteWatch {
+            flags,
+            address,
+            size,
+            max,
+        } => {
+            let mut pages = Vec::new();
+            Outcome::Pages(
+                space
+                    .get_write_watch(flags, address, size, max, &mut pages)
+                    .map(|()| watch_list(&pages)),
+            )
+        }
+        Call::ResetWriteWatch { address, size } => {
+            Outcome::Unit(space.reset_write_watch(address, size))
         }
     }
 }
@@ -575,6 +656,7 @@ const COMMIT: u32 = 0x1000;
 const TOP_DOWN: u32 = 0x10_0000;
 const RESET: u32 = 0x8_0000;
 const RESET_UNDO: u32 = 0x100_0000;
+const WRITE_WATCH: u32 = 0x20_0000;
 const DECOMMIT: u32 = 0x4000;
 const RELEASE: u32 = 0x8000;
 const INVALID_ADDRESS: Win32Error = Win32Error(487);
@@ -653,6 +735,18 @@ impl Case<'_> {
                 self.name(address),
                 new.bits()
             ),
+            Call::GetWriteWatch {
+                flags,
+                address,
+                size,
+                max,
+            } => format!(
+                "GetWriteWatch({flags:#x}, {}, {size:#x}, count {max})",
+                self.name(address)
+            ),
+            Call::ResetWriteWatch { address, size } => {
+                format!("ResetWriteWatch({}, {size:#x})", self.name(address))
+            }
         }
     }
 
@@ -760,6 +854,8 @@ impl Case<'_> {
             Call::Protect { address, size, .. } => {
                 Some((address, address.checked_add(size.max(1))?))
             }
+            // Read only of the engine's own map: any address is harmless.
+            Call::GetWriteWatch { .. } | Call::ResetWriteWatch { .. } => None,
         }
     }
 
@@ -843,6 +939,31 @@ impl Case<'_> {
                 free_call(a, self.size(len, a), ty)
             }
             Op::Foreign { target, call } => return self.foreign(target, call),
+            Op::ReserveWatched { len, commit, prot } => {
+                let ty = RESERVE | WRITE_WATCH | if commit { COMMIT } else { 0 };
+                alloc_call(0, self.size(len, 0), ty, self.protection(prot, 0))
+            }
+            Op::GetWriteWatch {
+                loc,
+                len,
+                max,
+                flags,
+            } => {
+                let a = self.resolve(loc);
+                Call::GetWriteWatch {
+                    flags,
+                    address: a,
+                    size: self.size(len, a),
+                    max: max.min(MAX_WATCH),
+                }
+            }
+            Op::ResetWriteWatch { loc, len } => {
+                let a = self.resolve(loc);
+                Call::ResetWriteWatch {
+                    address: a,
+                    size: self.size(len, a),
+                }
+            }
         };
         self.call(&call)
     }
@@ -1067,6 +1188,9 @@ impl Case<'_> {
                 Call::Alloc { .. } => Outcome::Addr(Err(INVALID_ADDRESS)),
                 Call::Free { .. } => Outcome::Unit(Err(INVALID_ADDRESS)),
                 Call::Protect { .. } => Outcome::Prot(Err(INVALID_ADDRESS)),
+                Call::GetWriteWatch { .. } | Call::ResetWriteWatch { .. } => {
+                    unreachable!("foreign calls are the Virtual* functions")
+                }
             };
             if verdict != Judged::Expect(want) {
                 return Err(fail(format!(

@@ -61,7 +61,7 @@ mod reference;
 
 use harness::{
     ALLOCATION_TYPE_BITS, ARENA_SLOTS, BASES, FREE_TYPES, Foreign, ForeignCall, Len, Loc,
-    MODIFIERS, Op, Prot, SERIAL, minimize, run_case, summary,
+    MAX_WATCH, MODIFIERS, Op, Prot, SERIAL, minimize, run_case, summary,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -223,7 +223,18 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(loc, len, ty, prot)| Op::RawAlloc { loc, len, ty, prot }),
         1 => (loc(), len(), raw_free_type()).prop_map(|(loc, len, ty)| Op::RawFree { loc, len, ty }),
         1 => (foreign_target(), foreign_call()).prop_map(|(target, call)| Op::Foreign { target, call }),
+        2 => (reserve_len(), any::<bool>(), reserve_prot())
+            .prop_map(|(len, commit, prot)| Op::ReserveWatched { len, commit, prot }),
+        3 => (loc(), len(), 1..=MAX_WATCH, watch_flags())
+            .prop_map(|(loc, len, max, flags)| Op::GetWriteWatch { loc, len, max, flags }),
+        1 => (loc(), len()).prop_map(|(loc, len)| Op::ResetWriteWatch { loc, len }),
     ]
+}
+
+/// `GetWriteWatch`'s flags: mostly 0 or `WRITE_WATCH_FLAG_RESET`, now and
+/// then any bits.
+fn watch_flags() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => Just(0u32), 4 => Just(1u32), 1 => any::<u32>()]
 }
 
 /// Sequences of exactly [`SEQUENCE_LEN`] operations. Proptest cannot

@@ -81,6 +81,9 @@ const MEM_RELEASE: u32 = 0x8000;
 const MEM_RESET: u32 = 0x8_0000;
 const MEM_TOP_DOWN: u32 = 0x10_0000;
 const MEM_RESET_UNDO: u32 = 0x100_0000;
+const MEM_WRITE_WATCH: u32 = 0x20_0000;
+const MEM_LARGE_PAGES: u32 = 0x2000_0000;
+const WRITE_WATCH_FLAG_RESET: u32 = 1;
 const PAGE_NOACCESS: u32 = 0x01;
 const PAGE_WRITECOPY: u32 = 0x08;
 const PAGE_EXECUTE_WRITECOPY: u32 = 0x80;
@@ -189,6 +192,10 @@ pub struct Reservation {
     pub alloc_protect: Protection,
     /// Every page, from the base.
     pub pages: Vec<Page>,
+    /// `MEM_WRITE_WATCH`: for each page, whether it was written since its
+    /// mark was last reset (Docs GetWriteWatch; W-k32 test_write_watch: a
+    /// decommit keeps the mark).
+    pub written: Option<Vec<bool>>,
 }
 
 impl Reservation {
@@ -242,7 +249,13 @@ pub enum Verdict<T> {
 /// The kinds of `VirtualAlloc` call (spec §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AllocKind {
-    Reserve { commit: bool },
+    Reserve {
+        commit: bool,
+        watch: bool,
+    },
+    /// `MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES`: the answer depends on
+    /// the kernel's huge page pool.
+    Large,
     Commit,
     Reset,
     ResetUndo,
@@ -252,11 +265,30 @@ enum AllocKind {
 ///
 /// Valid: `MEM_RESERVE`, `MEM_COMMIT`, `MEM_RESERVE | MEM_COMMIT`, each
 /// optionally with `MEM_TOP_DOWN`; `MEM_RESET` alone; `MEM_RESET_UNDO`
-/// alone. `MEM_WRITE_WATCH`, `MEM_LARGE_PAGES` and `MEM_PHYSICAL` are
-/// refused by hostmem whatever they come with, so every type that has them
-/// is invalid here, like every other bit.
+/// alone; `MEM_WRITE_WATCH` with `MEM_RESERVE` (Docs: "you must also
+/// specify MEM_RESERVE"), with or without `MEM_COMMIT`; `MEM_LARGE_PAGES`
+/// with `MEM_RESERVE | MEM_COMMIT` (Docs). `MEM_PHYSICAL` is refused by
+/// hostmem whatever it comes with, so every type that has it is invalid
+/// here, like every other bit.
 fn alloc_kind(ty: AllocationType, address: usize) -> Option<AllocKind> {
     let bits = ty.bits();
+    if bits & MEM_LARGE_PAGES != 0 {
+        return (bits & !MEM_TOP_DOWN == MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES)
+            .then_some(AllocKind::Large);
+    }
+    if bits & MEM_WRITE_WATCH != 0 {
+        return match bits & !(MEM_TOP_DOWN | MEM_WRITE_WATCH) {
+            MEM_RESERVE => Some(AllocKind::Reserve {
+                commit: false,
+                watch: true,
+            }),
+            x if x == MEM_RESERVE | MEM_COMMIT => Some(AllocKind::Reserve {
+                commit: true,
+                watch: true,
+            }),
+            _ => None,
+        };
+    }
     if bits == MEM_RESET {
         return Some(AllocKind::Reset);
     }
@@ -264,10 +296,19 @@ fn alloc_kind(ty: AllocationType, address: usize) -> Option<AllocKind> {
         return Some(AllocKind::ResetUndo);
     }
     match bits & !MEM_TOP_DOWN {
-        MEM_RESERVE => Some(AllocKind::Reserve { commit: false }),
-        x if x == MEM_RESERVE | MEM_COMMIT => Some(AllocKind::Reserve { commit: true }),
+        MEM_RESERVE => Some(AllocKind::Reserve {
+            commit: false,
+            watch: false,
+        }),
+        x if x == MEM_RESERVE | MEM_COMMIT => Some(AllocKind::Reserve {
+            commit: true,
+            watch: false,
+        }),
         // A commit at NULL reserves and commits (spec §2).
-        MEM_COMMIT if address == 0 => Some(AllocKind::Reserve { commit: true }),
+        MEM_COMMIT if address == 0 => Some(AllocKind::Reserve {
+            commit: true,
+            watch: false,
+        }),
         MEM_COMMIT => Some(AllocKind::Commit),
         _ => None,
     }
@@ -380,7 +421,14 @@ impl Model {
         Ok(())
     }
 
-    fn insert(&mut self, base: usize, pages: usize, alloc_protect: Protection, commit: bool) {
+    fn insert(
+        &mut self,
+        base: usize,
+        pages: usize,
+        alloc_protect: Protection,
+        commit: bool,
+        watch: bool,
+    ) {
         let page = if commit {
             Page::fresh(alloc_protect)
         } else {
@@ -394,6 +442,7 @@ impl Model {
                 base,
                 alloc_protect,
                 pages: vec![page; pages],
+                written: watch.then(|| vec![false; pages]),
             },
         );
     }
@@ -425,6 +474,16 @@ impl Model {
         let Some(kind) = alloc_kind(ty, address) else {
             return Expect(Err(INVALID_PARAMETER));
         };
+        if kind == AllocKind::Large {
+            return Undetermined("MEM_LARGE_PAGES: the kernel's huge page pool decides");
+        }
+        if let AllocKind::Reserve { watch: true, .. } = kind
+            && size != 0
+            && valid_private(protect)
+            && !hostmem::unstable::os::write_watch_supported()
+        {
+            return Expect(Err(Win32Error::NOT_SUPPORTED));
+        }
         // ERROR_INVALID_PARAMETER causes other than the type.
         let mut bad_parameter = size == 0;
         match kind {
@@ -441,10 +500,11 @@ impl Model {
                 bad_parameter = true
             }
             AllocKind::Reserve { .. } | AllocKind::Commit => {}
+            AllocKind::Large => unreachable!("answered above"),
         }
         let size_for_span = size.max(1);
         match kind {
-            AllocKind::Reserve { commit } if address == 0 => {
+            AllocKind::Reserve { commit, watch } if address == 0 => {
                 if bad_parameter {
                     return Expect(Err(INVALID_PARAMETER));
                 }
@@ -456,13 +516,13 @@ impl Model {
                         if let Err(why) = self.check_system_base(*base, size) {
                             return Verdict::Violation(why);
                         }
-                        self.insert(*base, bytes / PAGE, protect, commit);
+                        self.insert(*base, bytes / PAGE, protect, commit, watch);
                         Expect(Ok(*base))
                     }
                     _ => Expect(Ok(ANY_BASE)),
                 }
             }
-            AllocKind::Reserve { commit } => {
+            AllocKind::Reserve { commit, watch } => {
                 // Rounded down to 64 KiB, the end up to 4 KiB (spec §2).
                 let base = round_down(address, GRANULE);
                 let Some(end) = address
@@ -477,11 +537,12 @@ impl Model {
                     (true, false) => Expect(Err(INVALID_PARAMETER)),
                     (false, true) => Expect(Err(INVALID_ADDRESS)),
                     (false, false) => {
-                        self.insert(base, (end - base) / PAGE, protect, commit);
+                        self.insert(base, (end - base) / PAGE, protect, commit, watch);
                         Expect(Ok(base))
                     }
                 }
             }
+            AllocKind::Large => unreachable!("answered above"),
             AllocKind::Commit | AllocKind::Reset | AllocKind::ResetUndo => {
                 let Some((start, end)) = page_span(address, size_for_span) else {
                     return Undetermined("range wraps the address space");
@@ -723,6 +784,61 @@ impl Model {
             Page::Committed { samples, .. } => samples[index] = Sample::Known(value),
             Page::Reserved => panic!("the test wrote to a reserved page"),
         }
+        if let Some(written) = &mut r.written {
+            written[i] = true;
+        }
+    }
+
+    /// The watched reservation holding all of the pages touched by
+    /// `[address, address + size)`, and those pages' indices.
+    fn watched(&self, address: usize, size: usize) -> Option<(usize, usize, usize)> {
+        let (start, end) = page_span(address, size)?;
+        let base = self.holder(start, end)?;
+        let r = &self.reservations[&base];
+        r.written.as_ref()?;
+        Some((base, (start - base) / PAGE, (end - base) / PAGE))
+    }
+
+    /// `GetWriteWatch(flags, address, size, ..., &count)` with `count =
+    /// max`: the written pages, ascending, at most `max`; with
+    /// `WRITE_WATCH_FLAG_RESET`, those pages' marks are cleared (W-k32
+    /// test_write_watch: unknown flags, size 0, count 0, and a range not
+    /// inside one watched region are ERROR_INVALID_PARAMETER).
+    pub fn get_write_watch(
+        &mut self,
+        flags: u32,
+        address: usize,
+        size: usize,
+        max: usize,
+    ) -> Verdict<Vec<usize>> {
+        if flags & !WRITE_WATCH_FLAG_RESET != 0 || size == 0 || max == 0 {
+            return Verdict::Expect(Err(INVALID_PARAMETER));
+        }
+        let Some((base, first, last)) = self.watched(address, size) else {
+            return Verdict::Expect(Err(INVALID_PARAMETER));
+        };
+        let r = self.reservations.get_mut(&base).expect("holder exists");
+        let written = r.written.as_mut().expect("watched");
+        let found: Vec<usize> = (first..last).filter(|&i| written[i]).take(max).collect();
+        if flags & WRITE_WATCH_FLAG_RESET != 0 {
+            for &i in &found {
+                written[i] = false;
+            }
+        }
+        Verdict::Expect(Ok(found.into_iter().map(|i| base + i * PAGE).collect()))
+    }
+
+    /// `ResetWriteWatch(address, size)`: clears the marks of the pages.
+    pub fn reset_write_watch(&mut self, address: usize, size: usize) -> Verdict<()> {
+        if size == 0 {
+            return Verdict::Expect(Err(INVALID_PARAMETER));
+        }
+        let Some((base, first, last)) = self.watched(address, size) else {
+            return Verdict::Expect(Err(INVALID_PARAMETER));
+        };
+        let r = self.reservations.get_mut(&base).expect("holder exists");
+        r.written.as_mut().expect("watched")[first..last].fill(false);
+        Verdict::Expect(Ok(()))
     }
 }
 

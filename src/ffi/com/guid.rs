@@ -59,6 +59,11 @@ pub const IID_IHOST_MALLOC: Guid = Guid::from_u128(0x1831991C_CC53_4A31_B218_04E
 /// `IID_ICLRMemoryNotificationCallback` {47EB8E57-0846-4546-AF76-6F42FCFC2649}.
 pub const IID_ICLR_MEMORY_NOTIFICATION_CALLBACK: Guid =
     Guid::from_u128(0x47EB8E57_0846_4546_AF76_6F42FCFC2649);
+/// `IID_IHostMemoryWriteWatch` {128AD70B-3672-4455-9026-05C455ECE043}:
+/// hostmem's extension of the manager object (write watching and large
+/// pages), reached by `QueryInterface` on an `IHostMemoryManager`.
+pub const IID_IHOST_MEMORY_WRITE_WATCH: Guid =
+    Guid::from_u128(0x128AD70B_3672_4455_9026_05C455ECE043);
 /// `IID_IHostControl` {02CA073C-7079-4860-880A-C2F7A449C991}.
 pub const IID_IHOST_CONTROL: Guid = Guid::from_u128(0x02CA073C_7079_4860_880A_C2F7A449C991);
 

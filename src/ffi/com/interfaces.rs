@@ -12,7 +12,7 @@
 
 use super::guid::{
     Guid, IID_ICLR_MEMORY_NOTIFICATION_CALLBACK, IID_IHOST_CONTROL, IID_IHOST_MALLOC,
-    IID_IHOST_MEMORY_MANAGER,
+    IID_IHOST_MEMORY_MANAGER, IID_IHOST_MEMORY_WRITE_WATCH,
 };
 use super::unknown::{IUnknown, IUnknownVtbl, Interface};
 use crate::host::HResult;
@@ -249,4 +249,43 @@ mod tests {
         assert_eq!(offset_of!(IHostControlVtbl, set_app_domain_manager), 4 * 8);
         assert_eq!(size_of::<IHostControlVtbl>(), 5 * 8);
     }
+}
+
+interface!(
+    /// `IHostMemoryWriteWatch*`: hostmem's extension of its manager object,
+    /// which a runtime reaches with `QueryInterface` on the
+    /// `IHostMemoryManager*` it was given: `GetWriteWatch`,
+    /// `ResetWriteWatch` and `GetLargePageMinimum` with the Win32 rules,
+    /// answered as HRESULTs.
+    IHostMemoryWriteWatch,
+    IHostMemoryWriteWatchVtbl,
+    IID_IHOST_MEMORY_WRITE_WATCH
+);
+
+/// `IHostMemoryWriteWatchVtbl` (`include/hostmem/com.h`).
+#[repr(C)]
+pub struct IHostMemoryWriteWatchVtbl {
+    /// `QueryInterface`, `AddRef`, `Release` (of the manager object).
+    pub unknown: IUnknownVtbl,
+    /// `GetWriteWatch(DWORD dwFlags, void* lpBaseAddress, SIZE_T
+    /// dwRegionSize, void** lpAddresses, ULONG_PTR* lpdwCount, DWORD*
+    /// lpdwGranularity)`.
+    pub get_write_watch: unsafe extern "system" fn(
+        this: *mut IHostMemoryWriteWatch,
+        flags: u32,
+        base: *mut c_void,
+        size: usize,
+        addresses: *mut *mut c_void,
+        count: *mut usize,
+        granularity: *mut u32,
+    ) -> HResult,
+    /// `ResetWriteWatch(void* lpBaseAddress, SIZE_T dwRegionSize)`.
+    pub reset_write_watch: unsafe extern "system" fn(
+        this: *mut IHostMemoryWriteWatch,
+        base: *mut c_void,
+        size: usize,
+    ) -> HResult,
+    /// `GetLargePageMinimum(SIZE_T* pSize)`.
+    pub get_large_page_minimum:
+        unsafe extern "system" fn(this: *mut IHostMemoryWriteWatch, size: *mut usize) -> HResult,
 }

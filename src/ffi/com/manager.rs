@@ -4,10 +4,13 @@
 
 use super::callback::NotificationCallback;
 use super::config::HostmemConfig;
+use super::guid::{Guid, IID_IHOST_MEMORY_WRITE_WATCH};
 use super::interfaces::{
     ICLRMemoryNotificationCallback, IHostMalloc, IHostMemoryManager, IHostMemoryManagerVtbl,
+    IHostMemoryWriteWatch, IHostMemoryWriteWatchVtbl,
 };
 use super::malloc::ComHostMalloc;
+use super::unknown::IUnknown;
 use super::unknown::{IUnknownVtbl, RefCount};
 use super::{ComObject, object_add_ref, object_query_interface, object_release};
 use super::{Out, hresult_boundary};
@@ -18,6 +21,7 @@ use crate::host::{
 };
 use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection, Win32Error};
 use std::ffi::c_void;
+use std::mem::offset_of;
 use std::ptr::null_mut;
 use std::sync::Arc;
 
@@ -30,6 +34,10 @@ use std::sync::Arc;
 #[repr(C)]
 pub struct ComMemoryManager {
     vtbl: *const IHostMemoryManagerVtbl,
+    /// The object's `IHostMemoryWriteWatch` face: an interface pointer to
+    /// it is the address of this field (COM's multiple inheritance), so
+    /// both faces share the one object, its count and its identity.
+    write_watch_vtbl: *const IHostMemoryWriteWatchVtbl,
     refs: RefCount,
     host: Arc<HostMemoryManager>,
 }
@@ -37,7 +45,7 @@ pub struct ComMemoryManager {
 /// The one vtable of hostmem's `IHostMemoryManager` objects.
 static VTBL: IHostMemoryManagerVtbl = IHostMemoryManagerVtbl {
     unknown: IUnknownVtbl {
-        query_interface: object_query_interface::<ComMemoryManager>,
+        query_interface: manager_query_interface,
         add_ref: object_add_ref::<ComMemoryManager>,
         release: object_release::<ComMemoryManager>,
     },
@@ -62,6 +70,7 @@ impl ComMemoryManager {
     pub fn create(host: Arc<HostMemoryManager>) -> *mut IHostMemoryManager {
         let object = Box::new(Self {
             vtbl: &VTBL,
+            write_watch_vtbl: &WRITE_WATCH_VTBL,
             refs: RefCount::new(),
             host,
         });
@@ -458,4 +467,221 @@ unsafe impl ComObject for ComMemoryManager {
     fn refs(&self) -> &RefCount {
         &self.refs
     }
+}
+
+/// `QueryInterface` of the manager object: `IUnknown` and
+/// `IHostMemoryManager` (the primary face), and hostmem's
+/// `IHostMemoryWriteWatch` (the second face).
+///
+/// # Safety
+///
+/// `this` is a live object of this module (its primary face); `riid` is
+/// NULL or readable; `out` is NULL or writable.
+unsafe extern "system" fn manager_query_interface(
+    this: *mut IUnknown,
+    riid: *const Guid,
+    out: *mut *mut c_void,
+) -> HResult {
+    // SAFETY: `riid` is NULL or readable (the caller's contract).
+    if unsafe { super::unknown::iid_in(riid, &[IID_IHOST_MEMORY_WRITE_WATCH]) } == Some(true) {
+        return hresult_boundary(|| {
+            // SAFETY: NULL or writable (the caller's contract).
+            let Some(mut out) = (unsafe { Out::new(out) }) else {
+                return HResult::E_POINTER;
+            };
+            // SAFETY: `this` is ours, alive for the call (the caller's contract).
+            let Some(object) = (unsafe { ComMemoryManager::from_this(this) }) else {
+                out.write(null_mut());
+                return HResult::E_POINTER;
+            };
+            object.refs.add_ref();
+            out.write(
+                std::ptr::from_ref(&object.write_watch_vtbl)
+                    .cast_mut()
+                    .cast(),
+            );
+            HResult::S_OK
+        });
+    }
+    // SAFETY: as the caller promised.
+    unsafe { object_query_interface::<ComMemoryManager>(this, riid, out) }
+}
+
+/// The one vtable of the `IHostMemoryWriteWatch` face.
+static WRITE_WATCH_VTBL: IHostMemoryWriteWatchVtbl = IHostMemoryWriteWatchVtbl {
+    unknown: IUnknownVtbl {
+        query_interface: write_watch_query_interface,
+        add_ref: write_watch_add_ref,
+        release: write_watch_release,
+    },
+    get_write_watch,
+    reset_write_watch,
+    get_large_page_minimum,
+};
+
+/// The primary face of the object whose `IHostMemoryWriteWatch` face is
+/// `this` (NULL for NULL).
+fn primary<T>(this: *mut T) -> *mut IUnknown {
+    if this.is_null() {
+        return null_mut();
+    }
+    this.cast::<u8>()
+        .wrapping_sub(offset_of!(ComMemoryManager, write_watch_vtbl))
+        .cast()
+}
+
+/// `QueryInterface` through the second face: the object's.
+///
+/// # Safety
+///
+/// `this` is a live `IHostMemoryWriteWatch` face of this module; `riid`
+/// and `out` as for any `QueryInterface`.
+unsafe extern "system" fn write_watch_query_interface(
+    this: *mut IUnknown,
+    riid: *const Guid,
+    out: *mut *mut c_void,
+) -> HResult {
+    // SAFETY: the face lies inside a live object, whose primary face is
+    // `primary(this)`.
+    unsafe { manager_query_interface(primary(this), riid, out) }
+}
+
+/// `AddRef` through the second face: the object's count.
+///
+/// # Safety
+///
+/// `this` is a live `IHostMemoryWriteWatch` face of this module.
+unsafe extern "system" fn write_watch_add_ref(this: *mut IUnknown) -> u32 {
+    // SAFETY: as above.
+    unsafe { object_add_ref::<ComMemoryManager>(primary(this)) }
+}
+
+/// `Release` through the second face: the object's count.
+///
+/// # Safety
+///
+/// `this` is a live `IHostMemoryWriteWatch` face of this module on which
+/// the caller gives back one reference.
+unsafe extern "system" fn write_watch_release(this: *mut IUnknown) -> u32 {
+    // SAFETY: as above.
+    unsafe { object_release::<ComMemoryManager>(primary(this)) }
+}
+
+/// The host manager behind a second face; `None` for NULL.
+///
+/// # Safety
+///
+/// `this` is NULL or a live face of this module, referenced by the caller
+/// for the whole of `'a`.
+unsafe fn watch_host<'a>(this: *mut IHostMemoryWriteWatch) -> Option<&'a HostMemoryManager> {
+    // SAFETY: NULL, or the face of a live object (the caller's contract).
+    unsafe { ComMemoryManager::from_this(primary(this)) }.map(|object| &*object.host)
+}
+
+/// `GetWriteWatch(flags, base, size, addresses, &count, &granularity)`:
+/// `GetWriteWatch`'s rules (see `hostmem_GetWriteWatch`) as HRESULTs: a
+/// NULL `count`, `granularity` or (with `*count` > 0) `addresses` is
+/// `E_POINTER`; Win32 failures are `HRESULT_FROM_WIN32` (an invalid
+/// parameter: `E_INVALIDARG`); memory not the host's is
+/// `HOST_E_INVALIDOPERATION`. The outputs are written only on success.
+///
+/// # Safety
+///
+/// `this` is a live face of this module; `count` and `granularity` are
+/// NULL or writable; `addresses` is NULL or writable for `*count` pointers.
+unsafe extern "system" fn get_write_watch(
+    this: *mut IHostMemoryWriteWatch,
+    flags: u32,
+    base: *mut c_void,
+    size: usize,
+    addresses: *mut *mut c_void,
+    count: *mut usize,
+    granularity: *mut u32,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: the face is ours, alive for the call (the caller's contract).
+        let Some(host) = (unsafe { watch_host(this) }) else {
+            return HResult::E_POINTER;
+        };
+        if flags & !crate::win32::WRITE_WATCH_FLAG_RESET != 0 {
+            return HostError::Win32(Win32Error::INVALID_PARAMETER).hresult();
+        }
+        if count.is_null() || granularity.is_null() {
+            return HResult::E_POINTER;
+        }
+        // SAFETY: non-null, readable (the caller's contract).
+        let max = unsafe { count.read_unaligned() };
+        if max == 0 || size == 0 {
+            return HostError::Win32(Win32Error::INVALID_PARAMETER).hresult();
+        }
+        if addresses.is_null() {
+            return HResult::E_POINTER;
+        }
+        let mut found = Vec::new();
+        match host.get_write_watch(flags, base as usize, size, max, &mut found) {
+            Ok(()) => {
+                for (i, &page) in found.iter().enumerate() {
+                    // SAFETY: at most `max` entries, and `addresses` is
+                    // writable for `max` pointers (the caller's contract).
+                    unsafe {
+                        addresses
+                            .add(i)
+                            .write_unaligned(std::ptr::with_exposed_provenance_mut(page));
+                    }
+                }
+                // SAFETY: both non-null and writable (checked above; the
+                // caller's contract).
+                unsafe {
+                    count.write_unaligned(found.len());
+                    granularity.write_unaligned(crate::win32::PAGE_SIZE as u32);
+                }
+                HResult::S_OK
+            }
+            Err(e) => e.hresult(),
+        }
+    })
+}
+
+/// `ResetWriteWatch(base, size)`: `ResetWriteWatch`'s rules as HRESULTs.
+///
+/// # Safety
+///
+/// `this` is a live face of this module.
+unsafe extern "system" fn reset_write_watch(
+    this: *mut IHostMemoryWriteWatch,
+    base: *mut c_void,
+    size: usize,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: the face is ours, alive for the call (the caller's contract).
+        let Some(host) = (unsafe { watch_host(this) }) else {
+            return HResult::E_POINTER;
+        };
+        hresult(host.reset_write_watch(base as usize, size))
+    })
+}
+
+/// `GetLargePageMinimum(&size)`: the large page size for
+/// `MEM_LARGE_PAGES` (0 where the kernel has none). `E_POINTER` for a
+/// NULL `size`.
+///
+/// # Safety
+///
+/// `this` is a live face of this module; `size` is NULL or writable.
+unsafe extern "system" fn get_large_page_minimum(
+    this: *mut IHostMemoryWriteWatch,
+    size: *mut usize,
+) -> HResult {
+    hresult_boundary(|| {
+        // SAFETY: NULL or writable (the caller's contract).
+        let Some(mut out) = (unsafe { Out::new(size) }) else {
+            return HResult::E_POINTER;
+        };
+        // SAFETY: the face is ours, alive for the call (the caller's contract).
+        if unsafe { watch_host(this) }.is_none() {
+            return HResult::E_POINTER;
+        }
+        out.write(crate::os::huge_page_size());
+        HResult::S_OK
+    })
 }

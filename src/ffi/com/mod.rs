@@ -33,11 +33,12 @@ pub use config::HostmemConfig;
 pub use control::{ComHostControl, hostmem_CreateHostControl};
 pub use guid::{
     Guid, IID_ICLR_MEMORY_NOTIFICATION_CALLBACK, IID_IHOST_CONTROL, IID_IHOST_MALLOC,
-    IID_IHOST_MEMORY_MANAGER, IID_IUNKNOWN,
+    IID_IHOST_MEMORY_MANAGER, IID_IHOST_MEMORY_WRITE_WATCH, IID_IUNKNOWN,
 };
 pub use interfaces::{
     ICLRMemoryNotificationCallback, ICLRMemoryNotificationCallbackVtbl, IHostControl,
     IHostControlVtbl, IHostMalloc, IHostMallocVtbl, IHostMemoryManager, IHostMemoryManagerVtbl,
+    IHostMemoryWriteWatch, IHostMemoryWriteWatchVtbl,
 };
 pub use malloc::ComHostMalloc;
 pub use manager::{ComMemoryManager, hostmem_CreateMemoryManager};

@@ -382,3 +382,109 @@ fn memory_load_needs_its_pointers() {
     let _ = Protection::READWRITE;
     assert_eq!(release(manager), 0);
 }
+
+/// hostmem's extension: the manager object's second face, reached by
+/// QueryInterface, shares the object's count and identity, and watches
+/// writes to a MEM_WRITE_WATCH reservation made through the first face.
+#[test]
+fn write_watch_face() {
+    let manager = new_manager();
+    let (hr, face) = query(manager, &IID_IHOST_MEMORY_WRITE_WATCH);
+    assert_eq!(hr, HResult::S_OK);
+    assert!(!face.is_null() && face != manager.cast());
+    assert_eq!(query(face, &IID_IUNKNOWN), (HResult::S_OK, manager.cast()));
+    assert_eq!(release(manager), 2);
+    assert_eq!(
+        query(face, &IID_IHOST_MEMORY_MANAGER),
+        (HResult::S_OK, manager.cast())
+    );
+    assert_eq!(release(face), 2);
+    let face = face.cast::<IHostMemoryWriteWatch>();
+    // SAFETY: a live face; its vtable is static.
+    let ww = unsafe { &*(*face).vtbl };
+    let mut large = 1;
+    // SAFETY: live face, writable out.
+    assert_eq!(
+        unsafe { (ww.get_large_page_minimum)(face, &mut large) },
+        HResult::S_OK
+    );
+    assert_eq!(large, crate::os::huge_page_size());
+    if !crate::os::write_watch_supported() {
+        eprintln!("skipped: this kernel cannot watch writes");
+    } else {
+        let mut base = null_mut();
+        // SAFETY: a live manager, a writable out.
+        let hr = unsafe {
+            (vtbl(manager).virtual_alloc)(
+                manager,
+                null_mut(),
+                0x10000,
+                MEM_RESERVE | MEM_COMMIT | 0x20_0000,
+                PAGE_READWRITE,
+                0,
+                &mut base,
+            )
+        };
+        assert_eq!(hr, HResult::S_OK);
+        // SAFETY: committed read-write just above.
+        unsafe { base.cast::<u8>().add(0x3005).write_volatile(7) };
+        let mut found = [null_mut::<c_void>(); 8];
+        let (mut count, mut granularity) = (8usize, 0u32);
+        // SAFETY: live face; outputs writable for 8 entries.
+        let hr = unsafe {
+            (ww.get_write_watch)(
+                face,
+                1,
+                base,
+                0x10000,
+                found.as_mut_ptr(),
+                &mut count,
+                &mut granularity,
+            )
+        };
+        assert_eq!((hr, count, granularity), (HResult::S_OK, 1, 4096));
+        assert_eq!(found[0], base.wrapping_byte_add(0x3000));
+        // SAFETY: as above; reset, then nothing is written.
+        let hr = unsafe {
+            (ww.get_write_watch)(
+                face,
+                0,
+                base,
+                0x10000,
+                found.as_mut_ptr(),
+                &mut count,
+                &mut granularity,
+            )
+        };
+        assert_eq!((hr, count), (HResult::S_OK, 0));
+        // SAFETY: live face.
+        assert_eq!(
+            unsafe { (ww.reset_write_watch)(face, base, 0) },
+            HResult::E_INVALIDARG
+        );
+        let mut local = 0u8;
+        assert_eq!(
+            // SAFETY: live face; the address is only a number to it.
+            unsafe { (ww.reset_write_watch)(face, (&raw mut local).cast(), 4096) },
+            HResult::HOST_E_INVALIDOPERATION
+        );
+        // SAFETY: as above, NULL count.
+        let hr = unsafe {
+            (ww.get_write_watch)(
+                face,
+                0,
+                base,
+                0x10000,
+                found.as_mut_ptr(),
+                null_mut(),
+                &mut granularity,
+            )
+        };
+        assert_eq!(hr, HResult::E_POINTER);
+        // SAFETY: live manager; the reservation's base.
+        let hr = unsafe { (vtbl(manager).virtual_free)(manager, base, 0, MEM_RELEASE) };
+        assert_eq!(hr, HResult::S_OK);
+    }
+    assert_eq!(release(face), 1);
+    assert_eq!(release(manager), 0);
+}
