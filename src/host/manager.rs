@@ -454,8 +454,9 @@ impl HostMemoryManager {
 
     /// Runs `f` over the manager's address space with the lock held shared
     /// (changes wait meanwhile): the way to take a consistent snapshot of
-    /// the map. A panic in `f` abandons the lock: the next call answers
-    /// `HOST_E_ABANDONED` and the manager latches as failed.
+    /// the map. `f` cannot change the state, so a panic in it abandons
+    /// nothing: the panic goes on to the caller and the manager stays
+    /// usable.
     pub fn with_address_space<R>(
         &self,
         f: impl FnOnce(&AddressSpace<Box<dyn OsBackend>>) -> R,
@@ -470,8 +471,9 @@ impl HostMemoryManager {
         Ok(f(&state.space))
     }
 
-    /// Shuts the manager down: releases every region it holds; every later
-    /// hosting call answers `HOST_E_CLRNOTAVAILABLE`.
+    /// Shuts the manager down: releases every region it holds (also after
+    /// a catastrophic failure latched); every later hosting call answers
+    /// `HOST_E_CLRNOTAVAILABLE`.
     pub fn shutdown(&self) {
         let _ = self.traced(Call::Shutdown, || {
             self.shut_down();
@@ -479,14 +481,16 @@ impl HostMemoryManager {
         });
     }
 
+    /// Stops the manager and releases its regions, also after a latched
+    /// failure (which stopped the calls but released nothing) and over a
+    /// lock a panic abandoned: every region the engine still knows goes.
     fn shut_down(&self) {
-        if self.lifecycle.shut_down() {
-            self.stop_notifications();
-            if let Ok(mut state) = self.state.write(None) {
-                state.space.release_all();
-                state.acquired.clear();
-                state.acquired_bytes = 0;
-            }
+        self.lifecycle.shut_down();
+        self.stop_notifications();
+        if let Ok(mut state) = self.state.write_even_if_abandoned(None) {
+            state.space.release_all();
+            state.acquired.clear();
+            state.acquired_bytes = 0;
         }
     }
 
