@@ -191,6 +191,9 @@ typedef hostmem_MEMORY_BASIC_INFORMATION* PMEMORY_BASIC_INFORMATION;
 #ifndef ERROR_COMMITMENT_LIMIT
 #define ERROR_COMMITMENT_LIMIT HOSTMEM_ERROR_COMMITMENT_LIMIT
 #endif
+#ifndef ERROR_TIMEOUT
+#define ERROR_TIMEOUT HOSTMEM_ERROR_TIMEOUT
+#endif
 
 /* ------------------------------------------------------------------------
  * Functions, with the Windows signatures (memoryapi.h, errhandlingapi.h)

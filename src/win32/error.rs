@@ -31,6 +31,9 @@ impl Win32Error {
     pub const INTERNAL_ERROR: Self = Self(1359);
     /// `ERROR_COMMITMENT_LIMIT` (1455): the commit limit was reached.
     pub const COMMITMENT_LIMIT: Self = Self(1455);
+    /// `ERROR_TIMEOUT` (1460): the manager's lock was not free within its
+    /// timeout (another call held it too long).
+    pub const TIMEOUT: Self = Self(1460);
 
     /// The numeric code.
     pub const fn code(self) -> u32 {
@@ -49,6 +52,7 @@ impl Win32Error {
             998 => "ERROR_NOACCESS",
             1359 => "ERROR_INTERNAL_ERROR",
             1455 => "ERROR_COMMITMENT_LIMIT",
+            1460 => "ERROR_TIMEOUT",
             _ => return None,
         })
     }
