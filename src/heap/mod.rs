@@ -33,7 +33,7 @@
 //!   double-free cookie — the only file with `unsafe`;
 //! - `cache`: per-thread caches (no lock, no atomic read-modify-write on
 //!   a hit);
-//! - `malloc`: the heap: `Alloc`, `DebugAlloc`, `Free`, ownership of
+//! - `malloc`: the heap: `Alloc`, `DebugAlloc`, `Free`, the busy flag of
 //!   non-thread-safe heaps, large blocks;
 //! - `debug`: `DebugAlloc`'s records and the leak report;
 //! - `registry`: each manager's heaps, and the exact per-thread counts of
