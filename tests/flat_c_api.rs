@@ -286,7 +286,10 @@ fn every_error_a_flat_call_can_set_is_in_the_header() {
         let named = header
             .iter()
             .any(|(name, &value)| name.starts_with("ERROR_") && value == code.code());
-        assert!(named, "{failure:?} sets {code:?}, which hostmem.h does not name");
+        assert!(
+            named,
+            "{failure:?} sets {code:?}, which hostmem.h does not name"
+        );
     }
     assert_eq!(header.get("ERROR_TIMEOUT"), Some(&1460));
 }

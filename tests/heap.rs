@@ -280,7 +280,9 @@ fn a_heap_without_threadsafe_serves_threads_in_turn() {
     assert_eq!(heap.leak_report().count(), 0);
     let failures = m.statistics().failures;
     assert!(
-        !failures.keys().any(|(_, hr)| *hr == HResult::HOST_E_NOT_OWNER),
+        !failures
+            .keys()
+            .any(|(_, hr)| *hr == HResult::HOST_E_NOT_OWNER),
         "no call was refused: {failures:?}"
     );
 }

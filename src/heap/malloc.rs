@@ -9,6 +9,7 @@ use super::flags::MallocType;
 use super::pages::{Pages, PagesUsage};
 use super::registry::{self, HeapCalls, Hit};
 use crate::host::{HostError, HostMemoryManager, MemoryCriticalLevel, Method, StopWatcher};
+use crate::sync::fork::{self, ForkLocks, Rank};
 use crate::win32::{AllocationType, FreeType, Protection};
 use parking_lot::Mutex;
 use std::cell::Cell;
@@ -133,6 +134,8 @@ impl HostMalloc {
         });
         registry::register(&manager, &heap, calls);
         manager.watch_stop(Arc::downgrade(&heap) as Weak<dyn StopWatcher>);
+        // A fork takes the heap's locks first (see `heap::fork`).
+        fork::register(Rank::Heap, Arc::downgrade(&heap) as Weak<dyn ForkLocks>);
         heap
     }
 
@@ -526,6 +529,23 @@ impl HostMalloc {
             debug_blocks,
             debug_bytes,
         }
+    }
+
+    /// Runs `f` on every lock of the heap, in one fixed order (for the
+    /// fork handlers, see `heap::fork`).
+    pub(super) fn for_each_lock(&self, mut f: impl FnMut(&dyn ForkLocks)) {
+        for class in self.central.iter() {
+            f(class);
+        }
+        f(&self.large);
+        f(&self.debug);
+        f(self.pages.arena());
+    }
+
+    /// Clears the mark of a call inside the heap: in a fork's child, where
+    /// the thread that made it does not exist.
+    pub(super) fn forget_call_inside(&self) {
+        self.inside.store(0, Ordering::Relaxed);
     }
 
     /// The block size a request of `size` bytes gets (for statistics and

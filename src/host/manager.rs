@@ -114,6 +114,14 @@ impl HostMemoryManager {
             low_percent: config.low_memory_percent,
             high_percent: config.high_memory_percent,
         };
+        let notifier = Arc::new(Notifier::new(thresholds));
+        // A fork takes the notifier's lock, after the state lock (see
+        // `sync::fork`).
+        #[cfg(not(loom))]
+        crate::sync::fork::register(
+            crate::sync::fork::Rank::Registry,
+            Arc::downgrade(&notifier) as std::sync::Weak<dyn crate::sync::fork::ForkLocks>,
+        );
         let manager = Self {
             tracer: Tracer::from_env(&config),
             state: ShardedLock::with_default_shards(state),
@@ -125,7 +133,7 @@ impl HostMemoryManager {
             counters: CallCounters::default(),
             peak_committed: AtomicUsize::new(0),
             machine: MachineMemory::default(),
-            notifier: Arc::new(Notifier::new(thresholds)),
+            notifier,
             notifying: AtomicBool::new(false),
             watcher: Mutex::new(None),
         };
@@ -237,8 +245,15 @@ impl HostMemoryManager {
                 self.notifier.update(budget.load(state.used_bytes()));
                 drop(state);
                 self.notifier.deliver();
-            } else if let Some(watcher) = self.watcher.lock().as_ref() {
-                watcher.kick();
+            } else {
+                let mut watcher = self.watcher.lock();
+                match watcher.as_ref() {
+                    Some(w) if w.is_running() => w.kick(),
+                    // A fork's child: the watcher's thread stayed in the
+                    // parent; a new one starts (and looks at once).
+                    Some(_) => *watcher = Some(self.start_watcher()),
+                    None => {}
+                }
             }
         }
         result
@@ -552,18 +567,23 @@ impl HostMemoryManager {
                     self.notifier.observe(budget.load(used));
                 }
                 (true, None) => {
-                    let w = watcher.get_or_insert_with(|| {
-                        Watcher::start(
-                            self.notifier.clone(),
-                            self.machine.clone(),
-                            self.config.load_poll_interval,
-                        )
-                    });
-                    w.kick();
+                    if watcher.as_ref().is_some_and(|w| !w.is_running()) {
+                        // A fork's child: its thread stayed in the parent.
+                        *watcher = None;
+                    }
+                    watcher.get_or_insert_with(|| self.start_watcher()).kick();
                 }
             }
             Ok(())
         })
+    }
+
+    fn start_watcher(&self) -> Watcher {
+        Watcher::start(
+            self.notifier.clone(),
+            self.machine.clone(),
+            self.config.load_poll_interval,
+        )
     }
 
     /// The memory state last computed for notifications.
