@@ -9,7 +9,7 @@
 
 use hostmem::heap::{HostMalloc, MallocType};
 use hostmem::host::{
-    HostMemoryManager, MemoryAvailable, MemoryCriticalLevel, MemoryNotificationCallback,
+    HostConfig, HostMemoryManager, MemoryAvailable, MemoryCriticalLevel, MemoryNotificationCallback,
 };
 use hostmem::win32::{AllocationType, FreeType, MemoryState, Protection};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -181,5 +181,78 @@ fn children_of_a_busy_parent_use_every_manager_and_heap() {
         "children that did not exit 0 within 1 s (None: hung or killed): {failed:?}"
     );
     assert!(!m.has_failed());
+    m.register_memory_notification(None).unwrap();
+}
+
+/// A callback that stays inside its first low-memory notification until
+/// released (or 3 s pass).
+struct Lingers {
+    inside: AtomicBool,
+    release: AtomicBool,
+}
+
+impl MemoryNotificationCallback for Lingers {
+    fn on_memory_notification(&self, state: MemoryAvailable) {
+        if state != MemoryAvailable::Low || self.inside.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let start = Instant::now();
+        while !self.release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn a_fork_does_not_wait_for_a_thread_inside_a_notification_callback() {
+    let config = HostConfig {
+        budget_bytes: Some(1 << 20),
+        ..HostConfig::default()
+    };
+    let m = Arc::new(HostMemoryManager::new(config));
+    let callback = Arc::new(Lingers {
+        inside: AtomicBool::new(false),
+        release: AtomicBool::new(false),
+    });
+    m.register_memory_notification(Some(callback.clone()))
+        .unwrap();
+    // Past the low-memory threshold (90 % of the budget): the notification
+    // is delivered on this thread, after the call's lock is released.
+    let crossing = std::thread::spawn({
+        let m = m.clone();
+        move || {
+            let level = MemoryCriticalLevel::ProcessCritical;
+            m.virtual_alloc(0, 960 << 10, RESERVE | COMMIT, Protection::READWRITE, level)
+                .map(|_| ())
+        }
+    });
+    while !callback.inside.load(Ordering::SeqCst) {
+        assert!(!crossing.is_finished(), "no low-memory notification");
+        std::thread::yield_now();
+    }
+    let forking = Instant::now();
+    // SAFETY: the child runs only the closure below and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let work = catch_unwind(AssertUnwindSafe(|| {
+            let base = m
+                .virtual_alloc(0, 0x10000, RESERVE, Protection::NOACCESS, TASK)
+                .unwrap();
+            assert_eq!(m.virtual_query(base).unwrap().state, MemoryState::RESERVE);
+            m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+        }));
+        // SAFETY: ends the child at once, running nothing of the parent's.
+        unsafe { libc::_exit(if work.is_ok() { 0 } else { 1 }) }
+    }
+    assert!(pid > 0, "fork failed");
+    let forked_in = forking.elapsed();
+    let status = wait_for(pid, Duration::from_secs(1));
+    callback.release.store(true, Ordering::SeqCst);
+    assert_eq!(crossing.join().unwrap(), Ok(()));
+    assert!(
+        forked_in < Duration::from_secs(1),
+        "the fork waited for the callback: {forked_in:?}"
+    );
+    assert_eq!(status, Some(0), "the child used the manager and exited");
     m.register_memory_notification(None).unwrap();
 }
