@@ -8,8 +8,9 @@
 //! dead there. The prepare handler therefore waits until it holds them
 //! all (so no thread is half-way through a change), the fork copies the
 //! memory in that quiet state, and then the parent unlocks them and the
-//! child sets them back to unlocked (their other waiters do not exist in
-//! the child, so it does not wake anyone).
+//! child, whose only thread holds them, releases them too (a manager's
+//! shards are set back to unlocked without waking anyone: the threads
+//! that waited for them are not in the child).
 //!
 //! The locks register here when their owner is made (managers' state
 //! locks, heaps, the process-wide lists of heaps and stop watchers), each
@@ -35,7 +36,9 @@ pub(crate) enum Rank {
     Heap,
     /// A manager's state lock.
     Manager,
-    /// Lists of objects, taken alone and briefly.
+    /// Leaf locks, taken briefly and with nothing else after them (lists
+    /// of heaps and stop watchers, a notifier's state, which is updated
+    /// under a manager's lock).
     Registry,
 }
 
