@@ -77,6 +77,7 @@ extern "C" {
 #define HOSTMEM_ERROR_INTERNAL_ERROR    UINT32_C(1359) /* hostmem's map may no longer match the kernel's */
 #define HOSTMEM_ERROR_NO_SYSTEM_RESOURCES UINT32_C(1450) /* MEM_LARGE_PAGES: no huge pages to be had */
 #define HOSTMEM_ERROR_COMMITMENT_LIMIT  UINT32_C(1455) /* the commit limit was reached */
+#define HOSTMEM_ERROR_TIMEOUT           UINT32_C(1460) /* the manager's lock was not free in time (another call held it too long); nothing changed */
 
 /* ------------------------------------------------------------------------
  * MEMORY_BASIC_INFORMATION in the Windows x64 layout (48 bytes): what
@@ -122,7 +123,10 @@ HOSTMEM_STATIC_ASSERT_(offsetof(hostmem_MEMORY_BASIC_INFORMATION, Type) == 40,
  * thread. All functions are thread-safe. hostmem changes only memory it
  * reserved itself: committing, protecting, resetting or freeing any other
  * address fails with HOSTMEM_ERROR_INVALID_ADDRESS (a deliberate departure
- * from Windows).
+ * from Windows). Any function may also fail with HOSTMEM_ERROR_TIMEOUT when
+ * another call held the manager's lock past its timeout (nothing changed:
+ * the call may be retried), or HOSTMEM_ERROR_INTERNAL_ERROR once the
+ * manager has failed.
  * ------------------------------------------------------------------------ */
 
 /* VirtualAlloc: reserves (HOSTMEM_MEM_RESERVE), commits (HOSTMEM_MEM_COMMIT)

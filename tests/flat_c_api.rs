@@ -315,3 +315,34 @@ fn header_struct_layout_matches_rust() {
     #[cfg(target_pointer_width = "64")]
     assert_eq!(MEMORY_BASIC_INFORMATION_SIZE, 48);
 }
+
+/// Every Win32 error a flat call can set (each way a manager call fails,
+/// as the flat API reports it) is documented in `hostmem.h` under its
+/// `ERROR_*` name.
+#[test]
+fn every_error_a_flat_call_can_set_is_in_the_header() {
+    use hostmem::host::HostError;
+    let header = header_constants();
+    let failures = [
+        HostError::NotHostMemory,
+        HostError::OverBudget,
+        HostError::Timeout,
+        HostError::Abandoned,
+        HostError::Unavailable,
+        HostError::Catastrophic,
+        HostError::Win32(Win32Error::INVALID_PARAMETER),
+        HostError::Win32(Win32Error::INVALID_ADDRESS),
+        HostError::Win32(Win32Error::NOT_ENOUGH_MEMORY),
+    ];
+    for failure in failures {
+        let code = failure.win32();
+        let named = header
+            .iter()
+            .any(|(name, &value)| name.starts_with("ERROR_") && value == code.code());
+        assert!(
+            named,
+            "{failure:?} sets {code:?}, which hostmem.h does not name"
+        );
+    }
+    assert_eq!(header.get("ERROR_TIMEOUT"), Some(&1460));
+}

@@ -149,7 +149,7 @@ typedef GUID IID;
 #define HOST_E_TIMEOUT          ((HRESULT)0x80131024L) /* the manager's lock could not be taken in time */
 #endif
 #ifndef HOST_E_NOT_OWNER
-#define HOST_E_NOT_OWNER        ((HRESULT)0x80131025L) /* a single-threaded heap used from another thread */
+#define HOST_E_NOT_OWNER        ((HRESULT)0x80131025L) /* a heap without MALLOC_THREADSAFE called by two threads at once */
 #endif
 #ifndef HOST_E_ABANDONED
 #define HOST_E_ABANDONED        ((HRESULT)0x80131026L) /* a thread died holding the manager's lock */

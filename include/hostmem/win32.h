@@ -210,6 +210,9 @@ typedef hostmem_MEMORY_BASIC_INFORMATION* PMEMORY_BASIC_INFORMATION;
 #ifndef ERROR_NO_SYSTEM_RESOURCES
 #define ERROR_NO_SYSTEM_RESOURCES HOSTMEM_ERROR_NO_SYSTEM_RESOURCES
 #endif
+#ifndef ERROR_TIMEOUT
+#define ERROR_TIMEOUT HOSTMEM_ERROR_TIMEOUT
+#endif
 
 /* ------------------------------------------------------------------------
  * Functions, with the Windows signatures (memoryapi.h, errhandlingapi.h)

@@ -121,7 +121,7 @@ fn old_protect_out(
 /// `mbi` as the 48 bytes of a C `MEMORY_BASIC_INFORMATION` (native byte
 /// order), its padding zeroed, so that exactly these bytes reach the
 /// caller and no uninitialised padding does.
-fn mbi_bytes(mbi: &MemoryBasicInformation) -> [u8; MEMORY_BASIC_INFORMATION_SIZE] {
+pub(crate) fn mbi_bytes(mbi: &MemoryBasicInformation) -> [u8; MEMORY_BASIC_INFORMATION_SIZE] {
     fn put(bytes: &mut [u8], offset: usize, value: &[u8]) {
         bytes[offset..offset + value.len()].copy_from_slice(value);
     }

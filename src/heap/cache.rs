@@ -1,9 +1,8 @@
 //! Per-thread caches: each thread keeps, for each heap it uses, a free
 //! list per size class. `Alloc` and `Free` work on them with no lock and
-//! no atomic read-modify-write. A thread-safe heap's caches trade batches
-//! with the heap's shared lists (a lock per class) when they run dry or
-//! grow past their limit; a non-thread-safe heap's free lists are its
-//! owner thread's cache.
+//! no atomic read-modify-write. The caches trade batches with the heap's
+//! shared lists (a lock per class) when they run dry or grow past their
+//! limit.
 //!
 //! The caches of the last [`AT_HAND`] heaps a thread used sit in plain
 //! thread-local cells (no destructor, so reaching them costs no state
@@ -193,7 +192,7 @@ fn with_sets<R>(f: impl FnOnce(&Sets) -> R) -> R {
 }
 
 /// A number for the calling thread, unique for the life of the process
-/// (never 0, never reused), for heap ownership.
+/// (never 0, never reused), for the heaps' counting slots.
 #[inline]
 pub fn thread_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -209,10 +208,6 @@ pub fn thread_id() -> u64 {
 
 /// Runs `f` on the calling thread's cache of `heap` if it is at hand (the
 /// hit paths' test), else returns `None`.
-///
-/// For a heap without `MALLOC_THREADSAFE` this is also the ownership test:
-/// only its owner thread has a cache of it (a thread makes one only after
-/// taking the heap, and gives the heap back only when its caches go).
 #[inline(always)]
 pub fn at_hand<R>(heap: &HostMalloc, f: impl FnOnce(&ThreadCache) -> R) -> Option<R> {
     with_sets(|sets| {

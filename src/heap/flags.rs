@@ -10,8 +10,10 @@ bitflags! {
     #[repr(transparent)]
     #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
     pub struct MallocType: u32 {
-        /// `MALLOC_THREADSAFE`: the heap may be used from several threads.
-        /// Without it the heap belongs to the first thread that uses it.
+        /// `MALLOC_THREADSAFE`: the heap may be used from several threads at
+        /// once. Without it the caller calls it from one thread at a time
+        /// (any thread); a call that meets another inside the heap is
+        /// `HOST_E_NOT_OWNER`.
         const THREADSAFE = 0x1;
         /// `MALLOC_EXECUTABLE`: the heap's memory is
         /// `PAGE_EXECUTE_READWRITE`.

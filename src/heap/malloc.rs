@@ -9,6 +9,7 @@ use super::flags::MallocType;
 use super::pages::{Pages, PagesUsage};
 use super::registry::{self, HeapCalls, Hit};
 use crate::host::{HostError, HostMemoryManager, MemoryCriticalLevel, Method, StopWatcher};
+use crate::sync::fork::{self, ForkLocks, Rank};
 use crate::win32::{AllocationType, FreeType, Protection};
 use parking_lot::Mutex;
 use std::cell::Cell;
@@ -67,10 +68,12 @@ struct DebugHeap {
 ///   word; a live block whose caller data happens to equal its cookie
 ///   (probability 2^-64) is refused too, and leaks: it is never handed
 ///   out twice.
-/// - A thread-safe heap (`MALLOC_THREADSAFE`) keeps a cache per thread; a
-///   heap without it belongs to the first thread that calls it (until that
-///   thread exits), takes no lock on `Alloc`/`Free`, and answers
-///   `HOST_E_NOT_OWNER` to every other thread, changing nothing.
+/// - Every heap keeps a cache per thread. A heap without
+///   `MALLOC_THREADSAFE` is one the runtime promises to call from one
+///   thread at a time, not always the same thread: any thread may use it
+///   in turn. A call that finds another thread's call inside such a heap
+///   at the same moment (told by one atomic compare-exchange per call) is
+///   `HOST_E_NOT_OWNER` and changes nothing.
 /// - Every call runs under the manager's rules: counted, refused after a
 ///   catastrophic failure or shutdown, panics turned into `E_FAIL`.
 pub struct HostMalloc {
@@ -80,8 +83,9 @@ pub struct HostMalloc {
     id: u64,
     secret: usize,
     protect: Protection,
-    /// The owning thread of a heap without `MALLOC_THREADSAFE`; 0: none yet.
-    owner: AtomicU64,
+    /// The thread inside a heap without `MALLOC_THREADSAFE` (its
+    /// `thread_id`), 0 if none (always 0 for a thread-safe heap).
+    inside: AtomicU64,
     pages: Pages,
     /// Batches of free blocks per class, shared by the threads.
     central: Box<[Mutex<Vec<FreeList>>]>,
@@ -116,7 +120,7 @@ impl HostMalloc {
             id,
             secret,
             protect,
-            owner: AtomicU64::new(0),
+            inside: AtomicU64::new(0),
             pages: Pages::new(protect),
             central: (0..CLASSES).map(|_| Mutex::default()).collect(),
             large: Mutex::default(),
@@ -130,6 +134,8 @@ impl HostMalloc {
         });
         registry::register(&manager, &heap, calls);
         manager.watch_stop(Arc::downgrade(&heap) as Weak<dyn StopWatcher>);
+        // A fork takes the heap's locks first (see `heap::fork`).
+        fork::register(Rank::Heap, Arc::downgrade(&heap) as Weak<dyn ForkLocks>);
         heap
     }
 
@@ -178,12 +184,55 @@ impl HostMalloc {
     /// ```
     #[inline]
     pub fn alloc(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
+        if self.thread_safe {
+            self.alloc_entered(size, level)
+        } else {
+            self.exclusive(Method::MallocAlloc, || self.alloc_entered(size, level))
+        }
+    }
+
+    /// Runs `call` as the only call inside this non-thread-safe heap: if
+    /// another thread's call is inside at this moment, the call is
+    /// `HOST_E_NOT_OWNER` (under the manager's call rules: counted,
+    /// `HOST_E_CLRNOTAVAILABLE` once the manager stopped) and changes
+    /// nothing. A call nested in this thread's own (from a memory
+    /// notification that call caused) is the same caller and goes ahead:
+    /// the heap holds no lock or cache while its manager runs.
+    #[inline(always)]
+    fn exclusive<T>(
+        &self,
+        method: Method,
+        call: impl FnOnce() -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        /// Leaves the heap when the call ends, panicking or not.
+        struct Inside<'a>(&'a AtomicU64);
+        impl Drop for Inside<'_> {
+            #[inline(always)]
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        let me = thread_id();
+        match self
+            .inside
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                let _inside = Inside(&self.inside);
+                call()
+            }
+            Err(thread) if thread == me => call(),
+            Err(_) => self.manager.run_call(method, || Err(HostError::NotOwner)),
+        }
+    }
+
+    #[inline(always)]
+    fn alloc_entered(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
         // The hit path: a block from this thread's cache. It cannot fail or
         // panic (its indices are in range by construction), so of the
         // manager's call rules it needs only the lifecycle check (the
         // heap's copy of it) and the count (kept by the heap, see
-        // `registry`); everything else runs under `run_call`. Only the
-        // owner of a single-thread heap has its cache at hand.
+        // `registry`); everything else runs under `run_call`.
         if size <= SMALL_MAX && self.running.load(Ordering::Relaxed) {
             let class = class_of(size);
             let hit = at_hand(self, |cache| {
@@ -201,7 +250,6 @@ impl HostMalloc {
 
     #[inline(never)]
     fn alloc_slow(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
-        self.check_owner()?;
         if size > SMALL_MAX {
             return self.alloc_large(size, level, None);
         }
@@ -224,8 +272,23 @@ impl HostMalloc {
         file: Option<&CStr>,
         line: i32,
     ) -> Result<usize, HostError> {
+        if self.thread_safe {
+            self.debug_alloc_entered(size, level, file, line)
+        } else {
+            self.exclusive(Method::MallocDebugAlloc, || {
+                self.debug_alloc_entered(size, level, file, line)
+            })
+        }
+    }
+
+    fn debug_alloc_entered(
+        &self,
+        size: usize,
+        level: MemoryCriticalLevel,
+        file: Option<&CStr>,
+        line: i32,
+    ) -> Result<usize, HostError> {
         self.manager.run_call(Method::MallocDebugAlloc, || {
-            self.check_owner()?;
             if size > SMALL_MAX {
                 return self.alloc_large(size, level, Some((file, line)));
             }
@@ -266,6 +329,15 @@ impl HostMalloc {
     /// ```
     #[inline]
     pub fn free(&self, address: usize) -> Result<(), HostError> {
+        if self.thread_safe || address == 0 {
+            self.free_entered(address)
+        } else {
+            self.exclusive(Method::MallocFree, || self.free_entered(address))
+        }
+    }
+
+    #[inline(always)]
+    fn free_entered(&self, address: usize) -> Result<(), HostError> {
         // The hit path (see `alloc`): a small block of this heap, not free,
         // back to this thread's cache.
         if address != 0
@@ -299,22 +371,21 @@ impl HostMalloc {
             return false;
         };
         let cached = cache.push(at.class, block, self.secret);
-        if self.thread_safe && cached > 2 * at.batch {
+        if cached > 2 * at.batch {
             self.spill(cache.split_off(at.class, at.batch), at.class);
         }
         true
     }
 
-    /// Every `Free` the hit path did not take: NULL, another thread's call
-    /// to a single-thread heap, the first call on a thread (its cache of
-    /// the heap is not at hand yet), large and debug blocks, pointers that
-    /// are not the heap's, and a thread with no cache (exiting).
+    /// Every `Free` the hit path did not take: NULL, the first call on a
+    /// thread (its cache of the heap is not at hand yet), large and debug
+    /// blocks, pointers that are not the heap's, and a thread with no
+    /// cache (exiting).
     #[inline(never)]
     fn free_slow(&self, address: usize) -> Result<(), HostError> {
         if address == 0 {
             return Ok(());
         }
-        self.check_owner()?;
         if with_cache(self, |cache| self.free_to_cache(cache, address)) == Some(true) {
             return Ok(());
         }
@@ -328,34 +399,6 @@ impl HostMalloc {
         let mut list = FreeList::EMPTY;
         list.push(block, self.secret);
         self.central[at.class].lock().push(list);
-        Ok(())
-    }
-
-    /// A non-thread-safe heap belongs to the first thread that uses it.
-    #[inline]
-    fn check_owner(&self) -> Result<(), HostError> {
-        if self.thread_safe {
-            return Ok(());
-        }
-        let me = thread_id();
-        match self.owner.load(Ordering::Relaxed) {
-            owner if owner == me => Ok(()),
-            0 => self.adopt(me),
-            _ => Err(HostError::NotOwner),
-        }
-    }
-
-    #[cold]
-    fn adopt(&self, me: u64) -> Result<(), HostError> {
-        self.owner
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .map_err(|_| HostError::NotOwner)?;
-        // Make the thread's cache now, so that its exit gives the heap back;
-        // a thread whose caches are gone (exiting) cannot take a heap.
-        if with_cache(self, |_| ()).is_none() {
-            self.owner.store(0, Ordering::Release);
-            return Err(HostError::NotOwner);
-        }
         Ok(())
     }
 
@@ -377,17 +420,15 @@ impl HostMalloc {
                 let mut slab =
                     self.pages
                         .new_slab(&self.manager, class, false, self.secret, level)?;
-                if self.thread_safe {
-                    // One batch for this thread, the rest for any thread.
-                    let batch = CLASS[class].batch;
-                    let mut rest = slab.split_off(batch);
-                    let mut shared = Vec::new();
-                    while !rest.is_empty() {
-                        let next = rest.split_off(batch);
-                        shared.push(std::mem::replace(&mut rest, next));
-                    }
-                    self.central[class].lock().extend(shared);
+                // One batch for this thread, the rest for any thread.
+                let batch = CLASS[class].batch;
+                let mut rest = slab.split_off(batch);
+                let mut shared = Vec::new();
+                while !rest.is_empty() {
+                    let next = rest.split_off(batch);
+                    shared.push(std::mem::replace(&mut rest, next));
                 }
+                self.central[class].lock().extend(shared);
                 slab
             }
         };
@@ -483,9 +524,8 @@ impl HostMalloc {
     }
 
     /// A cache given back by an exiting thread: its lists go to the shared
-    /// ones, whole (no heap memory is read), its counting slot is free
-    /// again, and a non-thread-safe heap it owned is free for another
-    /// thread to take.
+    /// ones, whole (no heap memory is read), and its counting slot is free
+    /// again.
     pub(super) fn adopt_thread_cache(
         &self,
         lists: Option<Box<[FreeList; CLASSES]>>,
@@ -497,15 +537,10 @@ impl HostMalloc {
                 self.central[class].lock().push(list);
             }
         }
-        if !self.thread_safe {
-            let _ =
-                self.owner
-                    .compare_exchange(thread_id(), 0, Ordering::Release, Ordering::Relaxed);
-        }
     }
 
     /// The live `DebugAlloc` allocations of this heap by call site, with
-    /// counts and bytes. Any thread may ask, whoever owns the heap.
+    /// counts and bytes. Any thread may ask, at any time.
     pub fn leak_report(&self) -> LeakReport {
         self.debug.lock().records.report()
     }
@@ -531,6 +566,23 @@ impl HostMalloc {
             debug_blocks,
             debug_bytes,
         }
+    }
+
+    /// Runs `f` on every lock of the heap, in one fixed order (for the
+    /// fork handlers, see `heap::fork`).
+    pub(super) fn for_each_lock(&self, mut f: impl FnMut(&dyn ForkLocks)) {
+        for class in self.central.iter() {
+            f(class);
+        }
+        f(&self.large);
+        f(&self.debug);
+        f(self.pages.arena());
+    }
+
+    /// Clears the mark of a call inside the heap: in a fork's child, where
+    /// the thread that made it does not exist.
+    pub(super) fn forget_call_inside(&self) {
+        self.inside.store(0, Ordering::Relaxed);
     }
 
     /// The block size a request of `size` bytes gets (for statistics and
@@ -577,5 +629,80 @@ impl std::fmt::Debug for HostMalloc {
             .field("malloc_type", &self.malloc_type)
             .field("usage", &self.usage())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HResult;
+    use std::sync::Barrier;
+
+    const TASK: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
+
+    /// Marks the calling thread inside the heap, as a call in progress
+    /// does, until dropped.
+    struct HeldBusy<'a>(&'a HostMalloc);
+    impl<'a> HeldBusy<'a> {
+        fn hold(heap: &'a HostMalloc) -> Self {
+            let entered =
+                heap.inside
+                    .compare_exchange(0, thread_id(), Ordering::Acquire, Ordering::Relaxed);
+            assert!(entered.is_ok(), "no call inside");
+            Self(heap)
+        }
+    }
+    impl Drop for HeldBusy<'_> {
+        fn drop(&mut self) {
+            self.0.inside.store(0, Ordering::Release);
+        }
+    }
+
+    /// One thread is inside a non-thread-safe heap (held busy, as in the
+    /// middle of a call) when another calls it: that call is
+    /// `HOST_E_NOT_OWNER`, counted, and changes nothing; once the first
+    /// leaves, the other thread's calls succeed.
+    #[test]
+    fn a_call_meeting_another_inside_a_single_thread_heap_is_not_owner() {
+        let manager = Arc::new(HostMemoryManager::default());
+        let heap = manager.create_malloc(MallocType::empty()).unwrap();
+        let small = heap.alloc(100, TASK).unwrap();
+        let large = heap.alloc(100_000, TASK).unwrap();
+        let usage = heap.usage();
+        let committed = manager.statistics().committed_bytes;
+        let (entered, leave) = (Barrier::new(2), Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let held = HeldBusy::hold(&heap);
+                entered.wait();
+                leave.wait();
+                drop(held);
+            });
+            entered.wait();
+            assert_eq!(heap.alloc(16, TASK), Err(HostError::NotOwner));
+            assert_eq!(heap.alloc(1 << 20, TASK), Err(HostError::NotOwner));
+            assert_eq!(
+                heap.debug_alloc(16, TASK, None, 1),
+                Err(HostError::NotOwner)
+            );
+            assert_eq!(heap.free(small), Err(HostError::NotOwner));
+            assert_eq!(heap.free(large), Err(HostError::NotOwner));
+            assert_eq!(heap.free(0), Ok(()), "NULL is nothing to free");
+            assert_eq!(heap.usage(), usage, "the refused calls changed nothing");
+            assert_eq!(manager.statistics().committed_bytes, committed);
+            leave.wait();
+        });
+        let failures = manager.statistics().failures;
+        assert_eq!(
+            failures[&(Method::MallocAlloc, HResult::HOST_E_NOT_OWNER)],
+            2
+        );
+        assert_eq!(
+            failures[&(Method::MallocFree, HResult::HOST_E_NOT_OWNER)],
+            2
+        );
+        heap.free(small).unwrap();
+        heap.free(large).unwrap();
+        assert_eq!(heap.inside.load(Ordering::Relaxed), 0, "every call left");
     }
 }

@@ -33,9 +33,10 @@
 //!   double-free cookie — the only file with `unsafe`;
 //! - `cache`: per-thread caches (no lock, no atomic read-modify-write on
 //!   a hit);
-//! - `malloc`: the heap: `Alloc`, `DebugAlloc`, `Free`, ownership of
+//! - `malloc`: the heap: `Alloc`, `DebugAlloc`, `Free`, the busy flag of
 //!   non-thread-safe heaps, large blocks;
 //! - `debug`: `DebugAlloc`'s records and the leak report;
+//! - `fork`: the heap's locks around a `fork()`;
 //! - `registry`: each manager's heaps, and the exact per-thread counts of
 //!   the calls the hit paths take outside the manager's `run_call`;
 //! - `bench`: the benchmark shared by `benches/heap.rs` and the CLI.
@@ -45,6 +46,7 @@ mod cache;
 mod class;
 mod debug;
 mod flags;
+mod fork;
 mod malloc;
 mod pages;
 mod registry;

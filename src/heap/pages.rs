@@ -72,6 +72,13 @@ pub struct Pages {
     committed_slabs: AtomicUsize,
 }
 
+impl Pages {
+    /// The lock of the arena (for the fork handlers).
+    pub fn arena(&self) -> &dyn crate::sync::fork::ForkLocks {
+        &self.arena
+    }
+}
+
 /// What a heap holds in the manager, for statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PagesUsage {

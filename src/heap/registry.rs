@@ -12,6 +12,7 @@
 
 use super::malloc::HostMalloc;
 use crate::host::{HostMemoryManager, Method};
+use crate::sync::fork::{self, Rank};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +127,9 @@ fn is(entry: &ManagerHeaps, manager: &HostMemoryManager) -> bool {
 
 /// Registers a new heap of `manager`.
 pub fn register(manager: &Arc<HostMemoryManager>, heap: &Arc<HostMalloc>, calls: Arc<HeapCalls>) {
+    static FORK_SAFE: std::sync::Once = std::sync::Once::new();
+    // A fork takes the list too, so that the child can use it.
+    FORK_SAFE.call_once(|| fork::register_static(Rank::Registry, &MANAGERS));
     let mut managers = MANAGERS.lock();
     managers.retain(|m| m.manager.strong_count() > 0);
     let index = match managers.iter().position(|m| is(m, manager)) {

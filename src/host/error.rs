@@ -39,8 +39,6 @@ pub enum HostError {
     InvalidArgument,
 }
 
-/// `ERROR_TIMEOUT`.
-const ERROR_TIMEOUT: Win32Error = Win32Error(1460);
 /// `ERROR_NOT_OWNER`.
 const ERROR_NOT_OWNER: Win32Error = Win32Error(288);
 
@@ -83,7 +81,7 @@ impl HostError {
             Self::Win32(e) => e,
             Self::NotHostMemory => Win32Error::INVALID_ADDRESS,
             Self::OverBudget => Win32Error::COMMITMENT_LIMIT,
-            Self::Timeout => ERROR_TIMEOUT,
+            Self::Timeout => Win32Error::TIMEOUT,
             Self::NotOwner => ERROR_NOT_OWNER,
             Self::Abandoned | Self::Unavailable | Self::Catastrophic => Win32Error::INTERNAL_ERROR,
             Self::NullPointer => Win32Error::NOACCESS,

@@ -2,9 +2,10 @@
 //! catastrophically (E_FAIL, once) or is shut down; after either, every
 //! hosting call answers `HOST_E_CLRNOTAVAILABLE`.
 
+use crate::sync::fork::{self, ForkLocks, Rank};
 use parking_lot::Mutex;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
 const RUNNING: u8 = 0;
 const FAILED: u8 = 1;
@@ -19,10 +20,22 @@ pub trait StopWatcher: Send + Sync {
 }
 
 /// The latched state of a manager.
-#[derive(Default)]
 pub struct Lifecycle {
     state: AtomicU8,
-    watchers: Mutex<Vec<Weak<dyn StopWatcher>>>,
+    /// Shared with the fork handlers, which take it around a fork.
+    watchers: Arc<Mutex<Vec<Weak<dyn StopWatcher>>>>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        let watchers = Arc::new(Mutex::new(Vec::new()));
+        let weak: Weak<dyn ForkLocks> = Arc::downgrade(&watchers) as _;
+        fork::register(Rank::Registry, weak);
+        Self {
+            state: AtomicU8::new(RUNNING),
+            watchers,
+        }
+    }
 }
 
 impl std::fmt::Debug for Lifecycle {

@@ -172,6 +172,14 @@ impl HostMemoryManager {
             low_percent: config.low_memory_percent,
             high_percent: config.high_memory_percent,
         };
+        let notifier = Arc::new(Notifier::new(thresholds));
+        // A fork takes the notifier's lock, after the state lock (see
+        // `sync::fork`).
+        #[cfg(not(loom))]
+        crate::sync::fork::register(
+            crate::sync::fork::Rank::Registry,
+            Arc::downgrade(&notifier) as std::sync::Weak<dyn crate::sync::fork::ForkLocks>,
+        );
         let manager = Self {
             tracer: Tracer::from_env(&config),
             state: ShardedLock::with_default_shards(state),
@@ -183,7 +191,7 @@ impl HostMemoryManager {
             counters: CallCounters::default(),
             peak_committed: AtomicUsize::new(0),
             machine: MachineMemory::default(),
-            notifier: Arc::new(Notifier::new(thresholds)),
+            notifier,
             notifying: AtomicBool::new(false),
             watcher: Mutex::new(None),
         };
@@ -299,9 +307,22 @@ impl HostMemoryManager {
                 // The watcher reads the machine's load itself: no order to
                 // keep, so the state lock goes first.
                 drop(state);
-                if let Some(watcher) = self.watcher.lock().as_ref() {
-                    watcher.kick();
+                let mut watcher = self.watcher.lock();
+                let mut gone = None;
+                match watcher.as_ref() {
+                    Some(w) if w.is_running() => w.kick(),
+                    // A fork's child: the watcher's thread stayed in the
+                    // parent; a new one starts (and looks at once). One
+                    // that cannot be made is tried again at the next change.
+                    Some(_) => {
+                        if let Ok(started) = self.start_watcher() {
+                            gone = watcher.replace(started);
+                        }
+                    }
+                    None => {}
                 }
+                drop(watcher);
+                drop(gone);
             }
         }
         result
@@ -664,9 +685,9 @@ impl HostMemoryManager {
 
     /// Runs `f` over the manager's address space with the lock held shared
     /// (changes wait meanwhile): the way to take a consistent snapshot of
-    /// the map. A panic in `f` abandons the lock: the next call answers
-    /// `HOST_E_ABANDONED` and the manager latches as failed. (Unstable:
-    /// the address space is the crate's own type.)
+    /// the map. `f` cannot change the state, so a panic in it abandons
+    /// nothing: the panic goes on to the caller and the manager stays
+    /// usable. (Unstable: the address space is the crate's own type.)
     #[doc(hidden)]
     pub fn with_address_space<R>(
         &self,
@@ -683,9 +704,10 @@ impl HostMemoryManager {
     }
 
     /// Shuts the manager down: releases every region it holds for the
-    /// runtime; every later hosting call answers `HOST_E_CLRNOTAVAILABLE`.
-    /// A heap still alive keeps its own chunks (its blocks stay readable
-    /// and writable) until it is dropped.
+    /// runtime (also after a catastrophic failure latched); every later
+    /// hosting call answers `HOST_E_CLRNOTAVAILABLE`. A heap still alive
+    /// keeps its own chunks (its blocks stay readable and writable) until
+    /// it is dropped.
     pub fn shutdown(&self) {
         let _ = self.traced(Call::Shutdown, || {
             self.shut_down();
@@ -693,17 +715,20 @@ impl HostMemoryManager {
         });
     }
 
+    /// Stops the manager and releases its regions, also after a latched
+    /// failure (which stopped the calls but released nothing) and over a
+    /// lock a panic abandoned: every region of the runtime's goes (a live
+    /// heap keeps its chunks until it is dropped).
     fn shut_down(&self) {
-        if self.lifecycle.shut_down() {
-            self.stop_notifications();
-            if let Ok(mut state) = self.state.write(None) {
-                // Not the heaps' chunks: a heap's hit path may be reading
-                // its free lists right now, and its blocks are the
-                // runtime's until it frees them.
-                state.space.release_all_of(Owner::Runtime);
-                state.acquired.clear();
-                state.acquired_bytes = 0;
-            }
+        self.lifecycle.shut_down();
+        self.stop_notifications();
+        if let Ok(mut state) = self.state.write_even_if_abandoned(None) {
+            // Not the heaps' chunks: a heap's hit path may be reading its
+            // free lists right now, and its blocks are the runtime's until
+            // it frees them.
+            state.space.release_all_of(Owner::Runtime);
+            state.acquired.clear();
+            state.acquired_bytes = 0;
         }
     }
 
@@ -769,20 +794,21 @@ impl HostMemoryManager {
             match (registering, self.budget) {
                 (false, _) => stopped = watcher.take(),
                 (true, Some(_)) => {}
-                (true, None) => match watcher.as_ref() {
-                    Some(_) => {}
-                    None => {
+                (true, None) => {
+                    if watcher.as_ref().is_some_and(|w| !w.is_running()) {
+                        // A fork's child: its thread stayed in the parent
+                        // (dropping it joins nothing).
+                        stopped = watcher.take();
+                    }
+                    if watcher.is_none() {
                         // A thread that cannot be made fails the call,
                         // and nothing changed.
-                        let started = Watcher::start(
-                            self.notifier.clone(),
-                            self.machine.clone(),
-                            self.config.load_poll_interval,
-                        )
-                        .map_err(|_| HostError::Win32(Win32Error::NOT_ENOUGH_MEMORY))?;
+                        let started = self
+                            .start_watcher()
+                            .map_err(|_| HostError::Win32(Win32Error::NOT_ENOUGH_MEMORY))?;
                         *watcher = Some(started);
                     }
-                },
+                }
             }
             let old = self.notifier.register(callback);
             self.notifying.store(registering, Ordering::Relaxed);
@@ -800,6 +826,14 @@ impl HostMemoryManager {
             }
             Ok(())
         })
+    }
+
+    fn start_watcher(&self) -> std::io::Result<Watcher> {
+        Watcher::start(
+            self.notifier.clone(),
+            self.machine.clone(),
+            self.config.load_poll_interval,
+        )
     }
 
     /// The memory state last computed for notifications.

@@ -23,5 +23,6 @@ pub use hresult::HResult;
 pub(crate) use lifecycle::StopWatcher;
 pub use load::{MachineMemory, MemoryLoad};
 pub use manager::{HostMemoryManager, MemoryCriticalLevel};
+pub(crate) use notify::after_fork_in_child;
 pub use notify::{MemoryAvailable, MemoryNotificationCallback};
 pub use stats::{Method, Statistics};

@@ -215,6 +215,40 @@ thread_local! {
     pub(crate) static FAIL_NEXT_SPAWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// A fork takes the notifier's lock (after the manager's, under which the
+/// notifier is updated); in the child, a delivery another thread was
+/// making is over (that thread is not there), so the next change delivers.
+#[cfg(not(loom))]
+impl crate::sync::fork::ForkLocks for Notifier {
+    fn lock_for_fork(&self, fork: &crate::sync::fork::InFork) {
+        self.inner.lock_for_fork(fork);
+    }
+
+    fn unlock_in_parent(&self, fork: &crate::sync::fork::InFork) {
+        self.inner.unlock_in_parent(fork);
+    }
+
+    fn reset_in_child(&self, fork: &crate::sync::fork::InFork) {
+        self.inner.reset_in_child(fork);
+        self.inner.lock().delivering = false;
+    }
+}
+
+/// Forks this process is a child of (counted in the child, by the fork
+/// handler): a watcher started before the last of them has no thread.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Called in a fork's child: every watcher started before is marked not
+/// running (its thread is not in the child), so that the next need starts
+/// a new one.
+pub(crate) fn after_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn forks() -> u64 {
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A thread that watches the machine's (or cgroup's) load while a callback
 /// is registered and no budget decides the load: it sleeps on a condition
 /// variable between polls, wakes at once when the manager changed memory,
@@ -227,6 +261,8 @@ thread_local! {
 pub struct Watcher {
     control: Arc<(parking_lot::Mutex<WatcherControl>, Condvar)>,
     thread: Option<JoinHandle<()>>,
+    /// [`FORKS`] when it started.
+    forks: u64,
 }
 
 impl Watcher {
@@ -275,7 +311,14 @@ impl Watcher {
         Ok(Self {
             control,
             thread: Some(thread),
+            forks: forks(),
         })
+    }
+
+    /// Whether its thread exists: false in a fork's child (the thread
+    /// stayed in the parent).
+    pub fn is_running(&self) -> bool {
+        self.forks == forks()
     }
 
     /// Asks for a look at the load now (memory changed).
@@ -288,6 +331,13 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        if !self.is_running() {
+            // A fork's child: the thread is the parent's. Nothing to stop
+            // or join (joining would wait for ever), and its control may
+            // be locked by it: both are left alone.
+            std::mem::forget(self.thread.take());
+            return;
+        }
         let (lock, wake) = &*self.control;
         let busy = {
             let mut c = lock.lock();

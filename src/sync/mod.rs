@@ -1,6 +1,7 @@
 //! Synchronisation built for hostmem's access pattern: many queries and
 //! ownership checks, fewer changes.
 
+pub(crate) mod fork;
 pub(crate) mod prim;
 mod sharded_lock;
 

@@ -41,23 +41,41 @@ mod imp {
         SLOT.with(|slot| *slot)
     }
 
-    /// A reader-writer lock without guards: parking_lot's raw lock.
-    pub(crate) struct RawRwLock(parking_lot::RawRwLock);
+    /// A reader-writer lock without guards: parking_lot's raw lock, in a
+    /// cell so that a fork's child can set it back to unlocked
+    /// ([`reset`](Self::reset)).
+    pub(crate) struct RawRwLock(std::cell::UnsafeCell<parking_lot::RawRwLock>);
+
+    // SAFETY: parking_lot's raw lock is made to be shared between threads;
+    // the cell is written only by `reset`, whose contract excludes every
+    // other access.
+    unsafe impl Sync for RawRwLock {}
+    // SAFETY: as above; the lock holds no thread-bound state.
+    unsafe impl Send for RawRwLock {}
 
     impl RawRwLock {
         pub(crate) fn new() -> Self {
-            Self(parking_lot::RawRwLock::INIT)
+            Self(std::cell::UnsafeCell::new(parking_lot::RawRwLock::INIT))
+        }
+
+        /// The lock.
+        #[inline(always)]
+        fn raw(&self) -> &parking_lot::RawRwLock {
+            // SAFETY: the cell is written only by `reset`, while nothing
+            // else uses the lock (its contract), so no write overlaps this
+            // shared borrow.
+            unsafe { &*self.0.get() }
         }
 
         #[inline]
         pub(crate) fn lock_shared(&self) {
-            self.0.lock_shared();
+            self.raw().lock_shared();
         }
 
         /// Whether the lock was taken shared within `timeout`.
         #[inline]
         pub(crate) fn try_lock_shared_for(&self, timeout: Duration) -> bool {
-            self.0.try_lock_shared_for(timeout).is_some()
+            self.raw().try_lock_shared_for(timeout).is_some()
         }
 
         /// # Safety
@@ -67,23 +85,23 @@ mod imp {
         pub(crate) unsafe fn unlock_shared(&self) {
             // SAFETY: the caller holds the lock shared (this function's
             // contract); parking_lot's guard tokens carry no state.
-            unsafe { self.0.unlock_shared(Default::default()) }
+            unsafe { self.raw().unlock_shared(Default::default()) }
         }
 
         #[inline]
         pub(crate) fn try_lock_exclusive(&self) -> bool {
-            self.0.try_lock_exclusive().is_some()
+            self.raw().try_lock_exclusive().is_some()
         }
 
         #[inline]
         pub(crate) fn lock_exclusive(&self) {
-            self.0.lock_exclusive();
+            self.raw().lock_exclusive();
         }
 
         /// Whether the lock was taken exclusively by `deadline`.
         #[inline]
         pub(crate) fn try_lock_exclusive_until(&self, deadline: Instant) -> bool {
-            self.0.try_lock_exclusive_until(deadline).is_some()
+            self.raw().try_lock_exclusive_until(deadline).is_some()
         }
 
         /// # Safety
@@ -93,7 +111,23 @@ mod imp {
         pub(crate) unsafe fn unlock_exclusive(&self) {
             // SAFETY: the caller holds the lock exclusively (this
             // function's contract); the guard tokens carry no state.
-            unsafe { self.0.unlock_exclusive(Default::default()) }
+            unsafe { self.raw().unlock_exclusive(Default::default()) }
+        }
+
+        /// Sets the lock back to unlocked without waking anyone: for a
+        /// fork's child, where the threads that waited for it do not exist
+        /// (waking them would touch parking_lot's wait queues, which a
+        /// thread that is gone may have left locked).
+        ///
+        /// # Safety
+        ///
+        /// The calling thread is the process's only one, and nothing uses
+        /// the lock meanwhile.
+        pub(crate) unsafe fn reset(&self) {
+            // SAFETY: nothing else uses the lock meanwhile (the contract),
+            // so no borrow from `raw` is live; the raw lock has no
+            // destructor to skip.
+            unsafe { *self.0.get() = parking_lot::RawRwLock::INIT }
         }
     }
 
@@ -262,6 +296,16 @@ mod imp {
             );
             *state = 0;
             self.released.notify_all();
+        }
+
+        /// Sets the lock back to unlocked without waking anyone (a fork's
+        /// child; not reached under loom, which has no fork handlers).
+        ///
+        /// # Safety
+        ///
+        /// The calling thread is the only one using the lock.
+        pub(crate) unsafe fn reset(&self) {
+            *self.state() = 0;
         }
     }
 }

@@ -37,6 +37,9 @@ impl Win32Error {
     pub const NO_SYSTEM_RESOURCES: Self = Self(1450);
     /// `ERROR_COMMITMENT_LIMIT` (1455): the commit limit was reached.
     pub const COMMITMENT_LIMIT: Self = Self(1455);
+    /// `ERROR_TIMEOUT` (1460): the manager's lock was not free within its
+    /// timeout (another call held it too long).
+    pub const TIMEOUT: Self = Self(1460);
 
     /// The numeric code.
     pub const fn code(self) -> u32 {
@@ -57,6 +60,7 @@ impl Win32Error {
             1359 => "ERROR_INTERNAL_ERROR",
             1450 => "ERROR_NO_SYSTEM_RESOURCES",
             1455 => "ERROR_COMMITMENT_LIMIT",
+            1460 => "ERROR_TIMEOUT",
             _ => return None,
         })
     }

@@ -984,11 +984,17 @@ static void* heap_worker(void* arg) {
     return NULL;
 }
 
-static void* foreign_thread_alloc(void* arg) {
-    IHostMalloc* heap = (IHostMalloc*)arg;
-    void* p = (void*)1;
-    HRESULT hr = heap->lpVtbl->Alloc(heap, 32, eTaskCritical, &p);
-    return (void*)(uintptr_t)(hr == HOST_E_NOT_OWNER && p == NULL);
+/* The next turn on a heap without MALLOC_THREADSAFE, on another thread:
+ * frees the block it is given, allocates one and hands it back (NULL if a
+ * call failed). */
+static void* next_turn(void* arg) {
+    IHostMalloc* heap = ((void**)arg)[0];
+    void* given = ((void**)arg)[1];
+    void* p = NULL;
+    if (heap->lpVtbl->Free(heap, given) != S_OK) return NULL;
+    if (heap->lpVtbl->Alloc(heap, 32, eTaskCritical, &p) != S_OK) return NULL;
+    memset(p, 0x5A, 32);
+    return p;
 }
 
 static void test_malloc(void) {
@@ -1069,17 +1075,19 @@ static void test_malloc(void) {
     CHECK_HR(heap->lpVtbl->Free(heap, big), S_OK);
     CHECK(heap->lpVtbl->Release(heap) == 0);
 
-    /* A heap without MALLOC_THREADSAFE belongs to its first user. */
+    /* A heap without MALLOC_THREADSAFE is called one thread at a time, by
+     * any thread: the runtime serialises its calls, not its threads. */
     IHostMalloc* mine = NULL;
     CHECK_HR(m->lpVtbl->CreateMalloc(m, 0, &mine), S_OK);
     void* p = NULL;
     CHECK_HR(mine->lpVtbl->Alloc(mine, 32, eTaskCritical, &p), S_OK);
-    pthread_t intruder;
-    void* refused = NULL;
-    pthread_create(&intruder, NULL, foreign_thread_alloc, mine);
-    pthread_join(intruder, &refused);
-    CHECK(refused != NULL);
-    CHECK_HR(mine->lpVtbl->Free(mine, p), S_OK);
+    pthread_t next;
+    void* turn[2] = {mine, p};
+    void* handed = NULL;
+    pthread_create(&next, NULL, next_turn, turn);
+    pthread_join(next, &handed);
+    CHECK(handed != NULL && ((unsigned char*)handed)[31] == 0x5A);
+    CHECK_HR(mine->lpVtbl->Free(mine, handed), S_OK);
     CHECK(mine->lpVtbl->Release(mine) == 0);
 
 #if defined(__x86_64__)

@@ -5,7 +5,7 @@
 use super::interfaces::{IHostMalloc, IHostMallocVtbl};
 use super::unknown::{IUnknownVtbl, RefCount};
 use super::{ComObject, object_add_ref, object_query_interface, object_release};
-use super::{Out, hresult_boundary};
+use super::{Out, latching_boundary};
 use crate::heap::HostMalloc;
 use crate::host::{HResult, HostError, MemoryCriticalLevel};
 use std::ffi::{CStr, c_char, c_void};
@@ -82,14 +82,15 @@ unsafe fn allocate(
     out: *mut *mut c_void,
     allocate: impl FnOnce(&HostMalloc, MemoryCriticalLevel) -> Result<usize, HostError>,
 ) -> HResult {
-    hresult_boundary(|| {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let heap = unsafe { heap(this) };
+    latching_boundary(heap.map(|h| &**h.manager()), || {
         // SAFETY: NULL or writable (the caller's contract).
         let Some(mut out) = (unsafe { Out::new(out) }) else {
             return HResult::E_POINTER;
         };
         out.write(null_mut());
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(heap) = (unsafe { heap(this) }) else {
+        let Some(heap) = heap else {
             return HResult::E_POINTER;
         };
         let Some(level) = MemoryCriticalLevel::from_raw(critical_level) else {
@@ -157,9 +158,10 @@ unsafe extern "system" fn debug_alloc(
 ///
 /// `this` is a live object of this module.
 unsafe extern "system" fn free(this: *mut IHostMalloc, block: *mut c_void) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(heap) = (unsafe { heap(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let heap = unsafe { heap(this) };
+    latching_boundary(heap.map(|h| &**h.manager()), || {
+        let Some(heap) = heap else {
             return HResult::E_POINTER;
         };
         heap.free(block.addr())

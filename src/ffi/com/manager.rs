@@ -13,7 +13,7 @@ use super::malloc::ComHostMalloc;
 use super::unknown::IUnknown;
 use super::unknown::{IUnknownVtbl, RefCount};
 use super::{ComObject, object_add_ref, object_query_interface, object_release};
-use super::{Out, hresult_boundary};
+use super::{Out, hresult_boundary, latching_boundary};
 use crate::heap::MallocType;
 use crate::host::{
     HResult, HostConfig, HostError, HostMemoryManager, MemoryCriticalLevel,
@@ -183,14 +183,15 @@ unsafe extern "system" fn create_malloc(
     malloc_type: u32,
     out: *mut *mut IHostMalloc,
 ) -> HResult {
-    hresult_boundary(|| {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let object = unsafe { ComMemoryManager::from_this(this) };
+    latching_boundary(object.map(|o| &*o.host), || {
         // SAFETY: NULL or writable (the caller's contract).
         let Some(mut out) = (unsafe { Out::new(out) }) else {
             return HResult::E_POINTER;
         };
         out.write(null_mut());
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(object) = (unsafe { ComMemoryManager::from_this(this) }) else {
+        let Some(object) = object else {
             return HResult::E_POINTER;
         };
         match object
@@ -222,9 +223,10 @@ unsafe extern "system" fn virtual_alloc(
     critical_level: u32,
     mem: *mut *mut c_void,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         // SAFETY: NULL or writable (the caller's contract).
@@ -258,9 +260,10 @@ unsafe extern "system" fn virtual_free(
     size: usize,
     free_type: u32,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         let free_type = FreeType::from_bits_retain(free_type);
@@ -284,9 +287,10 @@ unsafe extern "system" fn virtual_query(
     length: usize,
     result: *mut usize,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         // SAFETY: NULL or writable (the caller's contract).
@@ -302,10 +306,12 @@ unsafe extern "system" fn virtual_query(
         }
         // SAFETY: not NULL and writable for `length` >= 48 bytes, the size
         // of a `MemoryBasicInformation` (the caller's contract).
-        let mut buffer = unsafe { Out::new(buffer.cast::<MemoryBasicInformation>()) };
+        let mut buffer = unsafe { Out::new(buffer.cast::<[u8; MBI_SIZE]>()) };
         let answer = host.virtual_query(address as usize).map(|mbi| {
             if let Some(buffer) = buffer.as_mut() {
-                buffer.write(mbi);
+                // The structure's bytes with its padding zeroed, as the
+                // flat face writes them: no uninitialised byte reaches C.
+                buffer.write(crate::ffi::flat::mbi_bytes(&mbi));
             }
             result.write(MBI_SIZE);
         });
@@ -327,9 +333,10 @@ unsafe extern "system" fn virtual_protect(
     new_protect: u32,
     old_protect: *mut u32,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         // SAFETY: NULL or writable (the caller's contract).
@@ -355,9 +362,10 @@ unsafe extern "system" fn get_memory_load(
     load: *mut u32,
     available: *mut usize,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         // SAFETY: NULL or writable (the caller's contract).
@@ -388,9 +396,10 @@ unsafe extern "system" fn register_memory_notification_callback(
     this: *mut IHostMemoryManager,
     callback: *mut ICLRMemoryNotificationCallback,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         // SAFETY: NULL or a live, free-threaded callback (the caller's
@@ -412,9 +421,10 @@ unsafe extern "system" fn needs_virtual_address_space(
     address: *mut c_void,
     size: usize,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         hresult(host.needs_virtual_address_space(address as usize, size))
@@ -432,9 +442,10 @@ unsafe extern "system" fn acquired_virtual_address_space(
     address: *mut c_void,
     size: usize,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         hresult(host.acquired_virtual_address_space(address as usize, size))
@@ -451,9 +462,10 @@ unsafe extern "system" fn released_virtual_address_space(
     this: *mut IHostMemoryManager,
     address: *mut c_void,
 ) -> HResult {
-    hresult_boundary(|| {
-        // SAFETY: `this` is ours, alive for the call (the caller's contract).
-        let Some(host) = (unsafe { host(this) }) else {
+    // SAFETY: `this` is ours, alive for the call (the caller's contract).
+    let host = unsafe { host(this) };
+    latching_boundary(host, || {
+        let Some(host) = host else {
             return HResult::E_POINTER;
         };
         hresult(host.released_virtual_address_space(address as usize))

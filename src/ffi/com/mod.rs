@@ -58,6 +58,29 @@ fn hresult_boundary(body: impl FnOnce() -> HResult) -> HResult {
     super::ffi_boundary(body, || HResult::E_FAIL)
 }
 
+/// Runs the body of a method of an object over the manager `host` (NULL
+/// `this`: `None`): a panic becomes `E_FAIL` and latches the manager's
+/// failure, as a panic inside one of its calls does, so that every later
+/// call answers `HOST_E_CLRNOTAVAILABLE`; a panic once the manager is
+/// already unusable is `HOST_E_CLRNOTAVAILABLE` itself.
+#[inline(always)]
+fn latching_boundary(
+    host: Option<&crate::host::HostMemoryManager>,
+    body: impl FnOnce() -> HResult,
+) -> HResult {
+    super::ffi_boundary(
+        || {
+            #[cfg(test)]
+            tests::panic_if_asked();
+            body()
+        },
+        || match host {
+            Some(host) if !host.latch_failure() => HResult::HOST_E_CLRNOTAVAILABLE,
+            _ => HResult::E_FAIL,
+        },
+    )
+}
+
 /// Runs the body of `AddRef` / `Release`: a panic becomes a count of 0.
 fn count_boundary(body: impl FnOnce() -> u32) -> u32 {
     super::ffi_boundary(body, || 0)

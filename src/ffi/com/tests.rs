@@ -488,3 +488,122 @@ fn write_watch_face() {
     assert_eq!(release(face), 1);
     assert_eq!(release(manager), 0);
 }
+
+thread_local! {
+    /// Set by [`panic_in_next_method`]: the next COM method body on this
+    /// thread panics (once).
+    static PANIC_NEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Panics if [`panic_in_next_method`] asked for it (the test hook of
+/// `latching_boundary`); silent (`resume_unwind` skips the panic hook).
+pub(super) fn panic_if_asked() {
+    if PANIC_NEXT.with(|p| p.replace(false)) {
+        std::panic::resume_unwind(Box::new("a panic injected in the COM face"));
+    }
+}
+
+fn panic_in_next_method() {
+    PANIC_NEXT.with(|p| p.set(true));
+}
+
+fn alloc_rw(manager: *mut IHostMemoryManager) -> (HResult, *mut c_void) {
+    let mut mem = null_mut();
+    // SAFETY: a live manager, a writable out.
+    let hr = unsafe {
+        (vtbl(manager).virtual_alloc)(
+            manager,
+            null_mut(),
+            0x10000,
+            MEM_RESERVE | MEM_COMMIT,
+            PAGE_READWRITE,
+            0,
+            &mut mem,
+        )
+    };
+    (hr, mem)
+}
+
+#[test]
+fn a_panic_in_a_manager_method_latches_the_failure() {
+    let manager = new_manager();
+    let (hr, kept) = alloc_rw(manager);
+    assert_eq!(hr, HResult::S_OK);
+    panic_in_next_method();
+    assert_eq!(alloc_rw(manager).0, HResult::E_FAIL, "the panic is E_FAIL");
+    assert_eq!(
+        alloc_rw(manager).0,
+        HResult::HOST_E_CLRNOTAVAILABLE,
+        "and latched, as the README promises"
+    );
+    let mut mbi = [0u8; 48];
+    let mut written = 0;
+    // SAFETY: a live manager, 48 writable bytes, a writable out.
+    let hr = unsafe {
+        (vtbl(manager).virtual_query)(manager, kept, mbi.as_mut_ptr().cast(), 48, &mut written)
+    };
+    assert_eq!(hr, HResult::HOST_E_CLRNOTAVAILABLE);
+    panic_in_next_method();
+    assert_eq!(
+        alloc_rw(manager).0,
+        HResult::HOST_E_CLRNOTAVAILABLE,
+        "a panic after the latch is not a second E_FAIL"
+    );
+    assert_eq!(release(manager), 0);
+}
+
+#[test]
+fn a_panic_in_a_heap_method_latches_its_managers_failure() {
+    let manager = new_manager();
+    let mut heap = null_mut();
+    // SAFETY: a live manager, a writable out.
+    let hr = unsafe { (vtbl(manager).create_malloc)(manager, 1, &mut heap) };
+    assert_eq!(hr, HResult::S_OK);
+    // SAFETY: a heap made just above; its vtable is static.
+    let heap_vtbl = unsafe { &*(*heap).vtbl };
+    let mut block = null_mut();
+    panic_in_next_method();
+    // SAFETY: a live heap, a writable out.
+    let hr = unsafe { (heap_vtbl.alloc)(heap, 32, 0, &mut block) };
+    assert_eq!(hr, HResult::E_FAIL);
+    assert!(block.is_null());
+    // SAFETY: as above.
+    let hr = unsafe { (heap_vtbl.alloc)(heap, 32, 0, &mut block) };
+    assert_eq!(hr, HResult::HOST_E_CLRNOTAVAILABLE);
+    assert_eq!(alloc_rw(manager).0, HResult::HOST_E_CLRNOTAVAILABLE);
+    assert_eq!(release(heap), 0);
+    assert_eq!(release(manager), 0);
+}
+
+/// Leaves non-zero bytes in the stack below this frame, where the query's
+/// temporaries will live: padding copied from them would show.
+#[inline(never)]
+fn dirty_stack() {
+    let junk = [0x5Au8; 16 * 1024];
+    std::hint::black_box(&junk);
+}
+
+#[test]
+fn virtual_query_writes_zeroed_padding_and_nothing_past_48_bytes() {
+    let manager = new_manager();
+    let (hr, base) = alloc_rw(manager);
+    assert_eq!(hr, HResult::S_OK);
+    let mut buffer = [0xA5u8; 64];
+    let mut written = 0;
+    dirty_stack();
+    // SAFETY: a live manager, 64 writable bytes, a writable out.
+    let hr = unsafe {
+        (vtbl(manager).virtual_query)(manager, base, buffer.as_mut_ptr().cast(), 64, &mut written)
+    };
+    assert_eq!(hr, HResult::S_OK);
+    assert_eq!(written, 48);
+    assert_eq!(&buffer[20..22], &[0, 0], "PartitionId");
+    assert_eq!(&buffer[22..24], &[0, 0], "padding after PartitionId");
+    assert_eq!(&buffer[44..48], &[0, 0, 0, 0], "tail padding");
+    assert_eq!(&buffer[48..], &[0xA5; 16], "nothing past the structure");
+    assert_eq!(
+        usize::from_ne_bytes(buffer[0..8].try_into().unwrap()),
+        base as usize
+    );
+    assert_eq!(release(manager), 0);
+}

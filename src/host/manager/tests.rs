@@ -164,18 +164,81 @@ fn a_long_snapshot_makes_a_change_time_out() {
 }
 
 #[test]
-fn a_thread_panicking_with_the_lock_abandons_it() {
+fn a_reader_panicking_with_the_lock_abandons_nothing() {
+    // A snapshot cannot change the state: its panic leaves the manager as
+    // it was, and usable.
     let m = Arc::new(HostMemoryManager::default());
     let m2 = m.clone();
     let died =
         std::thread::spawn(move || m2.with_address_space(|_| panic!("the holder dies"))).join();
     assert!(died.is_err());
-    assert_eq!(hr(m.virtual_query(0x10000)), HResult::HOST_E_ABANDONED);
-    assert_eq!(
-        hr(m.virtual_query(0x10000)),
-        HResult::HOST_E_CLRNOTAVAILABLE,
-        "latched"
-    );
+    assert_eq!(hr(m.virtual_query(0x10000)), HResult::S_OK);
+    assert!(!m.has_failed());
+}
+
+#[test]
+fn a_lock_timeout_of_duration_max_waits_for_the_holder() {
+    let config = HostConfig {
+        lock_timeout: Duration::MAX,
+        ..HostConfig::default()
+    };
+    let m = HostMemoryManager::new(config).unwrap();
+    let held = Arc::new(Barrier::new(2));
+    let snapshot = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || {
+            m.with_address_space(|space| {
+                held.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                space.totals().reservations
+            })
+        })
+    };
+    held.wait();
+    // The change finds the snapshot's shard held and waits (no deadline).
+    let got = m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL);
+    assert_eq!(hr(got), HResult::S_OK);
+    assert_eq!(snapshot.join().unwrap(), Ok(0));
+    assert!(!m.has_failed());
+    // Every shard was unlocked again: changes and queries still work.
+    let base = got.unwrap();
+    assert_eq!(m.virtual_free(base, 0, FreeType::RELEASE), Ok(()));
+    assert_eq!(m.virtual_query(base).unwrap().state, MemoryState::FREE);
+}
+
+#[test]
+fn a_destructor_freeing_during_an_unrelated_panic_keeps_the_manager_usable() {
+    /// A region released when the wrapper goes, as a RAII user writes it.
+    struct Region<'a> {
+        manager: &'a HostMemoryManager,
+        base: usize,
+        freed: &'a std::cell::Cell<Option<Result<(), HostError>>>,
+    }
+    impl Drop for Region<'_> {
+        fn drop(&mut self) {
+            let freed = self.manager.virtual_free(self.base, 0, FreeType::RELEASE);
+            self.freed.set(Some(freed));
+        }
+    }
+    let m = HostMemoryManager::default();
+    let base = m
+        .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    let freed = std::cell::Cell::new(None);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _region = Region {
+            manager: &m,
+            base,
+            freed: &freed,
+        };
+        std::panic::resume_unwind(Box::new("an unrelated panic"));
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(freed.get(), Some(Ok(())), "the destructor's free succeeded");
+    assert!(!m.has_failed());
+    assert_eq!(m.virtual_query(base).unwrap().state, MemoryState::FREE);
+    let again = m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL);
+    assert_eq!(hr(again), HResult::S_OK, "the manager still works");
 }
 
 #[test]
@@ -292,4 +355,18 @@ fn a_watcher_that_cannot_be_spawned_fails_the_registration_and_changes_nothing()
         .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
         .unwrap();
     m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn shutdown_after_a_latched_failure_still_releases_every_region() {
+    let m = HostMemoryManager::default();
+    let base = m
+        .virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    assert!(m.latch_failure());
+    m.shutdown();
+    let stats = m.statistics();
+    assert_eq!((stats.regions, stats.reserved_bytes), (0, 0));
+    assert!(m.has_failed(), "still a failed manager");
+    assert_eq!(hr(m.virtual_query(base)), HResult::HOST_E_CLRNOTAVAILABLE);
 }
