@@ -109,7 +109,7 @@ pub struct HostMemoryManager {
     /// starts or stops the watcher under it, so registrations are
     /// linearisable (the last one wins, whole). It is held for no call
     /// out and no join, and never with the state lock.
-    watcher: Mutex<Option<Watcher>>,
+    watcher: Arc<Mutex<Option<Watcher>>>,
     /// Records every call when tracing is on (`HOSTMEM_TRACE`, or
     /// [`with_trace`](Self::with_trace)); `None` costs one branch a call.
     tracer: Option<Tracer>,
@@ -180,6 +180,15 @@ impl HostMemoryManager {
             crate::sync::fork::Rank::Registry,
             Arc::downgrade(&notifier) as std::sync::Weak<dyn crate::sync::fork::ForkLocks>,
         );
+        // The registration lock: the write path takes it (to wake the
+        // watcher) after the state lock is released, so a fork must hold
+        // it too, or a child could find it held by a thread it lacks.
+        let watcher = Arc::new(Mutex::new(None));
+        #[cfg(not(loom))]
+        crate::sync::fork::register(
+            crate::sync::fork::Rank::Watcher,
+            Arc::downgrade(&watcher) as std::sync::Weak<dyn crate::sync::fork::ForkLocks>,
+        );
         let manager = Self {
             tracer: Tracer::from_env(&config),
             state: ShardedLock::with_default_shards(state),
@@ -193,7 +202,7 @@ impl HostMemoryManager {
             machine: MachineMemory::default(),
             notifier,
             notifying: AtomicBool::new(false),
-            watcher: Mutex::new(None),
+            watcher,
         };
         if crate::os::check_page_size().is_err() {
             // Win32 pages cannot be emulated on this kernel: refuse every call.

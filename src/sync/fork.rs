@@ -36,6 +36,9 @@ pub(crate) enum Rank {
     Heap,
     /// A manager's state lock.
     Manager,
+    /// A manager's registration lock (the slot of its load watcher): taken
+    /// with no state lock held, and a notifier's lock is taken under it.
+    Watcher,
     /// Leaf locks, taken briefly and with nothing else after them (lists
     /// of heaps and stop watchers, a notifier's state, which is updated
     /// under a manager's lock).
