@@ -475,6 +475,9 @@ impl<B: OsBackend> AddressSpace<B> {
         self.reserved_bytes -= r.size();
         self.committed_bytes -= r.committed_bytes();
         self.placement.released(base, r.size());
+        if self.reservations.len() == 0 {
+            self.placement.emptied();
+        }
         Ok(())
     }
 

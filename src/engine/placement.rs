@@ -200,6 +200,17 @@ impl Placement {
     pub fn released(&mut self, base: usize, len: usize) {
         self.area(len).released(base, len);
     }
+
+    /// Records that no reservation is left: both cursors go back to their
+    /// area's start, so the next small reservation lands in the anchor's
+    /// 2 MiB, whose page table the anchor keeps alive. (Left where churn
+    /// took it, the cursor would put a reserve/touch/release loop in a
+    /// 2 MiB span of its own, and each cycle would make the kernel
+    /// allocate and free a page-table page: a third more time.)
+    pub fn emptied(&mut self) {
+        self.small.next = self.small.start;
+        self.large.next = self.large.start;
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +309,18 @@ mod tests {
         p.released(last, len);
         assert_eq!(p.hint(len), last);
         assert_eq!(p.hint(0x10000), just_under);
+    }
+
+    #[test]
+    fn an_emptied_space_places_from_the_start_again() {
+        let mut p = Placement::default();
+        for len in [0x10000, 0x30000, LARGE_RESERVATION, 0x10000] {
+            let at = p.hint(len);
+            p.placed(at, at, len);
+        }
+        p.emptied();
+        assert_eq!(p.hint(0x10000), p.anchor() + ALLOCATION_GRANULARITY);
+        assert_eq!(p.hint(LARGE_RESERVATION), p.large.start);
     }
 
     #[test]
