@@ -11,11 +11,15 @@
 //! 5. VirtualFree of a foreign address at 1,000 and 50,000 live regions;
 //! 6. VirtualQuery vs `region::query` at 1,000 mappings;
 //! 7. figure 1's work and VirtualQuery from 2 threads vs 1;
-//! 8. IHostMalloc Alloc+Free vs glibc malloc+free.
+//! 8. IHostMalloc Alloc+Free vs glibc malloc+free;
+//! 9. figure 3's work on 8 threads, each in its own reservation, vs 8
+//!    threads of the raw sequence.
 //!
-//! Figures 1–3 are measured through the public [`HostMemoryManager`] API
-//! (what a host calls) and through the bare [`AddressSpace`] engine, so
-//! the host layer's own cost is visible. The operations themselves are in
+//! Figures 1–3 are measured through the Rust API ([`HostMemoryManager`])
+//! and the flat C API, each on a fresh manager and after a churn phase
+//! (2,000 small reservations made and released), and report the worst
+//! of the four against the target; the bare [`AddressSpace`] engine is
+//! shown too, so the host layer's own cost is visible. The operations themselves are in
 //! [`ops`], shared with the criterion benches (`benches/engine.rs`).
 //!
 //! [`HostMemoryManager`]: crate::host::HostMemoryManager
@@ -40,7 +44,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Overrides the number of interleaved trials.
     pub trials: Option<usize>,
-    /// The figures to run (1–8); empty: all.
+    /// The figures to run (1–9); empty: all.
     pub figures: Vec<u8>,
 }
 
@@ -103,14 +107,23 @@ pub fn run(options: &BenchOptions) -> BenchReport {
         }
     }
     let mut figures = Vec::new();
-    if options.wants(1) {
-        figures.push(figures::fig1(&plan));
+    // Figures 1–3 in every condition: first on fresh managers (the C API's
+    // default manager as the process found it), then after a churn phase
+    // (the default manager churned once, between the two).
+    let syscall: Vec<u8> = (1..=3).filter(|&f| options.wants(f)).collect();
+    let mut measured: Vec<Vec<figures::Measured>> = syscall.iter().map(|_| Vec::new()).collect();
+    for state in [figures::State::Fresh, figures::State::Churned] {
+        if state == figures::State::Churned && !syscall.is_empty() {
+            ops::flat::churn();
+        }
+        for (i, &number) in syscall.iter().enumerate() {
+            for face in [figures::Face::Rust, figures::Face::C] {
+                measured[i].push(figures::measure_syscall(&plan, number, face, state));
+            }
+        }
     }
-    if options.wants(2) {
-        figures.push(figures::fig2(&plan));
-    }
-    if options.wants(3) {
-        figures.push(figures::fig3(&plan));
+    for (i, &number) in syscall.iter().enumerate() {
+        figures.push(figures::syscall_figure(&plan, number, &measured[i]));
     }
     if (4..=7).any(|f| options.wants(f)) {
         let many = if options.wants(4) || options.wants(5) {
@@ -140,6 +153,9 @@ pub fn run(options: &BenchOptions) -> BenchReport {
     if options.wants(8) {
         figures.push(figures::fig8(&plan));
     }
+    if options.wants(9) {
+        figures.push(figures::fig9(&plan));
+    }
     let summary = BenchReport::tally(&figures);
     BenchReport {
         version: env!("CARGO_PKG_VERSION"),
@@ -167,7 +183,7 @@ mod tests {
         });
         assert_eq!(
             report.figures.iter().map(|f| f.number).collect::<Vec<_>>(),
-            (1..=8).collect::<Vec<_>>()
+            (1..=9).collect::<Vec<_>>()
         );
         let text = report.to_string();
         assert!(text.contains("targets:"), "{text}");

@@ -142,8 +142,8 @@ struct BenchArgs {
     /// The number of interleaved trials.
     #[arg(long)]
     trials: Option<usize>,
-    /// Run only this figure (1–8); may be given several times.
-    #[arg(long = "figure", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    /// Run only this figure (1–9); may be given several times.
+    #[arg(long = "figure", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
     figures: Vec<u8>,
     /// Print the report as JSON.
     #[arg(long)]
