@@ -169,6 +169,81 @@ fn fig7_two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// Figures 1–3 after the churn phase (`ops::churn`), through the Rust
+/// API and the flat C API: `hostmem bench` holds the worst condition to
+/// the target.
+fn fig1_to_3_churned_and_c_api(c: &mut Criterion) {
+    let churned = host();
+    ops::host_churn(&churned);
+    ops::flat::churn();
+    let mut g = c.benchmark_group("fig1_3_after_churn");
+    g.bench_function("fig1_hostmem", |b| {
+        b.iter(|| ops::host_alloc_touch_free(&churned))
+    });
+    g.bench_function("fig1_c_api", |b| b.iter(ops::flat::alloc_touch_free));
+    g.bench_function("fig1_raw", |b| b.iter(ops::raw_alloc_touch_free));
+    g.bench_function("fig2_hostmem", |b| {
+        b.iter(|| ops::host_reserve_release(&churned))
+    });
+    g.bench_function("fig2_c_api", |b| b.iter(ops::flat::reserve_release));
+    g.bench_function("fig2_raw", |b| b.iter(ops::raw_reserve_release));
+    let host_base = ops::host_commit_reservation(&churned);
+    let c_base = ops::flat::commit_reservation();
+    let raw_base = ops::raw_map(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    g.bench_function("fig3_hostmem", |b| {
+        b.iter(|| ops::host_commit_touch_decommit(&churned, host_base))
+    });
+    g.bench_function("fig3_c_api", |b| {
+        b.iter(|| ops::flat::commit_touch_decommit(c_base))
+    });
+    g.bench_function("fig3_raw", |b| {
+        b.iter(|| ops::raw_commit_touch_decommit(raw_base))
+    });
+    g.finish();
+    ops::raw_unmap(raw_base, ops::COMMIT_RESERVATION);
+}
+
+/// Figure 9: 8 threads committing, touching and decommitting, each in a
+/// reservation (or raw mapping) of its own; the time per operation of
+/// all 8 together.
+fn fig9_eight_threads(c: &mut Criterion) {
+    const THREADS: usize = 8;
+    let committing = host();
+    let host_bases: Vec<usize> = (0..THREADS)
+        .map(|_| ops::host_commit_reservation(&committing))
+        .collect();
+    let raw_bases: Vec<usize> = (0..THREADS)
+        .map(|_| ops::raw_map(ops::COMMIT_RESERVATION, ProtFlags::empty()))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mine = |bases: &[usize]| {
+        thread_local! {
+            static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+        }
+        SLOT.with(|s| {
+            let i = s.get().unwrap_or_else(|| {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % THREADS;
+                s.set(Some(i));
+                i
+            });
+            bases[i]
+        })
+    };
+    let host_work = || ops::host_commit_touch_decommit(&committing, mine(&host_bases));
+    let raw_work = || ops::raw_commit_touch_decommit(mine(&raw_bases));
+    let mut g = c.benchmark_group("fig9_eight_threads_commit_decommit");
+    g.bench_function("hostmem", |b| {
+        b.iter_custom(|iters| threaded(iters, THREADS as u64, &host_work))
+    });
+    g.bench_function("raw_mprotect_madvise", |b| {
+        b.iter_custom(|iters| threaded(iters, THREADS as u64, &raw_work))
+    });
+    g.finish();
+    for base in raw_bases {
+        ops::raw_unmap(base, ops::COMMIT_RESERVATION);
+    }
+}
+
 fn fig8_malloc(c: &mut Criterion) {
     let sizes = ops::malloc_sizes(1 << 12, 8);
     let mut i = 0;
@@ -192,6 +267,8 @@ criterion_group! {
         fig4_fig5_regions,
         fig6_query_vs_region,
         fig7_two_threads,
-        fig8_malloc
+        fig8_malloc,
+        fig1_to_3_churned_and_c_api,
+        fig9_eight_threads
 }
 criterion_main!(benches);
