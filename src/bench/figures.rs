@@ -821,3 +821,60 @@ pub fn fig9(plan: &Plan) -> Figure {
         )],
     }
 }
+
+/// Figures 4 and 5 through the flat C API: `many` regions made in the
+/// process's default manager (as [`ops::host_populate`] makes them), then
+/// `VirtualQuery` of random host addresses and `VirtualFree` of a foreign
+/// page, interleaved; the regions are released afterwards. Returns the
+/// two rows, each with its figure's target.
+pub fn c_api_query_rows(plan: &Plan, many: usize) -> (Row, Row) {
+    const ADDRESSES: usize = 1 << 16;
+    let bases = ops::flat::populate(many);
+    let addrs = ops::random_addresses(&bases, ADDRESSES, 5);
+    let foreign = ops::raw_map(4096, ProtFlags::READ | ProtFlags::WRITE);
+    assert!(!ops::flat::free(
+        foreign,
+        0,
+        crate::win32::FreeType::RELEASE
+    ));
+    let mut i = 0usize;
+    let mut q = || {
+        i = (i + 1) % ADDRESSES;
+        black_box(ops::flat::query(addrs[i]));
+    };
+    let mut f = || {
+        black_box(ops::flat::free(
+            black_box(foreign),
+            0,
+            crate::win32::FreeType::RELEASE,
+        ));
+    };
+    let b = plan.query_batch;
+    let s = interleaved(
+        plan.trials,
+        &mut [Side::new(b, &mut q), Side::new(b, &mut f)],
+    );
+    ops::raw_unmap(foreign, 4096);
+    for base in bases {
+        assert!(ops::flat::free(base, 0, crate::win32::FreeType::RELEASE));
+    }
+    let label = format!("{} live regions, C API", count_label(many));
+    (
+        Row::new(
+            label.clone(),
+            Unit::Nanoseconds,
+            Some(median(&s[0])),
+            None,
+            None,
+            Some(Target::hostmem_below_ns(20.0)),
+        ),
+        Row::new(
+            label,
+            Unit::Nanoseconds,
+            Some(median(&s[1])),
+            None,
+            None,
+            Some(Target::hostmem_below_ns(20.0)),
+        ),
+    )
+}

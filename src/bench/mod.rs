@@ -143,6 +143,19 @@ pub fn run(options: &BenchOptions) -> BenchReport {
         // Figure 6 wants about 1,000 kernel mappings: the large population
         // goes first.
         pops.many = None;
+        if many > 0 {
+            // The same figures through the C API, on the default manager
+            // (the Rust population is gone: both would not fit under
+            // vm.max_map_count).
+            let (query, free) = figures::c_api_query_rows(&plan, many);
+            for f in figures.iter_mut() {
+                match f.number {
+                    4 => f.rows.insert(2, query.clone()),
+                    5 => f.rows.push(free.clone()),
+                    _ => {}
+                }
+            }
+        }
         if options.wants(6) {
             figures.push(figures::fig6(&plan, &pops));
         }
