@@ -587,6 +587,15 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 }
 
+/// Whether `VirtualProtect(address, size, new_protect, ..)` passes every
+/// check the engine makes before it looks the address up: if so, an
+/// address outside the engine's reservations fails for that reason alone
+/// (`ERROR_INVALID_ADDRESS`), and a caller may refuse it without asking
+/// the engine for a change.
+pub fn protect_arguments_valid(address: usize, size: usize, new_protect: Protection) -> bool {
+    private_protection(new_protect).is_ok() && PageRange::touched(address, size.max(1)).is_ok()
+}
+
 /// Whether making the pages of `pages` inaccessible would split a kernel
 /// mapping: where an edge of the range has pages whose access changes, and
 /// the page across that edge has the same access (one mapping holds both)

@@ -385,8 +385,8 @@ impl HostMemoryManager {
         // owned one takes the exclusive lock, where the engine looks
         // again. Between the two another thread may reserve the address:
         // the refusal is then the answer of a call that ran first.
-        let arguments_valid = (free_type == FreeType::RELEASE && size == 0)
-            || free_type == FreeType::DECOMMIT;
+        let arguments_valid =
+            (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
         if arguments_valid && !self.read(|state| Ok(state.space.owns(page_floor(address))))? {
             return Err(HostError::NotHostMemory);
         }
@@ -446,6 +446,13 @@ impl HostMemoryManager {
         };
         self.traced(call, || {
             self.call(Method::VirtualProtect, || {
+                // As in `decommit_or_release`: an address that is not the
+                // host's is refused under the shared lock.
+                if crate::engine::protect_arguments_valid(address, size, new_protect)
+                    && !self.read(|state| Ok(state.space.owns(page_floor(address))))?
+                {
+                    return Err(HostError::NotHostMemory);
+                }
                 self.write(|state| {
                     let space = &mut state.space;
                     space

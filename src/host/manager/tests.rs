@@ -249,13 +249,13 @@ fn calls_after_shutdown_are_unavailable_and_regions_are_released() {
     assert_eq!((stats.regions, stats.reserved_bytes), (0, 0));
 }
 
-/// A `VirtualFree` of an address that is not the host's is refused
-/// without the exclusive lock: while another thread reads the address
+/// A `VirtualFree` or `VirtualProtect` of an address that is not the
+/// host's is refused without the exclusive lock: while another thread reads the address
 /// space (holding the lock shared), the refusal comes at once, where the
 /// exclusive lock would wait out the timeout. A free of the host's own
 /// memory still waits for the exclusive lock.
 #[test]
-fn a_foreign_free_is_refused_under_the_shared_lock() {
+fn a_foreign_free_or_protect_is_refused_under_the_shared_lock() {
     let m = HostMemoryManager::new(HostConfig {
         lock_timeout: Duration::from_millis(200),
         ..HostConfig::default()
@@ -280,11 +280,15 @@ fn a_foreign_free_is_refused_under_the_shared_lock() {
         let started = std::time::Instant::now();
         let release = m.virtual_free(foreign, 0, FreeType::RELEASE);
         let decommit = m.virtual_free(foreign, 0x1000, FreeType::DECOMMIT);
+        let protect = m.virtual_protect(foreign, 0x1000, Protection::READONLY);
+        let protect_0 = m.virtual_protect(foreign & !0xFFF, 0, Protection::READONLY);
         let elapsed = started.elapsed();
         let owned = m.virtual_free(own, 0, FreeType::RELEASE);
         done.wait();
         assert_eq!(release, Err(HostError::NotHostMemory));
         assert_eq!(decommit, Err(HostError::NotHostMemory));
+        assert_eq!(protect, Err(HostError::NotHostMemory));
+        assert_eq!(protect_0, Err(HostError::NotHostMemory));
         assert!(
             elapsed < Duration::from_millis(150),
             "refused without waiting for the exclusive lock ({elapsed:?})"
@@ -302,6 +306,14 @@ fn a_foreign_free_is_refused_under_the_shared_lock() {
     );
     assert_eq!(
         m.virtual_free(foreign, 0, FreeType::RELEASE | FreeType::DECOMMIT),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(
+        m.virtual_protect(foreign, 0x1000, Protection::from_bits_retain(0x3)),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(
+        m.virtual_protect(foreign, usize::MAX, Protection::READONLY),
         Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
     );
     assert_eq!(m.virtual_free(own, 0, FreeType::RELEASE), Ok(()));
