@@ -259,5 +259,5 @@ fn bench_reports_json() {
         report["figures"].as_array().is_some_and(|f| f.len() == 1),
         "{report:#}"
     );
-    fails_with(&["bench", "--figure", "9"], "9");
+    fails_with(&["bench", "--figure", "10"], "10");
 }
