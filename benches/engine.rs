@@ -171,6 +171,81 @@ fn fig7_two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// Figures 1–3 after the churn phase (`ops::churn`), through the Rust
+/// API and the flat C API: `hostmem bench` holds the worst condition to
+/// the target.
+fn fig1_to_3_churned_and_c_api(c: &mut Criterion) {
+    let churned = host();
+    ops::host_churn(&churned);
+    ops::flat::churn();
+    let mut g = c.benchmark_group("fig1_3_after_churn");
+    g.bench_function("fig1_hostmem", |b| {
+        b.iter(|| ops::host_alloc_touch_free(&churned))
+    });
+    g.bench_function("fig1_c_api", |b| b.iter(ops::flat::alloc_touch_free));
+    g.bench_function("fig1_raw", |b| b.iter(ops::raw_alloc_touch_free));
+    g.bench_function("fig2_hostmem", |b| {
+        b.iter(|| ops::host_reserve_release(&churned))
+    });
+    g.bench_function("fig2_c_api", |b| b.iter(ops::flat::reserve_release));
+    g.bench_function("fig2_raw", |b| b.iter(ops::raw_reserve_release));
+    let host_base = ops::host_commit_reservation(&churned);
+    let c_base = ops::flat::commit_reservation();
+    let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    g.bench_function("fig3_hostmem", |b| {
+        // SAFETY: the reservation made above for this benchmark alone.
+        b.iter(|| unsafe { ops::host_commit_touch_decommit(&churned, host_base) })
+    });
+    g.bench_function("fig3_c_api", |b| {
+        // SAFETY: as above.
+        b.iter(|| unsafe { ops::flat::commit_touch_decommit(c_base) })
+    });
+    g.bench_function("fig3_raw", |b| {
+        b.iter(|| ops::raw_commit_touch_decommit(&mut raw))
+    });
+    g.finish();
+}
+
+/// Figure 9: 8 threads committing, touching and decommitting, each in a
+/// reservation (or raw mapping) of its own; the time per operation of
+/// all 8 together.
+fn fig9_eight_threads(c: &mut Criterion) {
+    const THREADS: usize = 8;
+    let committing = host();
+    let host_bases: Vec<usize> = (0..THREADS)
+        .map(|_| ops::host_commit_reservation(&committing))
+        .collect();
+    let raw_mappings: Vec<ops::RawMapping> = (0..THREADS)
+        .map(|_| ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty()))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // A thread's index, picked once: no two threads share a reservation.
+    let mine = || {
+        thread_local! {
+            static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+        }
+        SLOT.with(|s| {
+            s.get().unwrap_or_else(|| {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % THREADS;
+                s.set(Some(i));
+                i
+            })
+        })
+    };
+    // SAFETY (both): reservation or mapping `mine()` of a set made above
+    // for this benchmark, worked in by this thread alone.
+    let host_work = || unsafe { ops::host_commit_touch_decommit(&committing, host_bases[mine()]) };
+    let raw_work = || unsafe { ops::raw_commit_touch_decommit_shared(&raw_mappings[mine()]) };
+    let mut g = c.benchmark_group("fig9_eight_threads_commit_decommit");
+    g.bench_function("hostmem", |b| {
+        b.iter_custom(|iters| threaded(iters, THREADS as u64, &host_work))
+    });
+    g.bench_function("raw_mprotect_madvise", |b| {
+        b.iter_custom(|iters| threaded(iters, THREADS as u64, &raw_work))
+    });
+    g.finish();
+}
+
 fn fig8_malloc(c: &mut Criterion) {
     let sizes = ops::malloc_sizes(1 << 12, 8);
     let mut i = 0;
@@ -194,6 +269,8 @@ criterion_group! {
         fig4_fig5_regions,
         fig6_query_vs_region,
         fig7_two_threads,
-        fig8_malloc
+        fig8_malloc,
+        fig1_to_3_churned_and_c_api,
+        fig9_eight_threads
 }
 criterion_main!(benches);

@@ -277,7 +277,7 @@ fn bench_reports_json() {
         report["figures"].as_array().is_some_and(|f| f.len() == 1),
         "{report:#}"
     );
-    fails_with(&["bench", "--figure", "9"], "9");
+    fails_with(&["bench", "--figure", "10"], "10");
 }
 
 /// `hostmem` with `HOSTMEM_TRACE` set to `trace`.

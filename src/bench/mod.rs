@@ -13,15 +13,19 @@
 //! 6. VirtualQuery vs `region::query` at 1,000 mappings;
 //! 7. figure 1's work and VirtualQuery from 2 threads vs 1;
 //! 8. IHostMalloc Alloc+Free vs glibc malloc+free;
+//! 9. figure 3's work on 8 threads, each in its own reservation, vs 8
+//!    threads of the raw sequence.
 //! 11. a collector's round: write 1 % of a 256 MiB `MEM_WRITE_WATCH` heap,
 //!     `GetWriteWatch` with reset — vs soft-dirty bits (`/proc/self/pagemap`
 //!     and `clear_refs`);
 //! 12. commit 1 MiB, first write of each page, decommit, in a watched
 //!     reservation — vs an ordinary one.
 //!
-//! Figures 1–3 are measured through the public [`HostMemoryManager`] API
-//! (what a host calls) and through the bare [`AddressSpace`] engine, so
-//! the host layer's own cost is visible. The operations themselves are in
+//! Figures 1–3 are measured through the Rust API ([`HostMemoryManager`])
+//! and the flat C API, each on a fresh manager and after a churn phase
+//! (2,000 small reservations made and released), and report the worst
+//! of the four against the target; the bare [`AddressSpace`] engine is
+//! shown too, so the host layer's own cost is visible. The operations themselves are in
 //! [`ops`], shared with the criterion benches (`benches/engine.rs`).
 //!
 //! [`HostMemoryManager`]: crate::host::HostMemoryManager
@@ -47,7 +51,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Overrides the number of interleaved trials.
     pub trials: Option<usize>,
-    /// The figures to run (1–8, 11, 12); empty: all.
+    /// The figures to run (1–9, 11, 12); empty: all.
     pub figures: Vec<u8>,
 }
 
@@ -110,14 +114,23 @@ pub fn run(options: &BenchOptions) -> BenchReport {
         }
     }
     let mut figures = Vec::new();
-    if options.wants(1) {
-        figures.push(figures::fig1(&plan));
+    // Figures 1–3 in every condition: first on fresh managers (the C API's
+    // default manager as the process found it), then after a churn phase
+    // (the default manager churned once, between the two).
+    let syscall: Vec<u8> = (1..=3).filter(|&f| options.wants(f)).collect();
+    let mut measured: Vec<Vec<figures::Measured>> = syscall.iter().map(|_| Vec::new()).collect();
+    for state in [figures::State::Fresh, figures::State::Churned] {
+        if state == figures::State::Churned && !syscall.is_empty() {
+            ops::flat::churn();
+        }
+        for (i, &number) in syscall.iter().enumerate() {
+            for face in [figures::Face::Rust, figures::Face::C] {
+                measured[i].push(figures::measure_syscall(&plan, number, face, state));
+            }
+        }
     }
-    if options.wants(2) {
-        figures.push(figures::fig2(&plan));
-    }
-    if options.wants(3) {
-        figures.push(figures::fig3(&plan));
+    for (i, &number) in syscall.iter().enumerate() {
+        figures.push(figures::syscall_figure(&plan, number, &measured[i]));
     }
     if (4..=7).any(|f| options.wants(f)) {
         let many = if options.wants(4) || options.wants(5) {
@@ -137,6 +150,19 @@ pub fn run(options: &BenchOptions) -> BenchReport {
         // Figure 6 wants about 1,000 kernel mappings: the large population
         // goes first.
         pops.many = None;
+        if many > 0 {
+            // The same figures through the C API, on the default manager
+            // (the Rust population is gone: both would not fit under
+            // vm.max_map_count).
+            let (query, free) = figures::c_api_query_rows(&plan, many);
+            for f in figures.iter_mut() {
+                match f.number {
+                    4 => f.rows.insert(2, query.clone()),
+                    5 => f.rows.push(free.clone()),
+                    _ => {}
+                }
+            }
+        }
         if options.wants(6) {
             figures.push(figures::fig6(&plan, &pops));
         }
@@ -146,6 +172,9 @@ pub fn run(options: &BenchOptions) -> BenchReport {
     }
     if options.wants(8) {
         figures.push(figures::fig8(&plan));
+    }
+    if options.wants(9) {
+        figures.push(figures::fig9(&plan));
     }
     let watch_batch = if options.quick { 2 } else { 5 };
     if options.wants(11) {
@@ -181,7 +210,7 @@ mod tests {
         });
         assert_eq!(
             report.figures.iter().map(|f| f.number).collect::<Vec<_>>(),
-            (1..=8).chain(11..=12).collect::<Vec<_>>()
+            (1..=9).chain(11..=12).collect::<Vec<_>>()
         );
         let text = report.to_string();
         assert!(text.contains("targets:"), "{text}");

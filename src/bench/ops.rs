@@ -199,11 +199,26 @@ pub fn engine_reserve_release(space: &mut AddressSpace) {
 ///
 /// If `raw` is smaller.
 pub fn raw_commit_touch_decommit(raw: &mut RawMapping) {
+    // SAFETY: `raw` is borrowed exclusively: no other thread is in it.
+    unsafe { raw_commit_touch_decommit_shared(raw) }
+}
+
+/// [`raw_commit_touch_decommit`] in a mapping several threads can reach
+/// (figure 9 gives each of its threads one of a set).
+///
+/// # Safety
+///
+/// No other thread works in `raw` at the same time.
+///
+/// # Panics
+///
+/// If `raw` is smaller than [`COMMIT_RESERVATION`].
+pub unsafe fn raw_commit_touch_decommit_shared(raw: &RawMapping) {
     assert!(raw.len >= COMMIT_RESERVATION, "figure 3 needs 1 MiB");
     let at = raw.addr + COMMIT_OFFSET;
-    // SAFETY: inside a mapping `raw` owns (and this function borrows
-    // exclusively), whose memory nothing references: only these functions
-    // reach it.
+    // SAFETY: inside a mapping `raw` owns, whose memory nothing references
+    // (only these functions reach it) and in which no other thread works
+    // (the caller's contract).
     unsafe {
         raw_protect(at, SMALL, MprotectFlags::READ | MprotectFlags::WRITE);
         touch(at);
@@ -464,3 +479,160 @@ impl Drop for BenchHeap {
 unsafe impl Send for BenchHeap {}
 // SAFETY: as above.
 unsafe impl Sync for BenchHeap {}
+
+/// The churn phase of the "after churn" figures: 2,000 cycles that each
+/// reserve and commit 64 KiB, touch it, and release a reservation made
+/// earlier (a random one of the last 64, as an allocator's spans come and
+/// go), then the release of the rest. It leaves no reservation but leaves
+/// the placement cursor moved and the kernel's page tables as a real
+/// process's. `alloc`/`free` are the face churned (Rust or C API).
+///
+/// Private: `alloc` must return a new read-write region of 64 KiB that
+/// nothing else uses, which its two callers' `VirtualAlloc(MEM_RESERVE |
+/// MEM_COMMIT)` does.
+fn churn(alloc: &mut dyn FnMut() -> usize, free: &mut dyn FnMut(usize)) {
+    let mut rng = Rng::new(15);
+    let mut live = Vec::with_capacity(65);
+    for _ in 0..2_000 {
+        let at = alloc();
+        // SAFETY: a region just reserved and committed read-write for this
+        // function alone (see above).
+        unsafe { touch(at) };
+        live.push(at);
+        if live.len() > 64 {
+            free(live.swap_remove(rng.below(live.len())));
+        }
+    }
+    for at in live {
+        free(at);
+    }
+}
+
+/// [`churn`] through the Rust API of `host`.
+pub fn host_churn(host: &HostMemoryManager) {
+    churn(
+        &mut || {
+            host.virtual_alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE, LEVEL)
+                .expect("VirtualAlloc")
+        },
+        &mut |at| {
+            host.virtual_free(at, 0, FreeType::RELEASE)
+                .expect("VirtualFree");
+        },
+    );
+}
+
+/// The flat C API (`hostmem_Virtual*`, on the process's default manager),
+/// as a C caller reaches it.
+pub mod flat {
+    use super::{FreeType, LARGE, Protection, RESERVE_COMMIT, SMALL, touch};
+    use crate::ffi::flat::{hostmem_VirtualAlloc, hostmem_VirtualFree, hostmem_VirtualQuery};
+    use crate::win32::AllocationType;
+    use std::ffi::c_void;
+
+    /// `VirtualAlloc`; panics on failure.
+    pub fn alloc(address: usize, size: usize, kind: AllocationType, protect: Protection) -> usize {
+        // SAFETY: the address only names pages; a reserve makes new ones,
+        // a commit is of pages the benchmark reserved itself.
+        let p = unsafe {
+            hostmem_VirtualAlloc(
+                std::ptr::with_exposed_provenance_mut(address),
+                size,
+                kind.bits(),
+                protect.bits(),
+            )
+        };
+        assert!(!p.is_null(), "hostmem_VirtualAlloc");
+        p.addr()
+    }
+
+    /// `VirtualFree`; returns whether it succeeded.
+    pub fn free(address: usize, size: usize, free_type: FreeType) -> bool {
+        // SAFETY: the benchmark frees only its own pages, which nobody
+        // uses afterwards (or foreign ones, which are refused).
+        unsafe {
+            hostmem_VirtualFree(
+                std::ptr::with_exposed_provenance_mut(address),
+                size,
+                free_type.bits(),
+            ) != 0
+        }
+    }
+
+    /// `VirtualQuery`; returns the region size (panics on failure).
+    pub fn query(address: usize) -> usize {
+        let mut mbi = [0u64; 6];
+        // SAFETY: `mbi` is 48 writable, 8-byte aligned bytes.
+        let n = unsafe {
+            hostmem_VirtualQuery(
+                std::ptr::with_exposed_provenance(address),
+                mbi.as_mut_ptr().cast::<c_void>(),
+                48,
+            )
+        };
+        assert_eq!(n, 48, "hostmem_VirtualQuery");
+        mbi[3] as usize
+    }
+
+    /// Figure 1 through the C API.
+    pub fn alloc_touch_free() {
+        let at = alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE);
+        // SAFETY: a new read-write region, which this function reserved
+        // and no one else knows.
+        unsafe { touch(at) };
+        assert!(free(at, 0, FreeType::RELEASE));
+    }
+
+    /// Figure 2 through the C API.
+    pub fn reserve_release() {
+        let at = alloc(0, LARGE, AllocationType::RESERVE, Protection::READWRITE);
+        assert!(free(std::hint::black_box(at), 0, FreeType::RELEASE));
+    }
+
+    /// Figure 3 through the C API, in a reservation at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` is a reservation [`commit_reservation`] made, still live,
+    /// whose memory nothing else uses (the call writes into it).
+    pub unsafe fn commit_touch_decommit(base: usize) {
+        let at = base + super::COMMIT_OFFSET;
+        alloc(at, SMALL, AllocationType::COMMIT, Protection::READWRITE);
+        // SAFETY: just committed read-write, in the caller's reservation
+        // that nothing else uses (the contract).
+        unsafe { touch(at) };
+        assert!(free(at, SMALL, FreeType::DECOMMIT));
+    }
+
+    /// The reservation figure 3 works in.
+    pub fn commit_reservation() -> usize {
+        alloc(
+            0,
+            super::COMMIT_RESERVATION,
+            AllocationType::RESERVE,
+            Protection::READWRITE,
+        )
+    }
+
+    /// [`churn`](super::churn) through the C API.
+    pub fn churn() {
+        super::churn(
+            &mut || alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE),
+            &mut |at| assert!(free(at, 0, FreeType::RELEASE)),
+        );
+    }
+
+    /// [`host_populate`](super::host_populate) through the C API.
+    pub fn populate(count: usize) -> Vec<usize> {
+        (0..count)
+            .map(|i| {
+                let kind = if i % 2 == 0 {
+                    AllocationType::RESERVE
+                } else {
+                    RESERVE_COMMIT
+                };
+                alloc(0, SMALL, kind, Protection::READWRITE)
+            })
+            .collect()
+    }
+}

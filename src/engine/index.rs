@@ -181,6 +181,17 @@ pub struct ReservationIndex {
     by_base: BTreeMap<usize, u32>,
 }
 
+/// Empties `v`, giving its memory back unless it is small: a loop that
+/// reserves and releases one reservation should not allocate each time.
+fn forget<T>(v: &mut Vec<T>) {
+    const KEEP_BYTES: usize = 4096;
+    if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
+
 impl Default for ReservationIndex {
     fn default() -> Self {
         Self::new()
@@ -290,15 +301,22 @@ impl ReservationIndex {
     /// below the top and of the slab back: an address space whose
     /// reservations are all released holds no memory for them.
     fn forget_all(&mut self) {
-        self.entries[0].fill(EMPTY);
-        self.live[0][0] = 0;
-        for level in 1..SHIFT.len() {
-            self.entries[level] = Vec::new();
-            self.live[level] = Vec::new();
+        // The top table is 128 KiB: clearing it costs microseconds, as
+        // much as the `munmap` of a release. After the last `remove` it is
+        // empty already (each removal clears its entries), so only
+        // `take_all` has anything to clear.
+        if self.live[0][0] != 0 {
+            self.entries[0].fill(EMPTY);
+            self.live[0][0] = 0;
         }
-        self.free_tables = Default::default();
-        self.slots = Vec::new();
-        self.free_slots = Vec::new();
+        debug_assert!(self.entries[0].iter().all(|&e| e == EMPTY));
+        for level in 1..SHIFT.len() {
+            forget(&mut self.entries[level]);
+            forget(&mut self.live[level]);
+            forget(&mut self.free_tables[level]);
+        }
+        forget(&mut self.slots);
+        forget(&mut self.free_slots);
     }
 
     fn reservation(&self, slot: u32) -> &Reservation {

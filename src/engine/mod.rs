@@ -760,6 +760,9 @@ impl<B: OsBackend> AddressSpace<B> {
         self.reserved_bytes -= r.size();
         self.committed_bytes -= r.committed_bytes();
         self.placement.released(base, r.size());
+        if self.reservations.len() == 0 {
+            self.placement.emptied();
+        }
         Ok(())
     }
 
@@ -880,6 +883,15 @@ impl<B: OsBackend> AddressSpace<B> {
         self.change(base, |r| r.set_pages(pages, state, all));
         Ok(old)
     }
+}
+
+/// Whether `VirtualProtect(address, size, new_protect, ..)` passes every
+/// check the engine makes before it looks the address up: if so, an
+/// address outside the engine's reservations fails for that reason alone
+/// (`ERROR_INVALID_ADDRESS`), and a caller may refuse it without asking
+/// the engine for a change.
+pub fn protect_arguments_valid(address: usize, size: usize, new_protect: Protection) -> bool {
+    private_protection(new_protect).is_ok() && PageRange::touched(address, size.max(1)).is_ok()
 }
 
 /// Whether making the pages of `pages` inaccessible would split a kernel

@@ -3,28 +3,49 @@
 //!
 //! Windows places reservations bottom-up from low addresses and
 //! `MEM_TOP_DOWN` ones from the top. hostmem does the same: ordinary
-//! reservations are hinted at a cursor that climbs through a low window of
+//! reservations are hinted at a cursor that climbs through a window of
 //! the address space (far above the program and its heap, far below the
 //! kernel's mmap area), so the kernel honours the hint whenever that range
 //! is free and no trimming is needed; `MEM_TOP_DOWN` reservations take the
 //! kernel's own top-down placement, the highest free range below the
-//! stack's growth area. When the cursor reaches the window's end it wraps to
-//! its start, where released reservations left room.
+//! stack's growth area. When a cursor reaches its area's end it wraps to
+//! the start, where released reservations left room.
 //!
-//! The window starts on a 2 MiB boundary, and its first granule is kept for
-//! an *anchor*: one `PROT_NONE` page the engine maps there, so that the
-//! kernel's page tables for the window's first 2 MiB outlive the
-//! reservations placed there (without it, every reserve/touch/release
-//! allocates and frees page-table pages). Releasing the most recently
-//! placed reservation moves the cursor back over it, so that a
-//! reserve/release loop reuses the same addresses and page tables.
+//! The window has two areas, so that small and large reservations never
+//! share a kernel page-table page:
+//!
+//! - reservations under 2 MiB go to the *small* area, packed 64 KiB
+//!   apart. Its first granule is kept for an *anchor*: one `PROT_NONE`
+//!   page the engine maps there, so that the kernel's page tables for the
+//!   area's first 2 MiB outlive the reservations placed there (without
+//!   it, every reserve/touch/release allocates and frees page-table
+//!   pages). Releasing the most recently placed reservation moves the
+//!   cursor back over it, so that a reserve/release loop reuses the same
+//!   addresses and page tables.
+//! - reservations of 2 MiB and more go to the *large* area, which starts
+//!   on a 1 GiB boundary: each starts on a 2 MiB boundary (the span of one
+//!   last-level page table, and of a transparent huge page) and is
+//!   followed by at least 2 MiB of free address space. So no page table
+//!   under a large reservation is shared with another reservation, and
+//!   its `munmap` has only its own page tables to free: a small area
+//!   churned by thousands of reservations (whose page tables the kernel
+//!   keeps while neighbours live) costs a large one nothing. The gap also
+//!   keeps the kernel from merging two large reservations into one
+//!   mapping, which a release would then have to split.
 
 use super::range::{USER_ADDRESS_END, granule_floor};
 use crate::win32::ALLOCATION_GRANULARITY;
 
-/// The alignment of the window's start: what one last-level page table of
-/// x86-64 and AArch64 (4 KiB pages) covers.
+/// The alignment of the window's start, and of large reservations: what
+/// one last-level page table of x86-64 and AArch64 (4 KiB pages) covers.
 const WINDOW_ALIGN: usize = 2 << 20;
+
+/// Reservations of at least this many bytes go to the large area.
+pub const LARGE_RESERVATION: usize = WINDOW_ALIGN;
+
+/// The alignment of the large area's start: what one page-middle
+/// directory covers, so that the small area's page tables end below it.
+const LARGE_AREA_ALIGN: usize = 1 << 30;
 
 /// Where the window starts: just under 16 TiB on x86-64 (an eighth of the
 /// user address space, at most 16 TiB), plus a random offset of up to
@@ -44,42 +65,38 @@ fn window_start() -> usize {
     (granule_floor(base) + (mix % 4096) * (ALLOCATION_GRANULARITY << 8)) & !(WINDOW_ALIGN - 1)
 }
 
-/// The placement state.
+/// One area of the window: a cursor climbing from `start` to `end`.
 #[derive(Clone, Copy, Debug)]
-pub struct Placement {
-    /// The anchor's address: the window's first granule.
-    anchor: usize,
-    /// Where reservations may start: the granule after the anchor's.
+struct Area {
     start: usize,
     end: usize,
     next: usize,
+    /// What each reservation's span is rounded up to (a power of two).
+    align: usize,
+    /// Free bytes left after each reservation.
+    gap: usize,
 }
 
-impl Default for Placement {
-    fn default() -> Self {
-        let anchor = window_start();
-        let start = anchor + ALLOCATION_GRANULARITY;
+impl Area {
+    fn new(start: usize, end: usize, align: usize, gap: usize) -> Self {
         Self {
-            anchor,
             start,
-            end: anchor
-                .saturating_add(USER_ADDRESS_END / 4)
-                .min(USER_ADDRESS_END / 2),
+            end,
             next: start,
+            align,
+            gap,
         }
     }
-}
 
-impl Placement {
-    /// Where the anchor page goes: the window's first granule, which no
-    /// hint ever points into.
-    pub fn anchor(&self) -> usize {
-        self.anchor
+    /// The address space a reservation of `len` bytes takes, its gap
+    /// included.
+    fn span(&self, len: usize) -> Option<usize> {
+        len.checked_next_multiple_of(self.align)?
+            .checked_add(self.gap)
     }
 
-    /// The hint for an ordinary reservation of `len` bytes.
-    pub fn hint(&mut self, len: usize) -> usize {
-        let Some(span) = len.checked_next_multiple_of(ALLOCATION_GRANULARITY) else {
+    fn hint(&mut self, len: usize) -> usize {
+        let Some(span) = self.span(len) else {
             return 0;
         };
         if self.next.saturating_add(span) > self.end {
@@ -92,11 +109,10 @@ impl Placement {
         }
     }
 
-    /// Records where a reservation of `len` bytes hinted at `hint` went:
-    /// the cursor moves past it, or past the occupied hint if the kernel
-    /// put it elsewhere.
-    pub fn placed(&mut self, hint: usize, base: usize, len: usize) {
-        let span = len.next_multiple_of(ALLOCATION_GRANULARITY);
+    fn placed(&mut self, hint: usize, base: usize, len: usize) {
+        let Some(span) = self.span(len) else {
+            return;
+        };
         if hint != 0 {
             self.next = if base == hint {
                 base + span
@@ -106,15 +122,94 @@ impl Placement {
         }
     }
 
-    /// Records that the reservation `[base, base + len)` was released: if
-    /// it is the one placed last, the cursor moves back over it, so the
-    /// next reservation reuses its addresses (and the kernel's page tables
-    /// for them).
-    pub fn released(&mut self, base: usize, len: usize) {
-        let span = len.next_multiple_of(ALLOCATION_GRANULARITY);
+    fn released(&mut self, base: usize, len: usize) {
+        let Some(span) = self.span(len) else {
+            return;
+        };
         if base >= self.start && base.checked_add(span) == Some(self.next) {
             self.next = base;
         }
+    }
+}
+
+/// The placement state.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    /// The anchor's address: the small area's first granule.
+    anchor: usize,
+    /// Reservations under [`LARGE_RESERVATION`] bytes, from the granule
+    /// after the anchor's.
+    small: Area,
+    /// Reservations of [`LARGE_RESERVATION`] bytes and more.
+    large: Area,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        let anchor = window_start();
+        let small_end = anchor.saturating_add(USER_ADDRESS_END / 8);
+        let large_start = small_end.next_multiple_of(LARGE_AREA_ALIGN);
+        let large_end = large_start
+            .saturating_add(USER_ADDRESS_END / 8)
+            .min(USER_ADDRESS_END / 2);
+        Self {
+            anchor,
+            small: Area::new(
+                anchor + ALLOCATION_GRANULARITY,
+                small_end,
+                ALLOCATION_GRANULARITY,
+                0,
+            ),
+            large: Area::new(large_start, large_end, WINDOW_ALIGN, WINDOW_ALIGN),
+        }
+    }
+}
+
+impl Placement {
+    /// Where the anchor page goes: the small area's first granule, which
+    /// no hint ever points into.
+    pub fn anchor(&self) -> usize {
+        self.anchor
+    }
+
+    fn area(&mut self, len: usize) -> &mut Area {
+        if len >= LARGE_RESERVATION {
+            &mut self.large
+        } else {
+            &mut self.small
+        }
+    }
+
+    /// The hint for an ordinary reservation of `len` bytes (0: none, the
+    /// kernel picks).
+    pub fn hint(&mut self, len: usize) -> usize {
+        self.area(len).hint(len)
+    }
+
+    /// Records where a reservation of `len` bytes hinted at `hint` went:
+    /// the cursor moves past it, or past the occupied hint if the kernel
+    /// put it elsewhere.
+    pub fn placed(&mut self, hint: usize, base: usize, len: usize) {
+        self.area(len).placed(hint, base, len);
+    }
+
+    /// Records that the reservation `[base, base + len)` was released: if
+    /// it is the one placed last in its area, the cursor moves back over
+    /// it, so the next reservation reuses its addresses (and the kernel's
+    /// page tables for them).
+    pub fn released(&mut self, base: usize, len: usize) {
+        self.area(len).released(base, len);
+    }
+
+    /// Records that no reservation is left: both cursors go back to their
+    /// area's start, so the next small reservation lands in the anchor's
+    /// 2 MiB, whose page table the anchor keeps alive. (Left where churn
+    /// took it, the cursor would put a reserve/touch/release loop in a
+    /// 2 MiB span of its own, and each cycle would make the kernel
+    /// allocate and free a page-table page: a third more time.)
+    pub fn emptied(&mut self) {
+        self.small.next = self.small.start;
+        self.large.next = self.large.start;
     }
 }
 
@@ -129,8 +224,8 @@ mod tests {
         assert_eq!(h % ALLOCATION_GRANULARITY, 0);
         p.placed(h, h, 0x1000);
         assert_eq!(p.hint(0x20000), h + ALLOCATION_GRANULARITY);
-        p.next = p.end - ALLOCATION_GRANULARITY;
-        assert_eq!(p.hint(0x20000), p.start, "wraps to the start");
+        p.small.next = p.small.end - ALLOCATION_GRANULARITY;
+        assert_eq!(p.hint(0x20000), p.small.start, "wraps to the start");
         assert_eq!(
             p.hint(usize::MAX / 2),
             0,
@@ -144,7 +239,7 @@ mod tests {
         assert_eq!(p.anchor() % WINDOW_ALIGN, 0);
         let h = p.hint(0x1000);
         assert_eq!(h, p.anchor() + ALLOCATION_GRANULARITY);
-        p.next = p.end - ALLOCATION_GRANULARITY;
+        p.small.next = p.small.end - ALLOCATION_GRANULARITY;
         assert_eq!(
             p.hint(0x20000),
             p.anchor() + ALLOCATION_GRANULARITY,
@@ -166,5 +261,73 @@ mod tests {
         assert_eq!(p.hint(0x1000), b, "the last one: its addresses are reused");
         p.released(a, 0x10000);
         assert_eq!(p.hint(0x1000), a);
+    }
+
+    /// The page-table page (2 MiB) and page-middle directory (1 GiB)
+    /// spans an address lies in.
+    fn pte_page(addr: usize) -> usize {
+        addr / WINDOW_ALIGN
+    }
+
+    #[test]
+    fn large_reservations_share_no_page_table_with_small_ones_or_each_other() {
+        let mut p = Placement::default();
+        let small = p.hint(0x10000);
+        p.placed(small, small, 0x10000);
+        let just_under = p.hint(LARGE_RESERVATION - 0x1000);
+        p.placed(just_under, just_under, LARGE_RESERVATION - 0x1000);
+        assert_eq!(just_under, small + 0x10000, "under 2 MiB: the small area");
+        let mut large = Vec::new();
+        for len in [LARGE_RESERVATION, 0x30_1000, 256 << 20, LARGE_RESERVATION] {
+            let at = p.hint(len);
+            assert_ne!(at, 0);
+            p.placed(at, at, len);
+            large.push((at, len));
+        }
+        let first = large[0].0;
+        assert_eq!(
+            first % LARGE_AREA_ALIGN,
+            0,
+            "the large area starts on 1 GiB"
+        );
+        assert!(
+            first / LARGE_AREA_ALIGN > (p.small.end - 1) / LARGE_AREA_ALIGN,
+            "no page-middle directory is shared with the small area"
+        );
+        for w in large.windows(2) {
+            let ((a, alen), (b, _)) = (w[0], w[1]);
+            assert_eq!(b % WINDOW_ALIGN, 0, "large reservations start on 2 MiB");
+            assert!(
+                pte_page(a + alen - 1) + 1 < pte_page(b),
+                "at least one free 2 MiB span between {a:#x}+{alen:#x} and {b:#x}"
+            );
+        }
+        // Releasing the last large one gives its place back; releasing a
+        // small one does not move the large cursor.
+        let (last, len) = large[3];
+        p.released(just_under, LARGE_RESERVATION - 0x1000);
+        p.released(last, len);
+        assert_eq!(p.hint(len), last);
+        assert_eq!(p.hint(0x10000), just_under);
+    }
+
+    #[test]
+    fn an_emptied_space_places_from_the_start_again() {
+        let mut p = Placement::default();
+        for len in [0x10000, 0x30000, LARGE_RESERVATION, 0x10000] {
+            let at = p.hint(len);
+            p.placed(at, at, len);
+        }
+        p.emptied();
+        assert_eq!(p.hint(0x10000), p.anchor() + ALLOCATION_GRANULARITY);
+        assert_eq!(p.hint(LARGE_RESERVATION), p.large.start);
+    }
+
+    #[test]
+    fn the_large_area_wraps_inside_itself() {
+        let mut p = Placement::default();
+        p.large.next = p.large.end - WINDOW_ALIGN;
+        assert_eq!(p.hint(LARGE_RESERVATION), p.large.start);
+        assert!(p.large.end <= USER_ADDRESS_END / 2);
     }
 }

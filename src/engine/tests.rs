@@ -462,3 +462,48 @@ fn each_owner_changes_only_its_own_reservations() {
     space.virtual_free(runtime, 0, FreeType::RELEASE).unwrap();
     assert_eq!(space.totals().reservations, 0);
 }
+
+#[test]
+fn once_every_reservation_is_released_placement_starts_over_next_to_the_anchor() {
+    let mut space = AddressSpace::new();
+    let bases: Vec<usize> = (0..40)
+        .map(|_| space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap())
+        .collect();
+    // Released out of order: the cursor stays past the last one.
+    for &b in bases
+        .iter()
+        .step_by(2)
+        .chain(bases.iter().skip(1).step_by(2))
+    {
+        space.virtual_free(b, 0, FreeType::RELEASE).unwrap();
+    }
+    let Some(Some(anchor)) = space.anchor else {
+        panic!("the anchor is mapped");
+    };
+    let again = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    assert_eq!(again, anchor + ALLOCATION_GRANULARITY);
+}
+
+#[test]
+fn large_reservations_are_2_mib_aligned_away_from_small_ones() {
+    let mut space = AddressSpace::new();
+    let small = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let large = space
+        .virtual_alloc(0, 2 << 20, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let larger = space
+        .virtual_alloc(0, 0x30_0000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    assert_eq!(large % (2 << 20), 0);
+    assert_eq!(larger % (2 << 20), 0);
+    assert_ne!(small >> 30, large >> 30, "not in the same 1 GiB");
+    assert!(
+        larger >= large + (4 << 20),
+        "a free 2 MiB between two large reservations"
+    );
+    for b in [small, large, larger] {
+        space.virtual_free(b, 0, FreeType::RELEASE).unwrap();
+    }
+}

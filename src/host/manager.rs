@@ -530,6 +530,17 @@ impl HostMemoryManager {
         size: usize,
         free_type: FreeType,
     ) -> Result<(), HostError> {
+        // Arguments the engine accepts whatever the address: an address
+        // that is not the host's is then refused under the shared lock
+        // (one shard, no write shared with other threads), and only an
+        // owned one takes the exclusive lock, where the engine looks
+        // again. Between the two another thread may reserve the address:
+        // the refusal is then the answer of a call that ran first.
+        let arguments_valid =
+            (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
+        if arguments_valid && !self.read(|state| Ok(state.space.owns(page_floor(address))))? {
+            return Err(HostError::NotHostMemory);
+        }
         self.write(|state| {
             let space = &mut state.space;
             space
@@ -626,6 +637,13 @@ impl HostMemoryManager {
         };
         self.traced(call, || {
             self.call(Method::VirtualProtect, || {
+                // As in `decommit_or_release`: an address that is not the
+                // host's is refused under the shared lock.
+                if crate::engine::protect_arguments_valid(address, size, new_protect)
+                    && !self.read(|state| Ok(state.space.owns(page_floor(address))))?
+                {
+                    return Err(HostError::NotHostMemory);
+                }
                 self.write(|state| {
                     let space = &mut state.space;
                     space

@@ -1,5 +1,6 @@
 //! Call statistics: per-thread-slot counters (no shared cache line on the
-//! query path) and a map of failures by method and HRESULT.
+//! query path, nor on the common refusals) and a map of the other
+//! failures by method and HRESULT.
 
 use super::HResult;
 use crate::sync::thread_slot;
@@ -70,9 +71,31 @@ const SLOTS: usize = 16;
 #[derive(Default)]
 struct SlotCounters([AtomicU64; METHODS]);
 
+/// The failures a runtime meets in normal running (memory that is not
+/// the host's, a bad argument, no memory), counted per thread slot like
+/// calls: a refused call then writes no cache line that other threads
+/// write. Other HRESULTs go to a map under a mutex.
+const COMMON_FAILURES: usize = 5;
+
+fn common_failures() -> [HResult; COMMON_FAILURES] {
+    [
+        HResult::HOST_E_INVALIDOPERATION,
+        HResult::E_INVALIDARG,
+        HResult::E_OUTOFMEMORY,
+        HResult::from_win32(crate::win32::Win32Error::INVALID_ADDRESS),
+        HResult::E_POINTER,
+    ]
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct SlotFailures([[AtomicU64; COMMON_FAILURES]; METHODS]);
+
 /// Counters of calls and failures.
 pub struct CallCounters {
     calls: Box<[SlotCounters]>,
+    common: [HResult; COMMON_FAILURES],
+    common_failures: Box<[SlotFailures]>,
     failures: Mutex<BTreeMap<(Method, HResult), u64>>,
 }
 
@@ -80,6 +103,8 @@ impl Default for CallCounters {
     fn default() -> Self {
         Self {
             calls: (0..SLOTS).map(|_| SlotCounters::default()).collect(),
+            common: common_failures(),
+            common_failures: (0..SLOTS).map(|_| SlotFailures::default()).collect(),
             failures: Mutex::default(),
         }
     }
@@ -93,7 +118,13 @@ impl CallCounters {
 
     /// Counts a failure.
     pub fn failure(&self, method: Method, hr: HResult) {
-        *self.failures.lock().entry((method, hr)).or_default() += 1;
+        match self.common.iter().position(|&c| c == hr) {
+            Some(i) => {
+                self.common_failures[thread_slot() % SLOTS].0[method as usize][i]
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            None => *self.failures.lock().entry((method, hr)).or_default() += 1,
+        }
     }
 
     /// Calls by method.
@@ -115,7 +146,20 @@ impl CallCounters {
 
     /// Failures by method and HRESULT.
     pub fn failures(&self) -> BTreeMap<(Method, HResult), u64> {
-        self.failures.lock().clone()
+        let mut all = self.failures.lock().clone();
+        for m in Method::ALL {
+            for (i, &hr) in self.common.iter().enumerate() {
+                let n: u64 = self
+                    .common_failures
+                    .iter()
+                    .map(|s| s.0[m as usize][i].load(Ordering::Relaxed))
+                    .sum();
+                if n > 0 {
+                    *all.entry((m, hr)).or_default() += n;
+                }
+            }
+        }
+        all
     }
 }
 
@@ -141,4 +185,37 @@ pub struct Statistics {
     pub calls: BTreeMap<Method, u64>,
     /// Failures by method and HRESULT.
     pub failures: BTreeMap<(Method, HResult), u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_from_every_thread_are_counted_common_or_not() {
+        let c = CallCounters::default();
+        let timeout = HResult::HOST_E_TIMEOUT;
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        c.failure(Method::VirtualFree, HResult::HOST_E_INVALIDOPERATION);
+                    }
+                    c.failure(Method::VirtualQuery, HResult::E_INVALIDARG);
+                    c.failure(Method::VirtualAlloc, timeout);
+                });
+            }
+        });
+        let f = c.failures();
+        assert_eq!(
+            f.get(&(Method::VirtualFree, HResult::HOST_E_INVALIDOPERATION)),
+            Some(&300)
+        );
+        assert_eq!(
+            f.get(&(Method::VirtualQuery, HResult::E_INVALIDARG)),
+            Some(&3)
+        );
+        assert_eq!(f.get(&(Method::VirtualAlloc, timeout)), Some(&3));
+        assert_eq!(f.len(), 3, "nothing else: {f:?}");
+    }
 }

@@ -99,9 +99,10 @@ unsafe impl<T: Send> Send for ShardedLock<T> {}
 unsafe impl<T: Send + Sync> Sync for ShardedLock<T> {}
 
 impl<T> ShardedLock<T> {
-    /// A lock with `shards` shards (at least one).
+    /// A lock with `shards` shards (at least one), rounded up to a power
+    /// of two so that picking a thread's shard is a mask, not a division.
     pub fn new(value: T, shards: usize) -> Self {
-        let shards: Arc<[Shard]> = (0..shards.max(1))
+        let shards: Arc<[Shard]> = (0..shards.max(1).next_power_of_two())
             .map(|_| Shard(RawRwLock::new()))
             .collect();
         // A fork takes every shard first (see `fork`).
@@ -136,7 +137,8 @@ impl<T> ShardedLock<T> {
 
     /// Shared access, waiting at most `timeout` (`None`: forever).
     pub fn read(&self, timeout: Option<Duration>) -> Result<ReadGuard<'_, T>, LockError> {
-        let shard = &self.shards[thread_slot() % self.shards.len()].0;
+        // The shard count is a power of two (`new`).
+        let shard = &self.shards[thread_slot() & (self.shards.len() - 1)].0;
         match timeout {
             None => shard.lock_shared(),
             Some(t) => {

@@ -370,3 +370,74 @@ fn shutdown_after_a_latched_failure_still_releases_every_region() {
     assert!(m.has_failed(), "still a failed manager");
     assert_eq!(hr(m.virtual_query(base)), HResult::HOST_E_CLRNOTAVAILABLE);
 }
+
+/// A `VirtualFree` or `VirtualProtect` of an address that is not the
+/// host's is refused without the exclusive lock: while another thread reads the address
+/// space (holding the lock shared), the refusal comes at once, where the
+/// exclusive lock would wait out the timeout. A free of the host's own
+/// memory still waits for the exclusive lock.
+#[test]
+fn a_foreign_free_or_protect_is_refused_under_the_shared_lock() {
+    let m = HostMemoryManager::new(HostConfig {
+        lock_timeout: Duration::from_millis(200),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let own = m
+        .virtual_alloc(0, 0x10000, RESERVE, Protection::NOACCESS, LEVEL)
+        .unwrap();
+    let foreign = Box::new([0u8; 64]);
+    let foreign = foreign.as_ptr() as usize;
+    let (reading, done) = (Barrier::new(2), Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            m.with_address_space(|_| {
+                reading.wait();
+                done.wait();
+            })
+            .unwrap();
+        });
+        reading.wait();
+        // Every answer is taken before the reader is let go (a failed
+        // assertion here would leave it waiting).
+        let started = std::time::Instant::now();
+        let release = m.virtual_free(foreign, 0, FreeType::RELEASE);
+        let decommit = m.virtual_free(foreign, 0x1000, FreeType::DECOMMIT);
+        let protect = m.virtual_protect(foreign, 0x1000, Protection::READONLY);
+        let protect_0 = m.virtual_protect(foreign & !0xFFF, 0, Protection::READONLY);
+        let elapsed = started.elapsed();
+        let owned = m.virtual_free(own, 0, FreeType::RELEASE);
+        done.wait();
+        assert_eq!(release, Err(HostError::NotHostMemory));
+        assert_eq!(decommit, Err(HostError::NotHostMemory));
+        assert_eq!(protect, Err(HostError::NotHostMemory));
+        assert_eq!(protect_0, Err(HostError::NotHostMemory));
+        assert!(
+            elapsed < Duration::from_millis(150),
+            "refused without waiting for the exclusive lock ({elapsed:?})"
+        );
+        assert_eq!(
+            owned,
+            Err(HostError::Timeout),
+            "the host's own memory needs the exclusive lock"
+        );
+    });
+    // Invalid arguments are judged before ownership, as before.
+    assert_eq!(
+        m.virtual_free(foreign, 0x1000, FreeType::RELEASE),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(
+        m.virtual_free(foreign, 0, FreeType::RELEASE | FreeType::DECOMMIT),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(
+        m.virtual_protect(foreign, 0x1000, Protection::from_bits_retain(0x3)),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(
+        m.virtual_protect(foreign, usize::MAX, Protection::READONLY),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(m.virtual_free(own, 0, FreeType::RELEASE), Ok(()));
+}

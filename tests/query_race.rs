@@ -1,0 +1,133 @@
+//! Queries and refusals racing with changes: every answer a reader gets
+//! while another thread reserves, commits, protects, decommits and
+//! releases one reservation must be exactly one of the states that
+//! reservation passes through — never a mix of two (a torn read), never
+//! an error. A refusal of an unowned address, looked up before the
+//! exclusive lock is taken, must be the answer of one of those states.
+
+use hostmem::host::{HostConfig, HostError, HostMemoryManager, MemoryCriticalLevel};
+use hostmem::win32::{
+    AllocationType, FreeType, MemoryBasicInformation, MemoryState, MemoryType, Protection,
+    Win32Error,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
+const SIZE: usize = 0x2_0000;
+const COMMITTED: usize = 0x1_0000;
+const ROUNDS: usize = 300;
+
+/// What `VirtualQuery(base)` may answer while the reservation at `base`
+/// lives, in each of its states.
+fn legal_answers(base: usize) -> Vec<MemoryBasicInformation> {
+    let mbi = |region_size, state, protect| MemoryBasicInformation {
+        base_address: base,
+        allocation_base: base,
+        allocation_protect: Protection::READWRITE,
+        partition_id: 0,
+        region_size,
+        state,
+        protect,
+        type_: MemoryType::PRIVATE,
+    };
+    vec![
+        // Reserved (and again once decommitted).
+        mbi(SIZE, MemoryState::RESERVE, Protection::empty()),
+        // The first 64 KiB committed read-write.
+        mbi(COMMITTED, MemoryState::COMMIT, Protection::READWRITE),
+        // Its first page made read-only.
+        mbi(0x1000, MemoryState::COMMIT, Protection::READONLY),
+    ]
+}
+
+#[test]
+fn queries_and_refusals_racing_with_changes_see_only_whole_states() {
+    let m = HostMemoryManager::new(HostConfig::default()).unwrap();
+    // A place for the reservation that the kernel leaves free.
+    let base = m
+        .virtual_alloc(
+            0,
+            SIZE,
+            AllocationType::RESERVE,
+            Protection::READWRITE,
+            LEVEL,
+        )
+        .unwrap();
+    m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+    let legal = legal_answers(base);
+    let foreign = Box::new([0u8; 64]);
+    let foreign = foreign.as_ptr() as usize;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..ROUNDS {
+                let at = m
+                    .virtual_alloc(
+                        base,
+                        SIZE,
+                        AllocationType::RESERVE,
+                        Protection::READWRITE,
+                        LEVEL,
+                    )
+                    .unwrap();
+                assert_eq!(at, base);
+                m.virtual_alloc(
+                    base,
+                    COMMITTED,
+                    AllocationType::COMMIT,
+                    Protection::READWRITE,
+                    LEVEL,
+                )
+                .unwrap();
+                m.virtual_protect(base, 0x1000, Protection::READONLY)
+                    .unwrap();
+                m.virtual_free(base, COMMITTED, FreeType::DECOMMIT).unwrap();
+                m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+            }
+            done.store(true, Ordering::Release);
+        });
+        let reader = || {
+            let mut seen = [0usize; 4];
+            while !done.load(Ordering::Acquire) {
+                let mbi = m
+                    .virtual_query(base)
+                    .expect("VirtualQuery never fails here");
+                if mbi.allocation_base != base {
+                    // Released: the kernel's view, free address space.
+                    assert_eq!(mbi.state, MemoryState::FREE, "{mbi:?}");
+                    seen[3] += 1;
+                } else {
+                    let i = legal
+                        .iter()
+                        .position(|l| *l == mbi)
+                        .unwrap_or_else(|| panic!("a torn or unknown answer: {mbi:?}"));
+                    seen[i] += 1;
+                }
+            }
+            seen
+        };
+        let refuser = || {
+            while !done.load(Ordering::Acquire) {
+                // Never the host's: refused every time.
+                assert_eq!(
+                    m.virtual_free(foreign, 0, FreeType::RELEASE),
+                    Err(HostError::NotHostMemory)
+                );
+                // Reserved but never committed, or not there at all.
+                let r = m.virtual_protect(base + COMMITTED, 0x1000, Protection::READONLY);
+                assert!(
+                    r == Err(HostError::NotHostMemory)
+                        || r == Err(HostError::Win32(Win32Error::INVALID_ADDRESS)),
+                    "{r:?}"
+                );
+            }
+        };
+        let r = s.spawn(reader);
+        s.spawn(refuser);
+        let seen = r.join().unwrap();
+        assert!(
+            seen.iter().sum::<usize>() > 0,
+            "the reader ran while the writer did"
+        );
+    });
+}
