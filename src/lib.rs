@@ -78,6 +78,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 mod bench;
 mod engine;
 pub mod ffi;
@@ -160,7 +161,8 @@ pub mod unstable {
     pub mod sync {
         pub use crate::sync::*;
     }
-    /// `hostmem bench`: the performance figures.
+    /// `hostmem bench`: the performance figures (feature `cli`).
+    #[cfg(feature = "cli")]
     pub mod bench {
         pub use crate::bench::*;
     }

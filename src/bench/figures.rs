@@ -1,4 +1,4 @@
-//! The eight figures of issue 7, each measured against its reference in
+//! The figures of `hostmem bench`, each measured against its reference in
 //! the same loop.
 
 use super::measure::{Side, interleaved, median, paired_ratio, throughput};
