@@ -76,7 +76,7 @@ fn host() -> HostMemoryManager {
 pub enum State {
     /// A manager that has made no reservation yet.
     Fresh,
-    /// A manager after [`ops::churn`]: 2,000 small reservations made,
+    /// A manager after the churn phase ([`ops::host_churn`]): 2,000 small reservations made,
     /// touched and released in random order.
     Churned,
 }

@@ -508,7 +508,7 @@ fn churn(alloc: &mut dyn FnMut() -> usize, free: &mut dyn FnMut(usize)) {
     }
 }
 
-/// [`churn`] through the Rust API of `host`.
+/// The churn phase (see `churn`) through the Rust API of `host`.
 pub fn host_churn(host: &HostMemoryManager) {
     churn(
         &mut || {
@@ -614,7 +614,7 @@ pub mod flat {
         )
     }
 
-    /// [`churn`](super::churn) through the C API.
+    /// The churn phase (see `churn` above) through the C API.
     pub fn churn() {
         super::churn(
             &mut || alloc(0, SMALL, RESERVE_COMMIT, Protection::READWRITE),
