@@ -321,7 +321,8 @@ impl<B: OsBackend> AddressSpace<B> {
         let mut reservation =
             Reservation::new(base, len, protection.protection(), initial).with_owner(owner);
         if watch {
-            if let Err(e) = self.os.watch_writes(base, len) {
+            // SAFETY: the mapping made just above for this reservation.
+            if let Err(e) = unsafe { self.os.watch_writes(base, len) } {
                 // SAFETY: the mapping made just above, which nothing else
                 // knows of yet.
                 unsafe { self.os.unmap(base, len) }.map_err(|_| Win32Error::INTERNAL_ERROR)?;
@@ -399,6 +400,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// since they were last reset, ascending, at most `max` of them; with
     /// `WRITE_WATCH_FLAG_RESET` in `flags`, resets exactly the pages
     /// reported. The granularity is [`PAGE_SIZE`].
+    #[allow(unsafe_code)]
     pub fn get_write_watch(
         &mut self,
         flags: u32,
@@ -416,15 +418,20 @@ impl<B: OsBackend> AddressSpace<B> {
         if !kept {
             // The common case: every mark is in the kernel, which reports
             // and resets the first `max` in one walk.
-            return self
-                .os
-                .written_pages(range.start(), range.len(), max, reset, Some(out))
-                .map_err(change_error);
+            // SAFETY: `range` lies in the watched reservation at `base`.
+            return unsafe {
+                self.os
+                    .written_pages(range.start(), range.len(), max, reset, Some(out))
+            }
+            .map_err(change_error);
         }
         let mut kernel = Vec::new();
-        self.os
-            .written_pages(range.start(), range.len(), max, reset, Some(&mut kernel))
-            .map_err(change_error)?;
+        // SAFETY: as above.
+        unsafe {
+            self.os
+                .written_pages(range.start(), range.len(), max, reset, Some(&mut kernel))
+        }
+        .map_err(change_error)?;
         let r = self.reservation(base);
         let pages = r.page_indices(range);
         let count = r.pages().len();
@@ -452,11 +459,15 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// `ResetWriteWatch(address, size)`: forgets the writes to the pages of
     /// a `MEM_WRITE_WATCH` reservation.
+    #[allow(unsafe_code)]
     pub fn reset_write_watch(&mut self, address: usize, size: usize) -> Result<(), Win32Error> {
         let (base, range) = self.watched(address, size)?;
-        self.os
-            .written_pages(range.start(), range.len(), 0, true, None)
-            .map_err(change_error)?;
+        // SAFETY: `range` lies in the watched reservation at `base`.
+        unsafe {
+            self.os
+                .written_pages(range.start(), range.len(), 0, true, None)
+        }
+        .map_err(change_error)?;
         let pages = self.reservation(base).page_indices(range);
         if let Some(marks) = self.marks.get_mut(&base) {
             for i in pages {
@@ -469,14 +480,17 @@ impl<B: OsBackend> AddressSpace<B> {
     /// Before a change that drops page-table entries of a watched
     /// reservation (which the kernel would then report written): moves the
     /// kernel's marks of `range` to hostmem's, protecting the pages.
+    #[allow(unsafe_code)]
     fn keep_marks(&mut self, base: usize, range: PageRange) -> Result<(), Win32Error> {
         if !self.reservation(base).is_watched() {
             return Ok(());
         }
         let mut written = Vec::new();
-        let scanned =
+        // SAFETY: `range` lies in the watched reservation at `base`.
+        let scanned = unsafe {
             self.os
-                .written_pages(range.start(), range.len(), 0, true, Some(&mut written));
+                .written_pages(range.start(), range.len(), 0, true, Some(&mut written))
+        };
         // Whatever was reported is kept, even if the scan failed part way.
         if !written.is_empty() {
             let pages = self.reservation(base).pages().len();
@@ -491,11 +505,14 @@ impl<B: OsBackend> AddressSpace<B> {
     /// After such a change: protects the pages of `range` again (their
     /// marks are in hostmem's keeping). A failure leaves pages reading as
     /// written, which a watcher takes for a write it did not see: safe.
+    #[allow(unsafe_code)]
     fn rearm(&self, base: usize, range: PageRange) {
         if self.reservation(base).is_watched() {
-            let _ = self
-                .os
-                .written_pages(range.start(), range.len(), 0, true, None);
+            // SAFETY: `range` lies in the watched reservation at `base`.
+            let _ = unsafe {
+                self.os
+                    .written_pages(range.start(), range.len(), 0, true, None)
+            };
         }
     }
 

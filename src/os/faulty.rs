@@ -178,12 +178,13 @@ impl OsBackend for FaultInjectingBackend {
         self.inner.mappings()
     }
 
-    fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
+    unsafe fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
         self.enter(OsOperation::WatchWrites)?;
-        self.inner.watch_writes(addr, len)
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.inner.watch_writes(addr, len) }
     }
 
-    fn written_pages(
+    unsafe fn written_pages(
         &self,
         addr: usize,
         len: usize,
@@ -192,7 +193,8 @@ impl OsBackend for FaultInjectingBackend {
         out: Option<&mut Vec<usize>>,
     ) -> Result<(), OsError> {
         self.enter(OsOperation::WrittenPages)?;
-        self.inner.written_pages(addr, len, max_pages, protect, out)
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.inner.written_pages(addr, len, max_pages, protect, out) }
     }
 
     fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError> {

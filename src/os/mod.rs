@@ -162,13 +162,23 @@ pub trait OsBackend: Send + Sync {
     /// Starts watching writes to the range (asynchronous write protection
     /// of `userfaultfd`): afterwards no page of it reads as written.
     /// `ENOTSUP` where the kernel cannot (asked once, then remembered).
-    fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError>;
+    ///
+    /// # Safety
+    ///
+    /// The range is a private anonymous mapping the caller made and owns
+    /// (the watch is registered on whatever the range holds).
+    unsafe fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError>;
 
     /// Appends to `out` the pages of a watched range written since they
     /// were last protected, in address order, at most `max_pages` (0: all);
     /// with `protect`, protects exactly the pages reported. Without `out`,
     /// only protects.
-    fn written_pages(
+    ///
+    /// # Safety
+    ///
+    /// The range lies in one the caller watched with
+    /// [`watch_writes`](Self::watch_writes) and still owns.
+    unsafe fn written_pages(
         &self,
         addr: usize,
         len: usize,
@@ -228,10 +238,10 @@ macro_rules! forward_backend {
             fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
                 (**self).mappings()
             }
-            fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
-                (**self).watch_writes(addr, len)
+            unsafe fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
+                unsafe { (**self).watch_writes(addr, len) }
             }
-            fn written_pages(
+            unsafe fn written_pages(
                 &self,
                 addr: usize,
                 len: usize,
@@ -239,7 +249,7 @@ macro_rules! forward_backend {
                 protect: bool,
                 out: Option<&mut Vec<usize>>,
             ) -> Result<(), OsError> {
-                (**self).written_pages(addr, len, max_pages, protect, out)
+                unsafe { (**self).written_pages(addr, len, max_pages, protect, out) }
             }
             fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError> {
                 (**self).map_huge(addr, len, access)

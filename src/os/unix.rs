@@ -129,13 +129,13 @@ impl OsBackend for UnixBackend {
         Ok(())
     }
 
-    fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        // SAFETY: the range is the engine's own private anonymous mapping
-        // (precondition); watching changes no contents or access.
+    unsafe fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
+        // SAFETY: the range is the caller's own private anonymous mapping
+        // (the contract); watching changes no contents or access.
         unsafe { super::watch::watch(addr, len) }
     }
 
-    fn written_pages(
+    unsafe fn written_pages(
         &self,
         addr: usize,
         len: usize,
@@ -143,7 +143,7 @@ impl OsBackend for UnixBackend {
         protect: bool,
         out: Option<&mut Vec<usize>>,
     ) -> Result<(), OsError> {
-        // SAFETY: the engine asks only of ranges it watched (precondition).
+        // SAFETY: a range the caller watched and owns (the contract).
         unsafe { super::watch::scan(addr, len, max_pages, protect, out) }
     }
 
