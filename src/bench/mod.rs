@@ -204,6 +204,7 @@ mod tests {
     #[test]
     #[ignore = "takes a few seconds and 51,000 mappings; run with --ignored"]
     fn quick_run_reports_every_figure() {
+        let _serial = crate::ffi::flat::tests::serial();
         let report = run(&BenchOptions {
             quick: true,
             ..Default::default()
@@ -223,6 +224,7 @@ mod tests {
     #[test]
     #[ignore = "the full benchmark (about a minute); run with --ignored"]
     fn full_report() {
+        let _serial = crate::ffi::flat::tests::serial();
         let report = run(&BenchOptions::default());
         println!("{report}");
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));
@@ -230,6 +232,9 @@ mod tests {
 
     #[test]
     fn a_single_cheap_figure_runs() {
+        // Figure 2 reserves through the flat API's default manager, whose
+        // statistics the flat API's tests compare.
+        let _serial = crate::ffi::flat::tests::serial();
         let report = run(&BenchOptions {
             quick: true,
             trials: Some(2),

@@ -469,7 +469,7 @@ pub unsafe extern "C" fn hostmem_SetLastError(code: u32) {
 
 // The tests read the Windows x64 layout back byte by byte.
 #[cfg(all(test, target_pointer_width = "64"))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::heap::MallocType;
     use crate::win32::{MemoryState, MemoryType, PAGE_SIZE};
@@ -486,8 +486,9 @@ mod tests {
 
     /// Serialises the tests that use the default address space, so that
     /// one test's released range is not reserved by another before the
-    /// first is done with it.
-    fn serial() -> parking_lot::MutexGuard<'static, ()> {
+    /// first is done with it, and its statistics hold still (the bench's
+    /// tests take it too: figures 1–5 run through the flat API).
+    pub(crate) fn serial() -> parking_lot::MutexGuard<'static, ()> {
         static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
         SERIAL.lock()
     }
