@@ -133,6 +133,28 @@ fn memory_the_host_did_not_allocate_is_invalid_operation() {
     );
 }
 
+/// Takes a snapshot of `m`'s address space on another thread and holds it
+/// (the lock shared) for `hold`; returns once it is held. The thread
+/// answers the number of reservations it saw.
+fn hold_a_snapshot(
+    m: &Arc<HostMemoryManager>,
+    hold: Duration,
+) -> std::thread::JoinHandle<Result<usize, HostError>> {
+    let held = Arc::new(Barrier::new(2));
+    let snapshot = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || {
+            m.with_address_space(|space| {
+                held.wait();
+                std::thread::sleep(hold);
+                space.totals().reservations
+            })
+        })
+    };
+    held.wait();
+    snapshot
+}
+
 #[test]
 fn a_long_snapshot_makes_a_change_time_out() {
     let config = HostConfig {
@@ -140,18 +162,7 @@ fn a_long_snapshot_makes_a_change_time_out() {
         ..HostConfig::default()
     };
     let m = HostMemoryManager::new(config).unwrap();
-    let held = Arc::new(Barrier::new(2));
-    let snapshot = {
-        let (m, held) = (m.clone(), held.clone());
-        std::thread::spawn(move || {
-            m.with_address_space(|space| {
-                held.wait();
-                std::thread::sleep(Duration::from_millis(400));
-                space.totals().reservations
-            })
-        })
-    };
-    held.wait();
+    let snapshot = hold_a_snapshot(&m, Duration::from_millis(400));
     let got = m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL);
     assert_eq!(hr(got), HResult::HOST_E_TIMEOUT);
     assert_eq!(snapshot.join().unwrap(), Ok(0));
@@ -183,18 +194,7 @@ fn a_lock_timeout_of_duration_max_waits_for_the_holder() {
         ..HostConfig::default()
     };
     let m = HostMemoryManager::new(config).unwrap();
-    let held = Arc::new(Barrier::new(2));
-    let snapshot = {
-        let (m, held) = (m.clone(), held.clone());
-        std::thread::spawn(move || {
-            m.with_address_space(|space| {
-                held.wait();
-                std::thread::sleep(Duration::from_millis(50));
-                space.totals().reservations
-            })
-        })
-    };
-    held.wait();
+    let snapshot = hold_a_snapshot(&m, Duration::from_millis(50));
     // The change finds the snapshot's shard held and waits (no deadline).
     let got = m.virtual_alloc(0, 0x10000, RC, Protection::READWRITE, LEVEL);
     assert_eq!(hr(got), HResult::S_OK);
