@@ -263,15 +263,14 @@ fn counted_at(samples: &[(f64, u64, u64, u64)], t: f64) -> f64 {
         .map_or(0.0, |s| s.3 as f64 / MIB)
 }
 
-/// A tick label: at most two decimals, none when they are zeros ("250",
-/// "0.5").
+/// A tick label: the shortest decimal that names the value (to a
+/// millionth), no trailing zeros ("250", "0.5", "0.002" for a short run).
 fn tick(v: &f64) -> String {
-    let text = format!("{v:.2}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" {
+    let rounded = (v * 1e6).round() / 1e6;
+    if rounded == 0.0 {
         "0".to_owned()
     } else {
-        text.to_owned()
+        format!("{rounded}")
     }
 }
 
@@ -607,4 +606,20 @@ fn draw_legend(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick;
+
+    #[test]
+    fn tick_labels_are_short_and_tell_ticks_apart() {
+        assert_eq!(tick(&250.0), "250");
+        assert_eq!(tick(&0.5), "0.5");
+        assert_eq!(tick(&-0.0), "0");
+        assert_eq!(tick(&(0.1 + 0.2)), "0.3");
+        // A run of a hundredth of a second: its ticks must differ.
+        let labels: Vec<String> = [0.0, 0.002, 0.004, 0.006].iter().map(tick).collect();
+        assert_eq!(labels, ["0", "0.002", "0.004", "0.006"]);
+    }
 }
