@@ -1,5 +1,4 @@
-#![cfg(feature = "cli")]
-//! `hostmem bench`: the eight performance figures, each a median over
+//! `hostmem bench`: the performance figures, each a median over
 //! interleaved trials and, where there is one, a ratio against the raw
 //! syscall sequence (or the library a user would pick instead) doing the
 //! same work in the same run.
