@@ -773,7 +773,10 @@ impl<B: OsBackend> AddressSpace<B> {
             .reservations
             .remove(base)
             .expect("reservation found above");
-        self.marks.remove(&base);
+        // Only a watched reservation has marks: the others skip the hash.
+        if r.is_watched() {
+            self.marks.remove(&base);
+        }
         self.reserved_bytes -= r.size();
         self.committed_bytes -= r.committed_bytes();
         self.placement.released(base, r.size());
