@@ -277,7 +277,8 @@ fn bench_reports_json() {
         report["figures"].as_array().is_some_and(|f| f.len() == 1),
         "{report:#}"
     );
-    fails_with(&["bench", "--figure", "10"], "10");
+    fails_with(&["bench", "--figure", "13"], "13");
+    fails_with(&["bench", "--figure", "0"], "0");
 }
 
 /// `hostmem` with `HOSTMEM_TRACE` set to `trace`.

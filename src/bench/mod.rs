@@ -13,7 +13,9 @@
 //! 7. figure 1's work and VirtualQuery from 2 threads vs 1;
 //! 8. IHostMalloc Alloc+Free vs glibc malloc+free;
 //! 9. figure 3's work on 8 threads, each in its own reservation, vs 8
-//!    threads of the raw sequence.
+//!    threads of the raw sequence;
+//! 10. a numeric kernel (random gathers over 64 MiB) over memory committed
+//!     through hostmem — vs the same kernel over a plain `mmap`;
 //! 11. a collector's round: write 1 % of a 256 MiB `MEM_WRITE_WATCH` heap,
 //!     `GetWriteWatch` with reset — vs soft-dirty bits (`/proc/self/pagemap`
 //!     and `clear_refs`);
@@ -31,6 +33,7 @@
 //! [`AddressSpace`]: crate::engine::AddressSpace
 
 mod figures;
+mod kernel;
 mod measure;
 pub mod ops;
 mod report;
@@ -50,7 +53,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Overrides the number of interleaved trials.
     pub trials: Option<usize>,
-    /// The figures to run (1–9, 11, 12); empty: all.
+    /// The figures to run (1–12); empty: all.
     pub figures: Vec<u8>,
 }
 
@@ -175,6 +178,9 @@ pub fn run(options: &BenchOptions) -> BenchReport {
     if options.wants(9) {
         figures.push(figures::fig9(&plan));
     }
+    if options.wants(10) {
+        figures.push(kernel::fig10(plan.trials));
+    }
     let watch_batch = if options.quick { 2 } else { 5 };
     if options.wants(11) {
         figures.push(write_watch::fig11(plan.trials, watch_batch));
@@ -210,7 +216,7 @@ mod tests {
         });
         assert_eq!(
             report.figures.iter().map(|f| f.number).collect::<Vec<_>>(),
-            (1..=9).chain(11..=12).collect::<Vec<_>>()
+            (1..=12).collect::<Vec<_>>()
         );
         let text = report.to_string();
         assert!(text.contains("targets:"), "{text}");

@@ -1,0 +1,380 @@
+//! Figure 10: a numeric kernel over memory a runtime got from hostmem,
+//! against the same kernel over a plain `mmap`.
+//!
+//! Once memory is committed, hostmem is out of the way: no call of its own
+//! runs while a runtime computes. What can still differ is how the kernel
+//! backs the memory: where it lies, and whether transparent huge pages back
+//! it (a random gather over 64 MiB walks the page tables on most loads
+//! when its pages are small). The kernel here is such a gather, the access
+//! pattern that makes TLB reach matter most.
+
+use super::measure::{Side, interleaved, median, paired_ratio};
+use super::ops::RawMapping;
+use super::report::{Figure, Row, Target, Unit};
+use crate::host::{HostConfig, HostMemoryManager, MemoryCriticalLevel};
+use crate::win32::{AllocationType, FreeType, Protection};
+use rustix::mm::{self, Advice, ProtFlags};
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::sync::Arc;
+
+/// The memory the kernel runs over: 64 MiB.
+const ARENA: usize = 64 << 20;
+/// The chunks a runtime that makes few calls commits at a time.
+const CHUNK: usize = 8 << 20;
+/// The steps of a runtime that commits as it goes (a GC's heap growth).
+const STEP: usize = 64 << 10;
+/// Random loads per unit of work.
+const GATHERS: usize = 1 << 18;
+
+/// How an arena comes to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Making {
+    /// hostmem: reserve, then commit [`CHUNK`]s (nine calls), then write.
+    HostChunks,
+    /// hostmem: reserve, then commit a [`STEP`] and write it, in turn.
+    HostSteps,
+    /// `mmap` read-write, then write.
+    Raw,
+}
+
+/// Who holds an arena's memory.
+enum Holder {
+    Host(Arc<HostMemoryManager>),
+    /// Kept for its `Drop`, which unmaps it.
+    Raw {
+        _mapping: RawMapping,
+    },
+}
+
+/// [`ARENA`] bytes of read-write memory, every page written, that only its
+/// owner reaches.
+struct Arena {
+    addr: usize,
+    holder: Holder,
+}
+
+/// `madvise(MADV_HUGEPAGE)` over `[addr, addr + len)`.
+///
+/// # Safety
+///
+/// The range lies in a private anonymous mapping the caller was given or
+/// made. (The advice changes neither contents nor access.)
+#[allow(unsafe_code)]
+unsafe fn advise_huge(addr: usize, len: usize) {
+    // SAFETY: the caller's contract; MADV_HUGEPAGE only marks the mapping.
+    let _ = unsafe { mm::madvise(addr as *mut c_void, len, Advice::LinuxHugepage) };
+}
+
+/// Writes a word to every word of `[addr, addr + len)`.
+///
+/// # Safety
+///
+/// The range is committed read-write memory that the caller owns and that
+/// nothing references.
+#[allow(unsafe_code)]
+unsafe fn fill(addr: usize, len: usize) {
+    // SAFETY: the caller's contract; `addr` is page aligned.
+    let words = unsafe { std::slice::from_raw_parts_mut(addr as *mut u64, len / 8) };
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = i as u64;
+    }
+}
+
+impl Arena {
+    /// A new arena made as `making` says, advised for huge pages first if
+    /// `huge`.
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be had (the benchmark cannot go on).
+    #[allow(unsafe_code)]
+    fn new(making: Making, huge: bool) -> Self {
+        let level = MemoryCriticalLevel::TaskCritical;
+        match making {
+            Making::Raw => {
+                let raw = RawMapping::new(ARENA, ProtFlags::READ | ProtFlags::WRITE);
+                let addr = raw.addr();
+                // SAFETY: the whole mapping, made just above and owned here.
+                unsafe {
+                    if huge {
+                        advise_huge(addr, ARENA);
+                    }
+                    fill(addr, ARENA);
+                }
+                Self {
+                    addr,
+                    holder: Holder::Raw { _mapping: raw },
+                }
+            }
+            Making::HostChunks | Making::HostSteps => {
+                let host = HostMemoryManager::new(HostConfig::default()).expect("a manager");
+                let base = host
+                    .virtual_alloc(
+                        0,
+                        ARENA,
+                        AllocationType::RESERVE,
+                        Protection::NOACCESS,
+                        level,
+                    )
+                    .expect("VirtualAlloc(MEM_RESERVE)");
+                if huge {
+                    // SAFETY: the reservation this function just made.
+                    unsafe { advise_huge(base, ARENA) };
+                }
+                let step = if making == Making::HostChunks {
+                    CHUNK
+                } else {
+                    STEP
+                };
+                for at in (base..base + ARENA).step_by(step) {
+                    host.virtual_alloc(
+                        at,
+                        step,
+                        AllocationType::COMMIT,
+                        Protection::READWRITE,
+                        level,
+                    )
+                    .expect("VirtualAlloc(MEM_COMMIT)");
+                    if making == Making::HostSteps {
+                        // SAFETY: just committed read-write, in a
+                        // reservation only this arena knows.
+                        unsafe { fill(at, step) };
+                    }
+                }
+                if making == Making::HostChunks {
+                    // SAFETY: the whole reservation, committed above.
+                    unsafe { fill(base, ARENA) };
+                }
+                Self {
+                    addr: base,
+                    holder: Holder::Host(host),
+                }
+            }
+        }
+    }
+
+    /// The arena's words.
+    #[allow(unsafe_code)]
+    fn words(&self) -> &[u64] {
+        // SAFETY: ARENA bytes of committed read-write memory, initialised by
+        // `fill`, owned by `self` (it is released only when `self` drops)
+        // and written by no one while this borrow lasts.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u64, ARENA / 8) }
+    }
+
+    /// Kilobytes of the arena that transparent huge pages back, from
+    /// `/proc/self/smaps`; `None` if it cannot be read.
+    fn huge_kib(&self) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        huge_kib_in(&smaps, self.addr..self.addr + ARENA)
+    }
+}
+
+/// The `AnonHugePages` of the mappings in `smaps` that meet `range`, in
+/// kilobytes; `None` if a value does not parse.
+fn huge_kib_in(smaps: &str, range: std::ops::Range<usize>) -> Option<u64> {
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        if let Some(value) = line.strip_prefix("AnonHugePages:") {
+            if inside {
+                kib += value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()?;
+            }
+        } else if let Some((span, _)) = line.split_once(' ')
+            && let Some((start, end)) = span.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = start < range.end && end > range.start;
+        }
+    }
+    Some(kib)
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        if let Holder::Host(host) = &self.holder {
+            // The slice borrows ended with `&self`'s.
+            let _ = host.virtual_free(self.addr, 0, FreeType::RELEASE);
+        }
+    }
+}
+
+/// The kernel: [`GATHERS`] loads from pseudo-random words, summed.
+fn gather(words: &[u64]) -> u64 {
+    let mask = words.len() - 1;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut sum = 0u64;
+    for _ in 0..GATHERS {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        sum = sum.wrapping_add(words[(x >> 33) as usize & mask]);
+    }
+    sum
+}
+
+/// The system's transparent huge page mode (`always`, `madvise`, `never`),
+/// if it can be read.
+fn thp_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let start = text.find('[')? + 1;
+    let end = start + text[start..].find(']')?;
+    Some(text[start..end].to_string())
+}
+
+/// One row: the kernel over an arena made as `making` vs over a plain
+/// mapping, both advised for huge pages if `huge`; and the huge-page
+/// backing of each, for the notes.
+fn row(trials: usize, making: Making, huge: bool) -> ([Vec<f64>; 2], [Option<u64>; 2]) {
+    let host = Arena::new(making, huge);
+    let raw = Arena::new(Making::Raw, huge);
+    let backing = [host.huge_kib(), raw.huge_kib()];
+    let mut h = || {
+        black_box(gather(black_box(host.words())));
+    };
+    let mut r = || {
+        black_box(gather(black_box(raw.words())));
+    };
+    let mut samples = interleaved(trials, &mut [Side::new(1, &mut h), Side::new(1, &mut r)]);
+    let raw_samples = samples.pop().expect("two sides");
+    let host_samples = samples.pop().expect("two sides");
+    ([host_samples, raw_samples], backing)
+}
+
+fn kib(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".to_string(), |k| format!("{k} kB"))
+}
+
+/// Figure 10: the kernel over hostmem's memory vs over a plain mapping.
+pub fn fig10(trials: usize) -> Figure {
+    let mode = thp_mode();
+    let huge_possible = mode.as_deref().is_some_and(|m| m != "never");
+    let mut rows = Vec::new();
+    let mut notes = vec![format!(
+        "a unit: {GATHERS} loads of random words of a 64 MiB arena; transparent huge pages: {}",
+        mode.as_deref().unwrap_or("unknown")
+    )];
+    let cases: [(Making, bool, &str, Option<Target>); 3] = [
+        (
+            Making::HostChunks,
+            false,
+            "reserve 64 MiB, commit 8 × 8 MiB, write; THP as the system has it",
+            Some(Target::ratio_at_most(1.02)),
+        ),
+        (
+            Making::HostChunks,
+            true,
+            "the same, both sides MADV_HUGEPAGE (what THP `always` does)",
+            Some(Target::ratio_at_most(1.02)),
+        ),
+        (
+            Making::HostSteps,
+            true,
+            "commit and first write 64 KiB at a time, both MADV_HUGEPAGE",
+            None,
+        ),
+    ];
+    for (making, huge, label, target) in cases {
+        if huge && !huge_possible {
+            rows.push(Row::not_measured(label, target));
+            continue;
+        }
+        let ([h, r], [hk, rk]) = row(trials, making, huge);
+        rows.push(Row::new(
+            label,
+            Unit::Nanoseconds,
+            Some(median(&h) / GATHERS as f64),
+            Some(median(&r) / GATHERS as f64),
+            Some(paired_ratio(&h, &r)),
+            target,
+        ));
+        notes.push(format!(
+            "huge pages backing \"{label}\": hostmem {}, mmap {}",
+            kib(hk),
+            kib(rk)
+        ));
+    }
+    notes.push(
+        "pages first written while their commit is narrower than 2 MiB fault in as small \
+         pages (the kernel can map a huge page only where one mapping spans the whole \
+         aligned 2 MiB); khugepaged collapses them later"
+            .into(),
+    );
+    Figure {
+        number: 10,
+        title: "a numeric kernel (random gathers over 64 MiB) over memory from hostmem".into(),
+        reference: "the same kernel over a plain mmap of 64 MiB".into(),
+        ratio_means: "hostmem's memory / mmap's, median of paired trials (ns per load)".into(),
+        rows,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arena_from_hostmem_holds_what_was_written_and_is_released() {
+        let arena = Arena::new(Making::HostSteps, false);
+        let words = arena.words();
+        assert_eq!(words.len(), ARENA / 8);
+        assert!(
+            words
+                .iter()
+                .enumerate()
+                .step_by(4099)
+                .all(|(i, &w)| w == (i % (STEP / 8)) as u64)
+        );
+        let Holder::Host(host) = &arena.holder else {
+            panic!("a host arena")
+        };
+        let host = Arc::clone(host);
+        assert_eq!(host.statistics().committed_bytes as usize, ARENA);
+        drop(arena);
+        assert_eq!(host.statistics().committed_bytes, 0);
+    }
+
+    #[test]
+    fn huge_pages_are_summed_over_the_mappings_that_meet_the_range() {
+        let smaps = "\
+1000-3000 rw-p 00000000 00:00 0
+Size:                  8 kB
+AnonHugePages:      2048 kB
+3000-5000 rw-p 00000000 00:00 0
+AnonHugePages:      4096 kB
+5000-6000 r--p 00000000 08:01 42       /usr/lib/libc.so.6
+AnonHugePages:         0 kB
+7000-8000 rw-p 00000000 00:00 0
+AnonHugePages:       512 kB
+";
+        assert_eq!(huge_kib_in(smaps, 0x2000..0x4000), Some(6144));
+        assert_eq!(huge_kib_in(smaps, 0x3000..0x5000), Some(4096));
+        assert_eq!(huge_kib_in(smaps, 0x6000..0x7000), Some(0));
+        assert_eq!(huge_kib_in(smaps, 0x7fff..0x9000), Some(512));
+        assert_eq!(
+            huge_kib_in("1000-2000 rw-p 0 0 0\nAnonHugePages: x kB\n", 0..0x1800),
+            None
+        );
+    }
+
+    #[test]
+    fn the_kernel_reads_the_words_it_is_given() {
+        let arena = Arena::new(Making::Raw, false);
+        assert!(arena.huge_kib().is_some());
+        let zeros = vec![0u64; 1 << 10];
+        let ones = vec![1u64; 1 << 10];
+        assert_eq!(gather(&zeros), 0);
+        assert_eq!(gather(&ones), GATHERS as u64);
+        assert_eq!(gather(arena.words()), gather(arena.words()));
+    }
+}
