@@ -339,7 +339,7 @@ mod tests {
             panic!("a host arena")
         };
         let host = Arc::clone(host);
-        assert_eq!(host.statistics().committed_bytes as usize, ARENA);
+        assert_eq!(host.statistics().committed_bytes, ARENA);
         drop(arena);
         assert_eq!(host.statistics().committed_bytes, 0);
     }
