@@ -302,7 +302,7 @@ impl HostMemoryManager {
             .write(Some(self.config.lock_timeout))
             .map_err(Self::lock_error)?;
         if let Some(tracer) = &self.tracer {
-            tracer.stamp();
+            tracer.restamp();
         }
         let result = f(&mut state);
         self.peak_committed

@@ -300,13 +300,22 @@ impl Tracer {
     }
 
     /// Takes the sequence number of the call the thread is in, if it has
-    /// none yet. Call it with the manager's lock held.
+    /// none yet. Call it with the manager's shared lock held.
     pub fn stamp(&self) {
         STAMP.with(|s| {
             if s.get().is_none() {
                 s.set(Some(self.sink.next_seq()));
             }
         });
+    }
+
+    /// Takes a new sequence number for the call the thread is in, whether
+    /// or not it had one. Call it with the manager's exclusive lock held: a
+    /// call that looked under the shared lock first (a refusal pre-check)
+    /// takes effect here, and other threads' calls may have run between
+    /// the two, so its place in the order is this one.
+    pub fn restamp(&self) {
+        STAMP.set(Some(self.sink.next_seq()));
     }
 
     /// Runs a call and records it: `call` as the manager got it, and what
@@ -382,5 +391,66 @@ impl MemoryNotificationCallback for RecordingCallback {
             outcome: Outcome::Event,
         });
         self.inner.on_memory_notification(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostConfig;
+    use crate::trace::Trace;
+
+    fn decommit(address: usize) -> Call<usize> {
+        Call::VirtualFree {
+            heap: false,
+            address,
+            size: 0x1000,
+            free_type: crate::win32::FreeType::DECOMMIT,
+        }
+    }
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A call that looked under the shared lock, then waited for the
+    /// exclusive one while another thread's call ran, takes effect after
+    /// that call: its sequence number must come after it, or a replay in
+    /// sequence order applies the two the other way round.
+    #[test]
+    fn a_call_is_ordered_where_it_took_effect_not_where_it_first_looked() {
+        let out = Shared::default();
+        let sink = TraceSink::with_writer("test", out.clone()).unwrap();
+        let tracer = Tracer::new(sink, &HostConfig::default());
+        tracer
+            .trace(decommit(0x1000), || {
+                tracer.stamp(); // the shared pre-check
+                std::thread::scope(|s| {
+                    s.spawn(|| tracer.trace(decommit(0x2000), || Ok(())).unwrap());
+                });
+                tracer.restamp(); // the exclusive section
+                Ok(())
+            })
+            .unwrap();
+        let text = String::from_utf8(out.0.lock().clone()).unwrap();
+        let trace = Trace::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let order: Vec<String> = trace
+            .records
+            .iter()
+            .map(|(_, r)| r.call.to_string())
+            .collect();
+        assert_eq!(order.len(), 3, "{text}");
+        assert!(order[1].contains("addr=0x2000"), "{text}");
+        assert!(order[2].contains("addr=0x1000"), "{text}");
     }
 }
