@@ -259,6 +259,28 @@ fn fig8_malloc(c: &mut Criterion) {
     g.finish();
 }
 
+/// Figure 10: the random-gather kernel over 64 MiB from hostmem (committed
+/// in 8 MiB chunks, or 64 KiB steps each written at once) and from a
+/// plain mapping, with and without `MADV_HUGEPAGE`.
+fn fig10_numeric_kernel(c: &mut Criterion) {
+    use hostmem::unstable::bench::kernel::{Arena, Making, gather};
+    let mut g = c.benchmark_group("fig10_gather_64m");
+    for huge in [false, true] {
+        for (name, making) in [
+            ("hostmem_chunks", Making::HostChunks),
+            ("hostmem_steps", Making::HostSteps),
+            ("raw_mmap", Making::Raw),
+        ] {
+            let arena = Arena::new(making, huge);
+            let id = BenchmarkId::new(name, if huge { "hugepage" } else { "system" });
+            g.bench_function(id, |b| {
+                b.iter(|| black_box(gather(black_box(arena.words()))))
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = configured();
@@ -271,6 +293,7 @@ criterion_group! {
         fig7_two_threads,
         fig8_malloc,
         fig1_to_3_churned_and_c_api,
-        fig9_eight_threads
+        fig9_eight_threads,
+        fig10_numeric_kernel
 }
 criterion_main!(benches);

@@ -19,17 +19,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 /// The memory the kernel runs over: 64 MiB.
-const ARENA: usize = 64 << 20;
+pub const ARENA: usize = 64 << 20;
 /// The chunks a runtime that makes few calls commits at a time.
-const CHUNK: usize = 8 << 20;
+pub const CHUNK: usize = 8 << 20;
 /// The steps of a runtime that commits as it goes (a GC's heap growth).
-const STEP: usize = 64 << 10;
+pub const STEP: usize = 64 << 10;
 /// Random loads per unit of work.
-const GATHERS: usize = 1 << 18;
+pub const GATHERS: usize = 1 << 18;
 
 /// How an arena comes to be.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Making {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Making {
     /// hostmem: reserve, then commit [`CHUNK`]s (nine calls), then write.
     HostChunks,
     /// hostmem: reserve, then commit a [`STEP`] and write it, in turn.
@@ -49,7 +49,7 @@ enum Holder {
 
 /// [`ARENA`] bytes of read-write memory, every page written, that only its
 /// owner reaches.
-struct Arena {
+pub struct Arena {
     addr: usize,
     holder: Holder,
 }
@@ -89,7 +89,7 @@ impl Arena {
     ///
     /// If the memory cannot be had (the benchmark cannot go on).
     #[allow(unsafe_code)]
-    fn new(making: Making, huge: bool) -> Self {
+    pub fn new(making: Making, huge: bool) -> Self {
         let level = MemoryCriticalLevel::TaskCritical;
         match making {
             Making::Raw => {
@@ -156,7 +156,7 @@ impl Arena {
 
     /// The arena's words.
     #[allow(unsafe_code)]
-    fn words(&self) -> &[u64] {
+    pub fn words(&self) -> &[u64] {
         // SAFETY: ARENA bytes of committed read-write memory, initialised by
         // `fill`, owned by `self` (it is released only when `self` drops)
         // and written by no one while this borrow lasts.
@@ -209,7 +209,7 @@ impl Drop for Arena {
 }
 
 /// The kernel: [`GATHERS`] loads from pseudo-random words, summed.
-fn gather(words: &[u64]) -> u64 {
+pub fn gather(words: &[u64]) -> u64 {
     let mask = words.len() - 1;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut sum = 0u64;

@@ -27,13 +27,13 @@
 //! (2,000 small reservations made and released), and report the worst
 //! of the four against the target; the bare [`AddressSpace`] engine is
 //! shown too, so the host layer's own cost is visible. The operations themselves are in
-//! [`ops`], shared with the criterion benches (`benches/engine.rs`).
+//! [`ops`] and [`kernel`], shared with the criterion benches (`benches/engine.rs`).
 //!
 //! [`HostMemoryManager`]: crate::host::HostMemoryManager
 //! [`AddressSpace`]: crate::engine::AddressSpace
 
 mod figures;
-mod kernel;
+pub mod kernel;
 mod measure;
 pub mod ops;
 mod report;
