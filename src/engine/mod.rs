@@ -32,6 +32,7 @@ use crate::win32::{
     ALLOCATION_GRANULARITY, AllocationType, FreeType, MemoryBasicInformation, PAGE_SIZE,
     Protection, Win32Error,
 };
+pub use index::IndexView;
 use index::{Lookup, ReservationIndex};
 use placement::Placement;
 use request::{AllocRequest, PrivateProtection, alloc_request, private_protection};
@@ -126,6 +127,13 @@ impl<B: OsBackend> AddressSpace<B> {
     /// The live reservations, in address order.
     pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
         self.reservations.iter()
+    }
+
+    /// A view of the reservations for readers that hold no lock over the
+    /// address space: it answers what it can from the index as it is at
+    /// the moment it reads, and says when it cannot (see [`IndexView`]).
+    pub fn index_view(&self) -> IndexView {
+        self.reservations.view()
     }
 
     /// The reservation holding `addr`, if the engine made it.
