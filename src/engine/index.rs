@@ -130,6 +130,7 @@ impl Summary {
 
     /// The query of `addr` in granule `granule`, or `None` if `addr` lies
     /// past the reservation's end (in the rest of its last granule).
+    #[inline]
     fn query(summary: u32, granule: usize, addr: usize) -> Option<MemoryBasicInformation> {
         let end = granule + (summary & 0xFFF) as usize * PAGE_SIZE;
         if addr >= end {
@@ -203,7 +204,7 @@ impl Tables {
     }
 
     /// Entry `i` of table `t` at `level`, if its chunk is allocated.
-    #[inline]
+    #[inline(always)]
     fn slot(&self, level: usize, t: usize, i: usize) -> Option<&AtomicU64> {
         let (k, offset) = chunk_of(t, FIRST[level]);
         if i >= FANOUT[level] {
@@ -251,7 +252,7 @@ impl Tables {
     /// The entry that decides `addr` (empty or an owner), read as a
     /// reader does; `None` where a table's memory is not there (a change
     /// under way).
-    #[inline]
+    #[inline(always)]
     fn entry_at(&self, addr: usize) -> Option<Entry> {
         let mut e = self.slot(0, 0, addr >> SHIFT[0])?.load(Ordering::Acquire);
         for level in 1..SHIFT.len() {
@@ -268,7 +269,7 @@ impl Tables {
     /// Reads `addr`'s entry between two reads of the sequence number,
     /// up to `TRIES` times: the entry as of a moment no change was under
     /// way, or `None` if changes kept overlapping the reads.
-    #[inline]
+    #[inline(always)]
     fn stable_entry_at(&self, addr: usize) -> Option<Entry> {
         const TRIES: usize = 4;
         for _ in 0..TRIES {
