@@ -266,6 +266,22 @@ impl Tables {
         Some(e)
     }
 
+    /// The sequence number a read starts from, or `None` while a change
+    /// is under way.
+    #[inline(always)]
+    fn read_begin(&self) -> Option<u64> {
+        let seq = self.seq.load(Ordering::Acquire);
+        seq.is_multiple_of(2).then_some(seq)
+    }
+
+    /// Whether no change started since [`read_begin`](Self::read_begin)
+    /// returned `seq`: what was read in between is then as of one moment.
+    #[inline(always)]
+    fn read_valid(&self, seq: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.seq.load(Ordering::Relaxed) == seq
+    }
+
     /// Reads `addr`'s entry between two reads of the sequence number,
     /// up to `TRIES` times: the entry as of a moment no change was under
     /// way, or `None` if changes kept overlapping the reads.
@@ -273,17 +289,15 @@ impl Tables {
     fn stable_entry_at(&self, addr: usize) -> Option<Entry> {
         const TRIES: usize = 4;
         for _ in 0..TRIES {
-            let before = self.seq.load(Ordering::Acquire);
-            if before % 2 != 0 {
+            let Some(seq) = self.read_begin() else {
                 std::hint::spin_loop();
                 continue;
-            }
+            };
             let e = self.entry_at(addr);
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == before {
-                if let Some(e) = e {
-                    return Some(e);
-                }
+            if let Some(e) = e
+                && self.read_valid(seq)
+            {
+                return Some(e);
             }
         }
         None
@@ -502,9 +516,9 @@ impl ReservationIndex {
         // only `take_all` has anything to clear.
         if self.live[0][0] != 0 {
             self.tables.begin();
-            for level in 0..SHIFT.len() {
+            for (level, &fanout) in FANOUT.iter().enumerate() {
                 for t in 0..self.live[level].len() as u32 {
-                    for i in 0..FANOUT[level] {
+                    for i in 0..fanout {
                         self.tables.at(level, t, i).store(EMPTY, Ordering::Relaxed);
                     }
                 }
@@ -776,6 +790,18 @@ mod tests {
                 (Lookup::Outside, None) => {}
                 _ => panic!("lookup and at disagree at {addr:#x}"),
             }
+            // What a reader without the lock is told, when it is told.
+            let view = index.view();
+            if let Some(mbi) = view.query(addr) {
+                assert_eq!(
+                    Some(mbi),
+                    index.at(addr).map(|r| r.query(addr)),
+                    "view of {addr:#x}"
+                );
+            }
+            if let Some(held) = view.holds(addr) {
+                assert_eq!(held, expected.is_some(), "holds {addr:#x}");
+            }
         }
         assert_eq!(index.len(), live.len());
         let mut bases: Vec<usize> = live.iter().map(|&(b, _)| b).collect();
@@ -883,6 +909,76 @@ mod tests {
             Lookup::Outside
         ));
         assert!(matches!(index.lookup(origin + 4 * g), Lookup::Answered(_)));
+    }
+
+    #[test]
+    fn a_read_overlapping_a_change_is_refused_and_views_fall_back() {
+        let g = ALLOCATION_GRANULARITY;
+        let origin = 16 << 40;
+        let mut index = ReservationIndex::new();
+        let view = index.view();
+        let tables = &view.0;
+        index.insert(reservation(origin, g));
+        let addr = origin + 5;
+        // A read that starts, sees the entry, then a change: refused.
+        let seq = tables.read_begin().expect("no change under way");
+        let before = tables.entry_at(addr).unwrap();
+        assert_eq!(before >> 32, 0, "alone in its 8 GiB span: one top entry");
+        assert_eq!(view.holds(addr), None, "the top entry cannot say");
+        // A neighbour in the same 2 MiB span splits the entry into a
+        // table: the read above saw the old layout.
+        index.insert(reservation(origin + g, g));
+        assert!(!tables.read_valid(seq), "a change in between is seen");
+        // Read again: valid, and the new layout (a table below the top).
+        let seq = tables.read_begin().unwrap();
+        let after = tables.entry_at(addr).unwrap();
+        assert!(tables.read_valid(seq));
+        assert_eq!(after as u32, before as u32, "the same reservation");
+        assert_ne!(after >> 32, 0, "now a summarised granule entry");
+        assert_eq!(view.holds(addr), Some(true));
+        // A table freed and handed to another span: a reader that
+        // followed the old table number is refused as well.
+        let seq = tables.read_begin().unwrap();
+        index.remove(origin + g).unwrap();
+        index.remove(origin).unwrap();
+        index.insert(reservation(origin + (64 << 30), g));
+        index.insert(reservation(origin + (64 << 30) + g, g));
+        assert!(!tables.read_valid(seq));
+        assert_eq!(view.holds(addr), Some(false), "the old span is empty");
+        // While a change is under way (the sequence number odd), views
+        // answer nothing and leave it to the locked path.
+        let moved = origin + (64 << 30) + 5;
+        assert!(view.query(moved).is_some());
+        tables.begin();
+        assert_eq!(tables.read_begin(), None);
+        assert!(view.query(moved).is_none());
+        assert_eq!(view.holds(moved), None);
+        assert_eq!(view.holds(addr), None);
+        tables.end();
+        assert_eq!(
+            view.query(moved),
+            Some(index.at(moved).unwrap().query(moved))
+        );
+        assert_eq!(view.holds(moved), Some(true));
+    }
+
+    #[test]
+    fn chunks_place_every_table_once() {
+        for first in [1, 64] {
+            let mut expected = (0, 0);
+            for t in 0..5000 {
+                let (k, offset) = chunk_of(t, first);
+                assert_eq!((k, offset), expected, "table {t}");
+                assert!(offset < first << k);
+                expected = if offset + 1 == first << k {
+                    (k + 1, 0)
+                } else {
+                    (k, offset + 1)
+                };
+            }
+        }
+        let (k, _) = chunk_of(TABLE as usize - 1, 1);
+        assert!(k < CHUNKS, "2^31 tables fit");
     }
 
     #[test]

@@ -303,10 +303,10 @@ impl HostMemoryManager {
     /// call takes its place in the trace.
     fn space_owns(&self, address: usize) -> Result<bool, HostError> {
         let page = page_floor(address);
-        if self.tracer.is_none() {
-            if let Some(held) = self.view.holds(page) {
-                return Ok(held);
-            }
+        if self.tracer.is_none()
+            && let Some(held) = self.view.holds(page)
+        {
+            return Ok(held);
         }
         self.read(|state| Ok(state.space.owns(page)))
     }
@@ -617,10 +617,10 @@ impl HostMemoryManager {
                 // granule's summary, read without the lock; the rest (and
                 // every traced call, whose place in the trace is taken
                 // under the lock) under the shared lock.
-                if self.tracer.is_none() {
-                    if let Some(mbi) = self.view.query(address) {
-                        return Ok(mbi);
-                    }
+                if self.tracer.is_none()
+                    && let Some(mbi) = self.view.query(address)
+                {
+                    return Ok(mbi);
                 }
                 self.read(|state| {
                     state
