@@ -922,6 +922,37 @@ pub fn protect_arguments_valid(address: usize, size: usize, new_protect: Protect
     private_protection(new_protect).is_ok() && PageRange::touched(address, size.max(1)).is_ok()
 }
 
+/// Whether `VirtualAlloc` arguments that work on existing pages (a commit
+/// at an address, `MEM_RESET`, `MEM_RESET_UNDO`) are ones the engine
+/// accepts whatever the address: with them, an address outside the
+/// engine's reservations fails for that reason alone
+/// (`ERROR_INVALID_ADDRESS`), and a caller may refuse it without asking
+/// the engine for a change. False for a reservation.
+pub fn existing_pages_arguments_valid(
+    address: usize,
+    size: usize,
+    allocation_type: AllocationType,
+    protect: Protection,
+) -> bool {
+    if size == 0 {
+        return false;
+    }
+    let Ok(request) = alloc_request(allocation_type, address) else {
+        return false;
+    };
+    let Ok(range) = PageRange::touched(address, size) else {
+        return false;
+    };
+    if address != 0 && (address < ALLOCATION_GRANULARITY || range.end() > USER_ADDRESS_END) {
+        return false;
+    }
+    match request {
+        AllocRequest::Reset | AllocRequest::ResetUndo => protect.is_well_formed(),
+        AllocRequest::Commit => private_protection(protect).is_ok(),
+        AllocRequest::Reserve { .. } => false,
+    }
+}
+
 /// Whether making the pages of `pages` inaccessible would split a kernel
 /// mapping: where an edge of the range has pages whose access changes, and
 /// the page across that edge has the same access (one mapping holds both)

@@ -460,6 +460,19 @@ impl HostMemoryManager {
         protect: Protection,
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
+        // As in `decommit_or_release`: a commit or reset of pages at an
+        // address in no reservation is refused before the exclusive lock.
+        if works_on_existing_pages(address, allocation_type)
+            && crate::engine::existing_pages_arguments_valid(
+                address,
+                size,
+                allocation_type,
+                protect,
+            )
+            && !self.space_owns(address)?
+        {
+            return Err(HostError::NotHostMemory);
+        }
         self.write(|state| {
             if let Some(budget) = self.budget {
                 let cost = state

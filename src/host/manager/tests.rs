@@ -471,9 +471,44 @@ fn queries_and_foreign_refusals_answer_while_a_change_holds_the_lock() {
     let query = m.virtual_query(uniform + 0x1234);
     let release = m.virtual_free(foreign, 0, FreeType::RELEASE);
     let protect = m.virtual_protect(foreign, 0x1000, Protection::READONLY);
+    let commit = m.virtual_alloc(
+        foreign,
+        0x1000,
+        AllocationType::COMMIT,
+        Protection::READWRITE,
+        LEVEL,
+    );
+    let reset = m.virtual_alloc(
+        foreign,
+        0x1000,
+        AllocationType::RESET,
+        Protection::READWRITE,
+        LEVEL,
+    );
+    // A bad protection is the engine's to judge: it waits for the lock.
+    let bad = m.virtual_alloc(
+        foreign,
+        0x1000,
+        AllocationType::COMMIT,
+        Protection::from_bits_retain(0x3),
+        LEVEL,
+    );
     // Pages not alike: only the locked path can describe them.
     let not_uniform = m.virtual_query(mixed);
     drop(guard);
+    assert_eq!(commit, Err(HostError::NotHostMemory));
+    assert_eq!(reset, Err(HostError::NotHostMemory));
+    assert_eq!(bad, Err(HostError::Timeout));
+    assert_eq!(
+        m.virtual_alloc(
+            foreign,
+            0x1000,
+            AllocationType::COMMIT,
+            Protection::from_bits_retain(0x3),
+            LEVEL,
+        ),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
     assert_eq!(query, Ok(expected));
     assert_eq!(expected.region_size, 0x20000 - 0x1000);
     assert_eq!(release, Err(HostError::NotHostMemory));
