@@ -30,11 +30,22 @@
 //! Reservations live in a slab (their slot is what the entries hold); a
 //! `BTreeMap` from base to slot keeps their order for what needs it:
 //! neighbours of free memory, overlap checks and iteration.
+//!
+//! Readers without the manager's lock ([`IndexView`]) read the same
+//! entries: the tables are atomic words in chunks that are allocated once
+//! and kept until the index goes (a freed table is only reused, by the
+//! writer), so a stale table number still leads to memory of the index,
+//! and a sequence number, odd while the writer changes any entry, tells a
+//! reader whether what it read between two readings is as of one moment.
+//! A reader answers only from one entry (a summary, or an empty span), and
+//! never touches a reservation.
 
-use super::page_map::{PageProtection, PageState};
+use super::page_map::PageProtection;
 use super::range::{USER_ADDRESS_END, page_floor};
-use super::reservation::{Reservation, describe};
-use crate::win32::{ALLOCATION_GRANULARITY, MemoryBasicInformation, PAGE_SIZE, Protection};
+use super::reservation::Reservation;
+use crate::win32::{
+    ALLOCATION_GRANULARITY, MemoryBasicInformation, MemoryState, MemoryType, PAGE_SIZE, Protection,
+};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -130,31 +141,58 @@ impl Summary {
 
     /// The query of `addr` in granule `granule`, or `None` if `addr` lies
     /// past the reservation's end (in the rest of its last granule).
+    /// Decoded with tables rather than branches: queries of neighbours in
+    /// different states do not mispredict.
     #[inline]
     fn query(summary: u32, granule: usize, addr: usize) -> Option<MemoryBasicInformation> {
+        /// The protection of each page-state code (0: reserved, none).
+        const PROTECT: [u32; 8] = [
+            0,
+            Protection::NOACCESS.bits(),
+            Protection::READONLY.bits(),
+            Protection::READWRITE.bits(),
+            Protection::EXECUTE.bits(),
+            Protection::EXECUTE_READ.bits(),
+            Protection::EXECUTE_READWRITE.bits(),
+            0,
+        ];
+        /// Which codes are committed pages: they carry the caching modifier.
+        const COMMITTED: [u32; 8] = [0, !0, !0, !0, !0, !0, !0, 0];
+        const STATE: [MemoryState; 8] = [
+            MemoryState::RESERVE,
+            MemoryState::COMMIT,
+            MemoryState::COMMIT,
+            MemoryState::COMMIT,
+            MemoryState::COMMIT,
+            MemoryState::COMMIT,
+            MemoryState::COMMIT,
+            MemoryState::RESERVE,
+        ];
+        const CACHING: [u32; 4] = [
+            0,
+            Protection::NOCACHE.bits(),
+            Protection::WRITECOMBINE.bits(),
+            0,
+        ];
         let end = granule + (summary & 0xFFF) as usize * PAGE_SIZE;
         if addr >= end {
             return None;
         }
         let base = granule - ((summary >> 12) & 0x7FF) as usize * ALLOCATION_GRANULARITY;
-        let state = PageState::from_code(u64::from((summary >> 28) & 7));
-        let protect = PageState::from_code(u64::from((summary >> 25) & 7));
-        let caching = [
-            Protection::empty(),
-            Protection::NOCACHE,
-            Protection::WRITECOMBINE,
-        ][((summary >> 23) & 3) as usize];
-        let PageState::Committed(protect) = protect else {
-            unreachable!("a summary holds a valid protection")
-        };
-        let allocation_protect = protect.protection() | caching;
-        Some(describe(
-            page_floor(addr),
-            end,
-            base,
-            allocation_protect,
-            state,
-        ))
+        let state = ((summary >> 28) & 7) as usize;
+        let allocation = ((summary >> 25) & 7) as usize;
+        let caching = CACHING[((summary >> 23) & 3) as usize];
+        let page = page_floor(addr);
+        Some(MemoryBasicInformation {
+            base_address: page,
+            allocation_base: base,
+            allocation_protect: Protection::from_bits_retain(PROTECT[allocation] | caching),
+            partition_id: 0,
+            region_size: end - page,
+            state: STATE[state],
+            protect: Protection::from_bits_retain(PROTECT[state] | (caching & COMMITTED[state])),
+            type_: MemoryType::PRIVATE,
+        })
     }
 }
 
@@ -756,7 +794,7 @@ impl ReservationIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::PageProtection;
+    use crate::engine::{PageProtection, PageState};
 
     impl ReservationIndex {
         /// Tables allocated at each level.
