@@ -749,6 +749,9 @@ impl HostMemoryManager {
 
     /// Whether `address` lies in memory this manager allocated.
     pub fn owns(&self, address: usize) -> bool {
+        if let Some(held) = self.view.holds(address) {
+            return held;
+        }
         self.state
             .read(Some(self.config.lock_timeout))
             .is_ok_and(|state| state.space.owns(address))
