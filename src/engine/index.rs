@@ -1001,6 +1001,66 @@ mod tests {
     }
 
     #[test]
+    fn readers_racing_with_tables_recycled_between_spans_see_only_whole_answers() {
+        let g = ALLOCATION_GRANULARITY;
+        // Two 2 MiB spans in one 8 GiB span: the writer splits one, frees
+        // its granule table, and splits the other with the same table.
+        // The spans' layouts differ, so that an entry of one read as the
+        // other's gives a wrong answer: in span one, one granule at 3 and
+        // one at 5 (4 is free); in span two, two granules at 3 and one at
+        // 6 (5 is free).
+        let one = 16 << 40;
+        let two = one + (2 << 20);
+        let layouts = [
+            (one, [(3 * g, g), (5 * g, g)], 4 * g),
+            (two, [(3 * g, 2 * g), (6 * g, g)], 5 * g),
+        ];
+        let mut index = ReservationIndex::new();
+        // A neighbour far off keeps the level-1 table alive.
+        index.insert(reservation(one + (1 << 30), g));
+        let view = index.view();
+        let probe = 0x1234;
+        let expected = layouts.map(|(origin, [(at, size), _], gap)| {
+            let r = reservation(origin + at, size);
+            (
+                origin + at + probe,
+                r.query(origin + at + probe),
+                origin + gap + probe,
+            )
+        });
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..50_000 {
+                    for (origin, parts, _) in layouts {
+                        for (at, size) in parts {
+                            index.insert(reservation(origin + at, size));
+                        }
+                        for (at, _) in parts {
+                            index.remove(origin + at).unwrap();
+                        }
+                    }
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut answered = 0;
+            while !done.load(Ordering::Acquire) {
+                for (addr, mbi, gap) in expected {
+                    if let Some(got) = view.query(addr) {
+                        assert_eq!(got, mbi, "a torn answer at {addr:#x}");
+                        answered += 1;
+                    }
+                    assert_ne!(view.holds(gap), Some(true), "{gap:#x} is never held");
+                    assert_eq!(view.query(gap), None, "{gap:#x} is never held");
+                }
+            }
+            // Not asserted (the writer may finish first on one CPU), but
+            // reported when the test is run with --nocapture.
+            println!("{answered} answers while the tables changed");
+        });
+    }
+
+    #[test]
     fn chunks_place_every_table_once() {
         for first in [1, 64] {
             let mut expected = (0, 0);
