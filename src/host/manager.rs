@@ -461,15 +461,20 @@ impl HostMemoryManager {
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
         // As in `decommit_or_release`: a commit or reset of pages at an
-        // address in no reservation is refused before the exclusive lock.
-        if works_on_existing_pages(address, allocation_type)
+        // address in no reservation is refused before the exclusive lock,
+        // when the index read without the lock says so. (Otherwise, and
+        // when tracing, the engine looks under the exclusive lock, as a
+        // commit of the host's own pages must anyway: no shared-lock
+        // look first.)
+        if self.tracer.is_none()
+            && works_on_existing_pages(address, allocation_type)
             && crate::engine::existing_pages_arguments_valid(
                 address,
                 size,
                 allocation_type,
                 protect,
             )
-            && !self.space_owns(address)?
+            && self.view.holds(page_floor(address)) == Some(false)
         {
             return Err(HostError::NotHostMemory);
         }
