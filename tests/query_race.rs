@@ -4,6 +4,9 @@
 //! reservation passes through — never a mix of two (a torn read), never
 //! an error. A refusal of an unowned address, looked up before the
 //! exclusive lock is taken, must be the answer of one of those states.
+//! The reservation's pages are alike when reserved, and partly committed
+//! otherwise: the reader's answers come from the index read without the
+//! lock in the first case and under the shared lock in the second.
 
 use hostmem::host::{HostConfig, HostError, HostMemoryManager, MemoryCriticalLevel};
 use hostmem::win32::{
@@ -111,6 +114,16 @@ fn queries_and_refusals_racing_with_changes_see_only_whole_states() {
                 // Never the host's: refused every time.
                 assert_eq!(
                     m.virtual_free(foreign, 0, FreeType::RELEASE),
+                    Err(HostError::NotHostMemory)
+                );
+                assert_eq!(
+                    m.virtual_alloc(
+                        foreign,
+                        0x1000,
+                        AllocationType::COMMIT,
+                        Protection::READWRITE,
+                        LEVEL
+                    ),
                     Err(HostError::NotHostMemory)
                 );
                 // Reserved but never committed, or not there at all.

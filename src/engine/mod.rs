@@ -32,6 +32,7 @@ use crate::win32::{
     ALLOCATION_GRANULARITY, AllocationType, FreeType, MemoryBasicInformation, PAGE_SIZE,
     Protection, Win32Error,
 };
+pub use index::IndexView;
 use index::{Lookup, ReservationIndex};
 use placement::Placement;
 use request::{AllocRequest, PrivateProtection, alloc_request, private_protection};
@@ -126,6 +127,13 @@ impl<B: OsBackend> AddressSpace<B> {
     /// The live reservations, in address order.
     pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
         self.reservations.iter()
+    }
+
+    /// A view of the reservations for readers that hold no lock over the
+    /// address space: it answers what it can from the index as it is at
+    /// the moment it reads, and says when it cannot (see [`IndexView`]).
+    pub fn index_view(&self) -> IndexView {
+        self.reservations.view()
     }
 
     /// The reservation holding `addr`, if the engine made it.
@@ -912,6 +920,37 @@ impl<B: OsBackend> AddressSpace<B> {
 /// the engine for a change.
 pub fn protect_arguments_valid(address: usize, size: usize, new_protect: Protection) -> bool {
     private_protection(new_protect).is_ok() && PageRange::touched(address, size.max(1)).is_ok()
+}
+
+/// Whether `VirtualAlloc` arguments that work on existing pages (a commit
+/// at an address, `MEM_RESET`, `MEM_RESET_UNDO`) are ones the engine
+/// accepts whatever the address: with them, an address outside the
+/// engine's reservations fails for that reason alone
+/// (`ERROR_INVALID_ADDRESS`), and a caller may refuse it without asking
+/// the engine for a change. False for a reservation.
+pub fn existing_pages_arguments_valid(
+    address: usize,
+    size: usize,
+    allocation_type: AllocationType,
+    protect: Protection,
+) -> bool {
+    if size == 0 {
+        return false;
+    }
+    let Ok(request) = alloc_request(allocation_type, address) else {
+        return false;
+    };
+    let Ok(range) = PageRange::touched(address, size) else {
+        return false;
+    };
+    if address != 0 && (address < ALLOCATION_GRANULARITY || range.end() > USER_ADDRESS_END) {
+        return false;
+    }
+    match request {
+        AllocRequest::Reset | AllocRequest::ResetUndo => protect.is_well_formed(),
+        AllocRequest::Commit => private_protection(protect).is_ok(),
+        AllocRequest::Reserve { .. } => false,
+    }
 }
 
 /// Whether making the pages of `pages` inaccessible would split a kernel

@@ -257,6 +257,7 @@ impl Reservation {
 /// The `MEMORY_BASIC_INFORMATION` of the run of pages `[page, run_end)` of
 /// a reservation at `base` reserved with `allocation_protect`, all in
 /// `state`.
+#[inline]
 pub fn describe(
     page: usize,
     run_end: usize,

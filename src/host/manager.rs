@@ -6,7 +6,7 @@ use super::load::{MachineMemory, MemoryLoad};
 use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher};
 use super::stats::CallCounters;
 use super::{ConfigError, HostConfig, HostError, Method, Statistics};
-use crate::engine::{AddressSpace, Owner, PageRange, USER_ADDRESS_END, page_floor};
+use crate::engine::{AddressSpace, IndexView, Owner, PageRange, USER_ADDRESS_END, page_floor};
 use crate::heap::HostKey;
 use crate::os::{OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
@@ -95,6 +95,10 @@ impl HostState {
 /// ```
 pub struct HostMemoryManager {
     state: ShardedLock<HostState>,
+    /// The address space's index, read without the lock: queries it
+    /// answers and refusals of addresses in no reservation touch no
+    /// cache line another thread writes.
+    view: IndexView,
     lifecycle: Lifecycle,
     config: HostConfig,
     budget: Option<MemoryBudget>,
@@ -189,8 +193,10 @@ impl HostMemoryManager {
             crate::sync::fork::Rank::Watcher,
             Arc::downgrade(&watcher) as std::sync::Weak<dyn crate::sync::fork::ForkLocks>,
         );
+        let view = state.space.index_view();
         let manager = Self {
             tracer: Tracer::from_env(&config),
+            view,
             state: ShardedLock::with_default_shards(state),
             lifecycle: Lifecycle::default(),
             budget: config
@@ -288,6 +294,21 @@ impl HostMemoryManager {
             tracer.stamp();
         }
         f(&state)
+    }
+
+    /// Whether `address` lies in one of the engine's reservations (any
+    /// owner's): looked up without the lock when the index can say (an
+    /// address in no reservation is the common case), else under the
+    /// shared lock. With tracing on always under the lock, where the
+    /// call takes its place in the trace.
+    fn space_owns(&self, address: usize) -> Result<bool, HostError> {
+        let page = page_floor(address);
+        if self.tracer.is_none()
+            && let Some(held) = self.view.holds(page)
+        {
+            return Ok(held);
+        }
+        self.read(|state| Ok(state.space.owns(page)))
     }
 
     /// Runs a change under the exclusive lock, then tells the notifier
@@ -439,6 +460,24 @@ impl HostMemoryManager {
         protect: Protection,
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
+        // As in `decommit_or_release`: a commit or reset of pages at an
+        // address in no reservation is refused before the exclusive lock,
+        // when the index read without the lock says so. (Otherwise, and
+        // when tracing, the engine looks under the exclusive lock, as a
+        // commit of the host's own pages must anyway: no shared-lock
+        // look first.)
+        if self.tracer.is_none()
+            && works_on_existing_pages(address, allocation_type)
+            && crate::engine::existing_pages_arguments_valid(
+                address,
+                size,
+                allocation_type,
+                protect,
+            )
+            && self.view.holds(page_floor(address)) == Some(false)
+        {
+            return Err(HostError::NotHostMemory);
+        }
         self.write(|state| {
             if let Some(budget) = self.budget {
                 let cost = state
@@ -531,14 +570,15 @@ impl HostMemoryManager {
         free_type: FreeType,
     ) -> Result<(), HostError> {
         // Arguments the engine accepts whatever the address: an address
-        // that is not the host's is then refused under the shared lock
-        // (one shard, no write shared with other threads), and only an
-        // owned one takes the exclusive lock, where the engine looks
-        // again. Between the two another thread may reserve the address:
-        // the refusal is then the answer of a call that ran first.
+        // that is not the host's is then refused from the index read
+        // without the lock (or under the shared lock where it cannot
+        // say), and only an owned one takes the exclusive lock, where the
+        // engine looks again. Between the two another thread may reserve
+        // the address: the refusal is then the answer of a call that ran
+        // first.
         let arguments_valid =
             (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
-        if arguments_valid && !self.read(|state| Ok(state.space.owns(page_floor(address))))? {
+        if arguments_valid && !self.space_owns(address)? {
             return Err(HostError::NotHostMemory);
         }
         self.write(|state| {
@@ -591,6 +631,15 @@ impl HostMemoryManager {
     pub fn virtual_query(&self, address: usize) -> Result<MemoryBasicInformation, HostError> {
         self.traced(Call::VirtualQuery { address }, || {
             self.call(Method::VirtualQuery, || {
+                // A reservation whose pages are alike is answered from its
+                // granule's summary, read without the lock; the rest (and
+                // every traced call, whose place in the trace is taken
+                // under the lock) under the shared lock.
+                if self.tracer.is_none()
+                    && let Some(mbi) = self.view.query(address)
+                {
+                    return Ok(mbi);
+                }
                 self.read(|state| {
                     state
                         .space
@@ -638,9 +687,9 @@ impl HostMemoryManager {
         self.traced(call, || {
             self.call(Method::VirtualProtect, || {
                 // As in `decommit_or_release`: an address that is not the
-                // host's is refused under the shared lock.
+                // host's is refused before the exclusive lock.
                 if crate::engine::protect_arguments_valid(address, size, new_protect)
-                    && !self.read(|state| Ok(state.space.owns(page_floor(address))))?
+                    && !self.space_owns(address)?
                 {
                     return Err(HostError::NotHostMemory);
                 }
@@ -705,6 +754,9 @@ impl HostMemoryManager {
 
     /// Whether `address` lies in memory this manager allocated.
     pub fn owns(&self, address: usize) -> bool {
+        if let Some(held) = self.view.holds(address) {
+            return held;
+        }
         self.state
             .read(Some(self.config.lock_timeout))
             .is_ok_and(|state| state.space.owns(address))

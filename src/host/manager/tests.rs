@@ -441,3 +441,176 @@ fn a_foreign_free_or_protect_is_refused_under_the_shared_lock() {
     );
     assert_eq!(m.virtual_free(own, 0, FreeType::RELEASE), Ok(()));
 }
+
+#[test]
+fn queries_and_foreign_refusals_answer_while_a_change_holds_the_lock() {
+    let m = HostMemoryManager::new(HostConfig {
+        lock_timeout: Duration::from_millis(50),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let uniform = m
+        .virtual_alloc(0, 0x20000, RC, Protection::READWRITE, LEVEL)
+        .unwrap();
+    let mixed = m
+        .virtual_alloc(0, 0x20000, RESERVE, Protection::READWRITE, LEVEL)
+        .unwrap();
+    m.virtual_alloc(
+        mixed,
+        0x1000,
+        AllocationType::COMMIT,
+        Protection::READWRITE,
+        LEVEL,
+    )
+    .unwrap();
+    let expected = m.virtual_query(uniform + 0x1234).unwrap();
+    let foreign = Box::new([0u8; 64]);
+    let foreign = foreign.as_ptr() as usize;
+    // The exclusive lock held, as by a change under way on this thread.
+    let guard = m.state.write(None).unwrap();
+    let query = m.virtual_query(uniform + 0x1234);
+    let release = m.virtual_free(foreign, 0, FreeType::RELEASE);
+    let protect = m.virtual_protect(foreign, 0x1000, Protection::READONLY);
+    let commit = m.virtual_alloc(
+        foreign,
+        0x1000,
+        AllocationType::COMMIT,
+        Protection::READWRITE,
+        LEVEL,
+    );
+    let reset = m.virtual_alloc(
+        foreign,
+        0x1000,
+        AllocationType::RESET,
+        Protection::READWRITE,
+        LEVEL,
+    );
+    // A bad protection is the engine's to judge: it waits for the lock.
+    let bad = m.virtual_alloc(
+        foreign,
+        0x1000,
+        AllocationType::COMMIT,
+        Protection::from_bits_retain(0x3),
+        LEVEL,
+    );
+    // Pages not alike: only the locked path can describe them.
+    let not_uniform = m.virtual_query(mixed);
+    drop(guard);
+    assert_eq!(commit, Err(HostError::NotHostMemory));
+    assert_eq!(reset, Err(HostError::NotHostMemory));
+    assert_eq!(bad, Err(HostError::Timeout));
+    assert_eq!(
+        m.virtual_alloc(
+            foreign,
+            0x1000,
+            AllocationType::COMMIT,
+            Protection::from_bits_retain(0x3),
+            LEVEL,
+        ),
+        Err(HostError::from_engine(Win32Error::INVALID_PARAMETER))
+    );
+    assert_eq!(query, Ok(expected));
+    assert_eq!(expected.region_size, 0x20000 - 0x1000);
+    assert_eq!(release, Err(HostError::NotHostMemory));
+    assert_eq!(protect, Err(HostError::NotHostMemory));
+    assert_eq!(not_uniform, Err(HostError::Timeout));
+    assert_eq!(m.virtual_query(mixed).unwrap().region_size, 0x1000);
+}
+
+#[test]
+fn lock_free_answers_equal_locked_answers_over_random_changes() {
+    let m = HostMemoryManager::default();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let page = 0x1000;
+    let mut live: Vec<(usize, usize)> = Vec::new();
+    let (mut answered, mut refused) = (0, 0);
+    for _ in 0..1500 {
+        match next(8) {
+            0 | 1 if live.len() < 24 => {
+                // Sizes from a page to past a granule, some past 2 MiB.
+                let size = match next(4) {
+                    0 => (1 + next(3)) << 21,
+                    _ => (1 + next(40)) * page,
+                };
+                let kind = if next(2) == 0 { RC } else { RESERVE };
+                let protect = [Protection::READWRITE, Protection::READONLY][next(2)];
+                if let Ok(base) = m.virtual_alloc(0, size, kind, protect, LEVEL) {
+                    live.push((base, size));
+                }
+            }
+            2 if !live.is_empty() => {
+                let (base, _) = live.swap_remove(next(live.len()));
+                m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+            }
+            _ if !live.is_empty() => {
+                let (base, size) = live[next(live.len())];
+                let pages = size / page;
+                let first = next(pages);
+                let count = if next(2) == 0 {
+                    pages - first
+                } else {
+                    1 + next(pages - first)
+                };
+                let (start, len) = if next(3) == 0 {
+                    (base, size)
+                } else {
+                    (base + first * page, count * page)
+                };
+                let _ = match next(3) {
+                    0 => m
+                        .virtual_alloc(
+                            start,
+                            len,
+                            AllocationType::COMMIT,
+                            Protection::READWRITE,
+                            LEVEL,
+                        )
+                        .map(|_| ()),
+                    1 => m.virtual_free(start, len, FreeType::DECOMMIT),
+                    _ => m
+                        .virtual_protect(start, len, Protection::EXECUTE_READ)
+                        .map(|_| ()),
+                };
+            }
+            _ => {}
+        }
+        // Probes: in, at the edges of and just past every live region,
+        // and a foreign address.
+        let mut probes = vec![0x10000, &x as *const u64 as usize];
+        for &(b, s) in &live {
+            probes.extend([
+                b,
+                b + s / 2,
+                b + s - 1,
+                b + s,
+                b + s.next_multiple_of(0x10000),
+            ]);
+            probes.push(b + next(s));
+        }
+        m.with_address_space(|space| {
+            for &a in &probes {
+                if let Some(mbi) = m.view.query(a) {
+                    // The reservation's own description (pages read one
+                    // by one, no summary), and the locked call's.
+                    let own = space.reservation_at(a).map(|r| r.query(a));
+                    assert_eq!(Some(mbi), own, "query of {a:#x}");
+                    assert_eq!(Ok(mbi), space.virtual_query(a), "query of {a:#x}");
+                    answered += 1;
+                }
+                if let Some(held) = m.view.holds(page_floor(a)) {
+                    assert_eq!(held, space.owns(page_floor(a)), "holds {a:#x}");
+                    refused += usize::from(!held);
+                }
+            }
+        })
+        .unwrap();
+    }
+    assert!(answered > 1000, "the view answered queries ({answered})");
+    assert!(refused > 1000, "and refusals ({refused})");
+}
