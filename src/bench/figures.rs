@@ -24,7 +24,9 @@ pub struct Plan {
     pub region_batch: usize,
     /// Operations per thread per trial, figure 7 (alloc/free).
     pub thread_ops: usize,
-    /// Queries per thread per trial, figure 7.
+    /// Queries per thread per trial, figure 7: enough that a phase lasts
+    /// tens of milliseconds at ~10 ns a query, so that starting and waking
+    /// the threads (a scheduler tick, a late CPU) is a small part of it.
     pub thread_queries: usize,
     /// Alloc+Free pairs per batch, figure 8.
     pub malloc_batch: usize,
@@ -45,7 +47,7 @@ impl Plan {
                 query_batch: 4_000,
                 region_batch: 1,
                 thread_ops: 200,
-                thread_queries: 40_000,
+                thread_queries: 200_000,
                 malloc_batch: 4_000,
                 few_regions: 1_000,
                 many_regions: 50_000,
@@ -58,7 +60,7 @@ impl Plan {
                 query_batch: 20_000,
                 region_batch: 3,
                 thread_ops: 1_000,
-                thread_queries: 200_000,
+                thread_queries: 2_000_000,
                 malloc_batch: 20_000,
                 few_regions: 1_000,
                 many_regions: 50_000,
