@@ -184,11 +184,66 @@ impl HostMalloc {
     /// ```
     #[inline]
     pub fn alloc(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
-        if self.thread_safe {
-            self.alloc_entered(size, level)
-        } else {
-            self.exclusive(Method::MallocAlloc, || self.alloc_entered(size, level))
+        match self.alloc_hit(size) {
+            Some(block) => Ok(block),
+            None => self.alloc_full(size, level),
         }
+    }
+
+    /// `Alloc`'s hit path, which the COM face also takes before its panic
+    /// boundary: a block of `size` bytes from the calling thread's cache of
+    /// this heap, counted in the statistics; `None` (nothing changed, no
+    /// call counted) when the request is for the full path: the heap is
+    /// not thread-safe (its calls take the busy flag first), the manager
+    /// stopped, the request is large, or the cache is not at hand or has
+    /// no block of the class. It takes no lock, makes no page call and has
+    /// no panicking branch (every index is checked).
+    #[inline(always)]
+    pub(crate) fn alloc_hit(&self, size: usize) -> Option<usize> {
+        if !self.thread_safe {
+            return None;
+        }
+        self.alloc_from_cache(size)
+    }
+
+    /// The hit path of `Alloc` for a caller entitled to the heap (a
+    /// thread-safe heap, or one this thread is inside).
+    #[inline(always)]
+    fn alloc_from_cache(&self, size: usize) -> Option<usize> {
+        // It cannot fail or panic, so of the manager's call rules it needs
+        // only the lifecycle check (the heap's copy of it) and the count
+        // (kept by the heap, see `registry`); everything else runs under
+        // `run_call`.
+        if size > SMALL_MAX || !self.running.load(Ordering::Relaxed) {
+            return None;
+        }
+        let class = class_of(size);
+        let cache = at_hand(self)?;
+        let block = cache.pop(class)?;
+        self.calls.count(cache.call_slot(), Hit::Alloc);
+        Some(block)
+    }
+
+    /// `Alloc` when the hit path missed (or was not open to the caller):
+    /// the busy flag of a non-thread-safe heap, then the manager's call
+    /// rules.
+    #[inline(never)]
+    pub(crate) fn alloc_full(
+        &self,
+        size: usize,
+        level: MemoryCriticalLevel,
+    ) -> Result<usize, HostError> {
+        if self.thread_safe {
+            return self
+                .manager
+                .run_call(Method::MallocAlloc, || self.alloc_slow(size, level));
+        }
+        self.exclusive(Method::MallocAlloc, || match self.alloc_from_cache(size) {
+            Some(block) => Ok(block),
+            None => self
+                .manager
+                .run_call(Method::MallocAlloc, || self.alloc_slow(size, level)),
+        })
     }
 
     /// Runs `call` as the only call inside this non-thread-safe heap: if
@@ -224,28 +279,6 @@ impl HostMalloc {
             Err(thread) if thread == me => call(),
             Err(_) => self.manager.run_call(method, || Err(HostError::NotOwner)),
         }
-    }
-
-    #[inline(always)]
-    fn alloc_entered(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
-        // The hit path: a block from this thread's cache. It cannot fail or
-        // panic (its indices are in range by construction), so of the
-        // manager's call rules it needs only the lifecycle check (the
-        // heap's copy of it) and the count (kept by the heap, see
-        // `registry`); everything else runs under `run_call`.
-        if size <= SMALL_MAX && self.running.load(Ordering::Relaxed) {
-            let class = class_of(size);
-            let hit = at_hand(self, |cache| {
-                let block = cache.pop(class)?;
-                self.calls.count(cache.call_slot(), Hit::Alloc);
-                Some(block)
-            });
-            if let Some(Some(block)) = hit {
-                return Ok(block);
-            }
-        }
-        self.manager
-            .run_call(Method::MallocAlloc, || self.alloc_slow(size, level))
     }
 
     #[inline(never)]
@@ -329,49 +362,83 @@ impl HostMalloc {
     /// ```
     #[inline]
     pub fn free(&self, address: usize) -> Result<(), HostError> {
-        if self.thread_safe || address == 0 {
-            self.free_entered(address)
-        } else {
-            self.exclusive(Method::MallocFree, || self.free_entered(address))
-        }
-    }
-
-    #[inline(always)]
-    fn free_entered(&self, address: usize) -> Result<(), HostError> {
-        // The hit path (see `alloc`): a small block of this heap, not free,
-        // back to this thread's cache.
-        if address != 0
-            && self.running.load(Ordering::Relaxed)
-            && at_hand(self, |cache| {
-                let freed = self.free_to_cache(cache, address);
-                if freed {
-                    self.calls.count(cache.call_slot(), Hit::Free);
-                }
-                freed
-            }) == Some(true)
-        {
+        if self.free_hit(address) {
             return Ok(());
         }
-        self.manager
-            .run_call(Method::MallocFree, || self.free_slow(address))
+        self.free_full(address)
+    }
+
+    /// `Free`'s hit path, which the COM face also takes before its panic
+    /// boundary: the block at `address` back to the calling thread's cache
+    /// of this heap, counted in the statistics; false (nothing changed, no
+    /// call counted) when the call is for the full path: the heap is not
+    /// thread-safe, the manager stopped, `address` is NULL, not a small
+    /// block of this heap handed out and not yet freed, or a debug block,
+    /// or the cache is not at hand or full (the full path hands its surplus
+    /// to the shared lists, under their lock). No lock, no page call, no
+    /// panicking branch.
+    #[inline(always)]
+    pub(crate) fn free_hit(&self, address: usize) -> bool {
+        self.thread_safe && self.free_from_cache(address)
+    }
+
+    /// The hit path of `Free` for a caller entitled to the heap.
+    #[inline(always)]
+    fn free_from_cache(&self, address: usize) -> bool {
+        if address == 0 || !self.running.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(cache) = at_hand(self) else {
+            return false;
+        };
+        let freed = self.cache_block(cache, address, false);
+        if freed {
+            self.calls.count(cache.call_slot(), Hit::Free);
+        }
+        freed
+    }
+
+    /// `Free` when the hit path missed (or was not open to the caller):
+    /// the busy flag of a non-thread-safe heap, then the manager's call
+    /// rules.
+    #[inline(never)]
+    pub(crate) fn free_full(&self, address: usize) -> Result<(), HostError> {
+        if self.thread_safe || address == 0 {
+            return self
+                .manager
+                .run_call(Method::MallocFree, || self.free_slow(address));
+        }
+        self.exclusive(Method::MallocFree, || {
+            if self.free_from_cache(address) {
+                return Ok(());
+            }
+            self.manager
+                .run_call(Method::MallocFree, || self.free_slow(address))
+        })
     }
 
     /// Puts the block at `address` in `cache` if it is a small block of this
     /// heap, allocated and not from `DebugAlloc`; false (nothing changed)
-    /// otherwise.
-    #[inline]
-    fn free_to_cache(&self, cache: &ThreadCache, address: usize) -> bool {
+    /// otherwise. A cache past its limit hands a batch to the shared lists
+    /// if `spill`, and refuses the block (false) if not.
+    #[inline(always)]
+    fn cache_block(&self, cache: &ThreadCache, address: usize, spill: bool) -> bool {
         let Some(at) = self.pages.locate(address, cache.chunk_hint()) else {
             return false;
         };
         if at.debug {
             return false;
         }
+        let limit = 2 * at.batch;
+        match cache.len(at.class) {
+            Some(len) if spill || len < limit => {}
+            _ => return false,
+        }
         let Some(block) = block::check_not_free(address, self.secret) else {
             return false;
         };
         let cached = cache.push(at.class, block, self.secret);
-        if cached > 2 * at.batch {
+        if cached > limit {
             self.spill(cache.split_off(at.class, at.batch), at.class);
         }
         true
@@ -386,7 +453,7 @@ impl HostMalloc {
         if address == 0 {
             return Ok(());
         }
-        if with_cache(self, |cache| self.free_to_cache(cache, address)) == Some(true) {
+        if with_cache(self, |cache| self.cache_block(cache, address, true)) == Some(true) {
             return Ok(());
         }
         let Some(at) = self.pages.locate(address, &Cell::new(0)) else {

@@ -120,7 +120,13 @@ impl Pages {
             }
         };
         let offset = address - chunk.base;
-        let meta = SlabMeta(chunk.slabs[offset >> SLAB_SHIFT].load(Ordering::Acquire));
+        // `get`, not an index: `Free`'s hit path has no panicking branch.
+        let meta = SlabMeta(
+            chunk
+                .slabs
+                .get(offset >> SLAB_SHIFT)?
+                .load(Ordering::Acquire),
+        );
         (meta.is_carved() && meta.is_block_start(offset & (SLAB_SIZE - 1))).then(|| Located {
             class: meta.class(),
             debug: meta.is_debug(),

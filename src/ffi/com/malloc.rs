@@ -73,17 +73,14 @@ unsafe fn heap<'a>(this: *mut IHostMalloc) -> Option<&'a HostMalloc> {
 ///
 /// # Safety
 ///
-/// `this` is NULL or a live object of this module; `out` is NULL or
-/// writable.
+/// `out` is NULL or writable.
 #[inline(always)]
 unsafe fn allocate(
-    this: *mut IHostMalloc,
+    heap: Option<&HostMalloc>,
     critical_level: u32,
     out: *mut *mut c_void,
     allocate: impl FnOnce(&HostMalloc, MemoryCriticalLevel) -> Result<usize, HostError>,
 ) -> HResult {
-    // SAFETY: `this` is ours, alive for the call (the caller's contract).
-    let heap = unsafe { heap(this) };
     latching_boundary(heap.map(|h| &**h.manager()), || {
         // SAFETY: NULL or writable (the caller's contract).
         let Some(mut out) = (unsafe { Out::new(out) }) else {
@@ -110,6 +107,13 @@ unsafe fn allocate(
 /// `E_OUTOFMEMORY` when the budget (at `level`) refuses. `E_POINTER` for a
 /// NULL `p`; `E_INVALIDARG` for a level outside `EMemoryCriticalLevel`.
 ///
+/// A call the heap's hit path serves (see [`HostMalloc::alloc_hit`]) is
+/// answered here, before the panic boundary: the arguments are checked as
+/// the full path checks them (a NULL object or `p`, or a bad level, goes
+/// to the full path, which answers it), and the hit path itself tests the
+/// manager's state and counts the call. Any other call takes the full
+/// path.
+///
 /// # Safety
 ///
 /// `this` is a live object of this module; `out` is NULL or writable.
@@ -119,10 +123,46 @@ unsafe extern "system" fn alloc(
     critical_level: u32,
     out: *mut *mut c_void,
 ) -> HResult {
+    // SAFETY: `this` is NULL or ours, alive for the call (the caller's
+    // contract).
+    let heap = unsafe { heap(this) };
+    if let Some(heap) = heap
+        && !out.is_null()
+        && MemoryCriticalLevel::from_raw(critical_level).is_some()
+        && let Some(block) = heap.alloc_hit(size)
+    {
+        // SAFETY: not NULL, and writable for the call (the caller's
+        // contract); unaligned, as `Out::write` stores.
+        unsafe { out.write_unaligned(std::ptr::with_exposed_provenance_mut(block)) };
+        return HResult::S_OK;
+    }
+    // The heap, not `this`, is passed on: one register fewer to keep
+    // across the hit path, which then saves none.
+    let heap = heap.map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: the caller's contract, passed on (`heap` is NULL or the
+    // object's heap, which the caller's reference keeps alive).
+    unsafe { alloc_full(heap, size, critical_level, out) }
+}
+
+/// `Alloc` when its hit path did not answer: everything inside the panic
+/// boundary. A tail call of [`alloc`], with the same convention.
+///
+/// # Safety
+///
+/// `heap` is NULL or a heap alive for the call; `out` is NULL or writable.
+#[inline(never)]
+unsafe extern "system" fn alloc_full(
+    heap: *const HostMalloc,
+    size: usize,
+    critical_level: u32,
+    out: *mut *mut c_void,
+) -> HResult {
+    // SAFETY: NULL or alive for the call (the caller's contract).
+    let heap = unsafe { heap.as_ref() };
     // SAFETY: the caller's contract, passed on.
     unsafe {
-        allocate(this, critical_level, out, |heap, level| {
-            heap.alloc(size, level)
+        allocate(heap, critical_level, out, |heap, level| {
+            heap.alloc_full(size, level)
         })
     }
 }
@@ -147,24 +187,50 @@ unsafe extern "system" fn debug_alloc(
         let file = (!file.is_null()).then(|| unsafe { CStr::from_ptr(file) });
         heap.debug_alloc(size, level, file, line)
     };
+    // SAFETY: `this` is NULL or ours, alive for the call (the caller's
+    // contract).
+    let heap = unsafe { heap(this) };
     // SAFETY: the caller's contract, passed on.
-    unsafe { allocate(this, critical_level, out, debug_alloc) }
+    unsafe { allocate(heap, critical_level, out, debug_alloc) }
 }
 
 /// `Free(p)`: NULL is `S_OK`; a pointer this heap did not hand out is
 /// `HOST_E_INVALIDOPERATION` and changes nothing.
 ///
+/// A call the heap's hit path serves (see [`HostMalloc::free_hit`]) is
+/// answered here, before the panic boundary; any other (a NULL object or
+/// block included) takes the full path.
+///
 /// # Safety
 ///
 /// `this` is a live object of this module.
 unsafe extern "system" fn free(this: *mut IHostMalloc, block: *mut c_void) -> HResult {
+    // SAFETY: `this` is NULL or ours, alive for the call (the caller's
+    // contract).
+    if let Some(heap) = unsafe { heap(this) }
+        && heap.free_hit(block.addr())
+    {
+        return HResult::S_OK;
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { free_full(this, block) }
+}
+
+/// `Free` when its hit path did not answer: everything inside the panic
+/// boundary.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline(never)]
+unsafe extern "system" fn free_full(this: *mut IHostMalloc, block: *mut c_void) -> HResult {
     // SAFETY: `this` is ours, alive for the call (the caller's contract).
     let heap = unsafe { heap(this) };
     latching_boundary(heap.map(|h| &**h.manager()), || {
         let Some(heap) = heap else {
             return HResult::E_POINTER;
         };
-        heap.free(block.addr())
+        heap.free_full(block.addr())
             .map_or_else(HostError::hresult, |()| HResult::S_OK)
     })
 }
