@@ -96,6 +96,10 @@ pub struct HostMalloc {
     /// Whether the manager is running, as the hit paths see it: cleared by
     /// the manager when it fails or shuts down (see `StopWatcher`).
     running: AtomicBool,
+    /// Whether the hit paths are open to any caller, with no busy flag
+    /// first: `running` for a thread-safe heap, always false for another
+    /// (one load for the hit paths, not two).
+    hits_open: AtomicBool,
     myself: Weak<HostMalloc>,
 }
 
@@ -130,6 +134,7 @@ impl HostMalloc {
             }),
             calls: calls.clone(),
             running: AtomicBool::new(true),
+            hits_open: AtomicBool::new(malloc_type.contains(MallocType::THREADSAFE)),
             myself: myself.clone(),
         });
         registry::register(&manager, &heap, calls);
@@ -200,21 +205,22 @@ impl HostMalloc {
     /// no panicking branch (every index is checked).
     #[inline(always)]
     pub(crate) fn alloc_hit(&self, size: usize) -> Option<usize> {
-        if !self.thread_safe {
+        if !self.hits_open.load(Ordering::Relaxed) {
             return None;
         }
         self.alloc_from_cache(size)
     }
 
     /// The hit path of `Alloc` for a caller entitled to the heap (a
-    /// thread-safe heap, or one this thread is inside).
+    /// thread-safe heap, or one this thread is inside) that found the
+    /// manager running.
     #[inline(always)]
     fn alloc_from_cache(&self, size: usize) -> Option<usize> {
         // It cannot fail or panic, so of the manager's call rules it needs
         // only the lifecycle check (the heap's copy of it) and the count
         // (kept by the heap, see `registry`); everything else runs under
         // `run_call`.
-        if size > SMALL_MAX || !self.running.load(Ordering::Relaxed) {
+        if size > SMALL_MAX {
             return None;
         }
         // The cache first, the class after: fewer values live at once, so
@@ -239,11 +245,18 @@ impl HostMalloc {
                 .manager
                 .run_call(Method::MallocAlloc, || self.alloc_slow(size, level));
         }
-        self.exclusive(Method::MallocAlloc, || match self.alloc_from_cache(size) {
-            Some(block) => Ok(block),
-            None => self
-                .manager
-                .run_call(Method::MallocAlloc, || self.alloc_slow(size, level)),
+        self.exclusive(Method::MallocAlloc, || {
+            let hit = if self.running.load(Ordering::Relaxed) {
+                self.alloc_from_cache(size)
+            } else {
+                None
+            };
+            match hit {
+                Some(block) => Ok(block),
+                None => self
+                    .manager
+                    .run_call(Method::MallocAlloc, || self.alloc_slow(size, level)),
+            }
         })
     }
 
@@ -380,13 +393,14 @@ impl HostMalloc {
     /// panicking branch.
     #[inline(always)]
     pub(crate) fn free_hit(&self, address: usize) -> bool {
-        self.thread_safe && self.free_from_cache(address)
+        self.hits_open.load(Ordering::Relaxed) && self.free_from_cache(address)
     }
 
-    /// The hit path of `Free` for a caller entitled to the heap.
+    /// The hit path of `Free` for a caller entitled to the heap that found
+    /// the manager running.
     #[inline(always)]
     fn free_from_cache(&self, address: usize) -> bool {
-        if address == 0 || !self.running.load(Ordering::Relaxed) {
+        if address == 0 {
             return false;
         }
         let Some(cache) = at_hand(self) else {
@@ -410,7 +424,7 @@ impl HostMalloc {
                 .run_call(Method::MallocFree, || self.free_slow(address));
         }
         self.exclusive(Method::MallocFree, || {
-            if self.free_from_cache(address) {
+            if self.running.load(Ordering::Relaxed) && self.free_from_cache(address) {
                 return Ok(());
             }
             self.manager
@@ -439,7 +453,9 @@ impl HostMalloc {
             return false;
         };
         let cached = cache.push(at.class, block, self.secret);
-        if cached > limit {
+        // Tested on `spill` first: the hit path (which refused a full
+        // cache above) then has no call out, and saves no register.
+        if spill && cached > limit {
             self.spill(cache.split_off(at.class, at.batch), at.class);
         }
         true
@@ -677,6 +693,7 @@ impl HostMalloc {
 /// that follows it sees it.
 impl StopWatcher for HostMalloc {
     fn stopped(&self) {
+        self.hits_open.store(false, Ordering::Release);
         self.running.store(false, Ordering::Release);
     }
 }

@@ -207,25 +207,29 @@ unsafe extern "system" fn debug_alloc(
 unsafe extern "system" fn free(this: *mut IHostMalloc, block: *mut c_void) -> HResult {
     // SAFETY: `this` is NULL or ours, alive for the call (the caller's
     // contract).
-    if let Some(heap) = unsafe { heap(this) }
+    let heap = unsafe { heap(this) };
+    if let Some(heap) = heap
         && heap.free_hit(block.addr())
     {
         return HResult::S_OK;
     }
-    // SAFETY: the caller's contract, passed on.
-    unsafe { free_full(this, block) }
+    // The heap, not `this`, is passed on (see `alloc`).
+    let heap = heap.map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: `heap` is NULL or the object's heap, which the caller's
+    // reference keeps alive.
+    unsafe { free_full(heap, block) }
 }
 
 /// `Free` when its hit path did not answer: everything inside the panic
-/// boundary.
+/// boundary. A tail call of [`free`], with the same convention.
 ///
 /// # Safety
 ///
-/// As [`free`].
+/// `heap` is NULL or a heap alive for the call.
 #[inline(never)]
-unsafe extern "system" fn free_full(this: *mut IHostMalloc, block: *mut c_void) -> HResult {
-    // SAFETY: `this` is ours, alive for the call (the caller's contract).
-    let heap = unsafe { heap(this) };
+unsafe extern "system" fn free_full(heap: *const HostMalloc, block: *mut c_void) -> HResult {
+    // SAFETY: NULL or alive for the call (the caller's contract).
+    let heap = unsafe { heap.as_ref() };
     latching_boundary(heap.map(|h| &**h.manager()), || {
         let Some(heap) = heap else {
             return HResult::E_POINTER;
