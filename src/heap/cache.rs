@@ -218,21 +218,30 @@ pub fn thread_id() -> u64 {
     })
 }
 
-/// The calling thread's cache of `heap` if it is at hand (the hit paths'
-/// test), else `None`.
+/// The calling thread's cache of `heap` if it is the one used last (the
+/// hit paths' test), else `None`.
 ///
-/// All inline, with no call out: a hit path that calls nothing saves no
-/// register.
+/// All inline, with no call out and no search: a hit path that calls
+/// nothing and keeps few values saves fewer registers. A thread that
+/// turns to another heap whose cache is at hand finds it through
+/// [`switch_to`], on the full path.
 #[inline(always)]
 pub fn at_hand(heap: &HostMalloc) -> Option<&ThreadCache> {
     let sets = sets();
-    let id = heap.id();
-    let mut i = sets.last.get() % AT_HAND;
-    if sets.sets[i].heap_id.get() != id {
-        i = sets.sets.iter().position(|s| s.heap_id.get() == id)?;
-        sets.last.set(i);
+    let set = sets.sets.get(sets.last.get() % AT_HAND)?;
+    (set.heap_id.get() == heap.id()).then_some(set)
+}
+
+/// Makes `heap`'s cache the one used last if it is at hand but was not:
+/// true if it did (the hit path may then be tried again).
+#[inline]
+pub fn switch_to(heap: &HostMalloc) -> bool {
+    let sets = sets();
+    let last = sets.last.get() % AT_HAND;
+    match find_at_hand(sets, heap.id()) {
+        Some(i) => i != last,
+        None => false,
     }
-    sets.sets.get(i)
 }
 
 /// The set of heap `id` among those at hand, made the last used.

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use super::block::{self, FreeList};
-use super::cache::{ThreadCache, at_hand, thread_id, with_cache};
+use super::cache::{ThreadCache, at_hand, switch_to, thread_id, with_cache};
 use super::class::{CLASS, CLASSES, SMALL_MAX, class_of};
 use super::debug::{DebugRecords, LeakReport};
 use super::flags::MallocType;
@@ -241,12 +241,21 @@ impl HostMalloc {
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
         if self.thread_safe {
+            // The hit path looked only at the cache used last: another
+            // heap's, maybe, with this heap's at hand too.
+            if self.hits_open.load(Ordering::Relaxed)
+                && switch_to(self)
+                && let Some(block) = self.alloc_from_cache(size)
+            {
+                return Ok(block);
+            }
             return self
                 .manager
                 .run_call(Method::MallocAlloc, || self.alloc_slow(size, level));
         }
         self.exclusive(Method::MallocAlloc, || {
             let hit = if self.running.load(Ordering::Relaxed) {
+                switch_to(self);
                 self.alloc_from_cache(size)
             } else {
                 None
@@ -419,12 +428,23 @@ impl HostMalloc {
     #[inline(never)]
     pub(crate) fn free_full(&self, address: usize) -> Result<(), HostError> {
         if self.thread_safe || address == 0 {
+            // As in `alloc_full`: this heap's cache may be at hand, not
+            // used last.
+            if self.hits_open.load(Ordering::Relaxed)
+                && switch_to(self)
+                && self.free_from_cache(address)
+            {
+                return Ok(());
+            }
             return self
                 .manager
                 .run_call(Method::MallocFree, || self.free_slow(address));
         }
         self.exclusive(Method::MallocFree, || {
-            if self.running.load(Ordering::Relaxed) && self.free_from_cache(address) {
+            if self.running.load(Ordering::Relaxed) && {
+                switch_to(self);
+                self.free_from_cache(address)
+            } {
                 return Ok(());
             }
             self.manager
@@ -748,6 +768,37 @@ mod tests {
         fn drop(&mut self) {
             self.0.inside.store(0, Ordering::Release);
         }
+    }
+
+    /// A thread turning from one heap to another, both with their caches
+    /// at hand, is served from the caches (counted as hits) though the
+    /// inline hit path looks only at the cache used last; the counts stay
+    /// exact.
+    #[test]
+    fn a_thread_alternating_between_heaps_is_served_from_their_caches() {
+        let manager = Arc::new(HostMemoryManager::default());
+        let a = manager.create_malloc(MallocType::THREADSAFE).unwrap();
+        let b = manager.create_malloc(MallocType::THREADSAFE).unwrap();
+        for heap in [&a, &b] {
+            let block = heap.alloc(80, TASK).unwrap();
+            heap.free(block).unwrap();
+        }
+        let hits = (a.hit_calls(), b.hit_calls());
+        let calls = manager.statistics().calls;
+        for _ in 0..10 {
+            let x = a.alloc(80, TASK).unwrap();
+            let y = b.alloc(80, TASK).unwrap();
+            a.free(x).unwrap();
+            b.free(y).unwrap();
+        }
+        assert_eq!(a.hit_calls(), (hits.0.0 + 10, hits.0.1 + 10));
+        assert_eq!(b.hit_calls(), (hits.1.0 + 10, hits.1.1 + 10));
+        let after = manager.statistics().calls;
+        assert_eq!(
+            after[&Method::MallocAlloc],
+            calls[&Method::MallocAlloc] + 20
+        );
+        assert_eq!(after[&Method::MallocFree], calls[&Method::MallocFree] + 20);
     }
 
     /// One thread is inside a non-thread-safe heap (held busy, as in the

@@ -136,8 +136,10 @@ unsafe extern "system" fn alloc(
         unsafe { out.write_unaligned(std::ptr::with_exposed_provenance_mut(block)) };
         return HResult::S_OK;
     }
-    // The heap, not `this`, is passed on: one register fewer to keep
-    // across the hit path, which then saves none.
+    // A miss is the rare case: the hint lays the hit path out as straight
+    // code. The heap, not `this`, is passed on: one value fewer to keep
+    // across the hit path.
+    std::hint::cold_path();
     let heap = heap.map_or(std::ptr::null(), std::ptr::from_ref);
     // SAFETY: the caller's contract, passed on (`heap` is NULL or the
     // object's heap, which the caller's reference keeps alive).
@@ -213,7 +215,8 @@ unsafe extern "system" fn free(this: *mut IHostMalloc, block: *mut c_void) -> HR
     {
         return HResult::S_OK;
     }
-    // The heap, not `this`, is passed on (see `alloc`).
+    // As in `alloc`: the rare case, and the heap passed on.
+    std::hint::cold_path();
     let heap = heap.map_or(std::ptr::null(), std::ptr::from_ref);
     // SAFETY: `heap` is NULL or the object's heap, which the caller's
     // reference keeps alive.
