@@ -128,6 +128,14 @@ impl SlabMeta {
         (self.0 & 0x7F) as usize
     }
 
+    /// The class and the `DebugAlloc` bit as one number: the class for a
+    /// slab of `Alloc`'s, 128 or more for a `DebugAlloc` slab (no class
+    /// of a thread cache).
+    #[inline]
+    pub fn cache_class(self) -> usize {
+        (self.0 & 0xFF) as usize
+    }
+
     /// Whether the slab serves `DebugAlloc`.
     #[inline]
     pub fn is_debug(self) -> bool {
@@ -279,6 +287,11 @@ mod tests {
                     (meta.class(), meta.is_debug(), meta.batch()),
                     (class, debug, c.batch)
                 );
+                if debug {
+                    assert!(meta.cache_class() >= CLASSES, "no cache's class");
+                } else {
+                    assert_eq!(meta.cache_class(), class);
+                }
                 for offset in 0..SLAB_SIZE {
                     assert_eq!(
                         meta.is_block_start(offset),

@@ -461,22 +461,22 @@ impl HostMalloc {
         let Some(at) = self.pages.locate(address, cache.chunk_hint()) else {
             return false;
         };
-        if at.debug {
-            return false;
-        }
+        // A debug block's `cache_class` is no cache's class: `len` tells
+        // it with the bounds check it makes anyway.
+        let class = at.cache_class;
         let limit = 2 * at.batch;
-        match cache.len(at.class) {
+        match cache.len(class) {
             Some(len) if spill || len < limit => {}
             _ => return false,
         }
         let Some(block) = block::check_not_free(address, self.secret) else {
             return false;
         };
-        let cached = cache.push(at.class, block, self.secret);
+        let cached = cache.push(class, block, self.secret);
         // Tested on `spill` first: the hit path (which refused a full
         // cache above) then has no call out, and saves no register.
         if spill && cached > limit {
-            self.spill(cache.split_off(at.class, at.batch), at.class);
+            self.spill(cache.split_off(class, at.batch), class);
         }
         true
     }

@@ -51,6 +51,10 @@ pub struct Located {
     pub debug: bool,
     /// The class's batch.
     pub batch: u32,
+    /// The class for a thread cache: `class` for a slab of `Alloc`'s, and
+    /// 128 or more (no cache's class) for a `DebugAlloc` slab, so that the
+    /// hit path of `Free` tells both with the one bounds check it makes.
+    pub cache_class: usize,
 }
 
 /// The slabs not yet handed out.
@@ -131,6 +135,7 @@ impl Pages {
             class: meta.class(),
             debug: meta.is_debug(),
             batch: meta.batch(),
+            cache_class: meta.cache_class(),
         })
     }
 
@@ -294,6 +299,7 @@ mod tests {
                     class: 3,
                     debug: false,
                     batch: CLASS[3].batch,
+                    cache_class: 3,
                 })
             );
             assert_eq!(pages.locate(b + 16, &hint), None, "interior");
