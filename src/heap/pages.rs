@@ -110,7 +110,9 @@ impl Pages {
     /// the chunk the caller found last; it is tried first and updated.
     #[inline]
     pub fn locate(&self, address: usize, hint: &Cell<usize>) -> Option<Located> {
-        let chunk = match self.chunks.get(hint.get()).and_then(OnceLock::get) {
+        // `% MAX_CHUNKS` (a power of two, so a mask): the index is in range
+        // with no bounds check (hints are always below it).
+        let chunk = match self.chunks[hint.get() % MAX_CHUNKS].get() {
             Some(c) if address.wrapping_sub(c.base) < c.size => c,
             _ => {
                 let (i, c) = self
