@@ -12,7 +12,7 @@
 //! heap is still alive back to it (lists move whole: no heap memory is
 //! read). The caches of a heap that is gone are dropped unread.
 //!
-//! One `unsafe` block, in [`with_sets`]: reaching the thread's caches by
+//! One `unsafe` block, in [`sets`]: reaching the thread's caches by
 //! address, so that the hit paths inline to a thread-pointer-relative load.
 #![allow(unsafe_code)]
 
@@ -48,10 +48,19 @@ impl ThreadCache {
         }
     }
 
-    /// A block of `class` from the cache, if it has one.
+    /// A block of `class` from the cache, if it has one (`None` for a
+    /// class out of range, which no caller passes: the hit paths have no
+    /// panicking branch).
     #[inline]
     pub fn pop(&self, class: usize) -> Option<usize> {
-        FreeList::in_cell(&self.lists[class], FreeList::pop)
+        FreeList::in_cell(self.lists.get(class)?, FreeList::pop)
+    }
+
+    /// How many blocks of `class` the cache holds (`None` for a class out
+    /// of range, as in [`pop`](Self::pop)).
+    #[inline]
+    pub fn len(&self, class: usize) -> Option<u32> {
+        Some(FreeList::in_cell(self.lists.get(class)?, |list| list.len()))
     }
 
     /// Puts a freed block of `class` in the cache; returns how many the
@@ -173,22 +182,25 @@ thread_local! {
     static THREAD_ID: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Runs `f` on the calling thread's caches.
+/// The calling thread's caches, for a borrow the caller picks.
 ///
 /// `LocalKey::with` wrapped around a hit path's whole body is too big to
 /// be inlined, and out of line it reaches the thread-local through an
-/// indirect call: a third of `Alloc`+`Free`'s instructions. A closure that
-/// only takes the address inlines to one load from the thread pointer.
+/// indirect call: a third of `Alloc`+`Free`'s instructions. Taking only
+/// the address inlines to one load from the thread pointer, and handing
+/// back a reference (not running a closure) keeps the hit paths in one
+/// piece of straight code, with no call and no register to save.
 #[inline(always)]
-fn with_sets<R>(f: impl FnOnce(&Sets) -> R) -> R {
+fn sets<'a>() -> &'a Sets {
     let sets: *const Sets = CACHES.with(std::ptr::from_ref);
     // SAFETY: `CACHES` is initialised in place (`const`) and has no
-    // destructor, so its storage is valid from the thread's start until
-    // the thread is gone; `sets` is its address on this thread, and the
-    // borrow lasts only for `f`, on this thread (`Sets` is not `Sync`, so
-    // `f` cannot hand it to another). Shared access only: `Sets` changes
-    // through `Cell`s, as it does under `LocalKey::with`.
-    f(unsafe { &*sets })
+    // destructor, so its storage is valid, and stays put, from the
+    // thread's start until the thread is gone; `sets` is its address on
+    // this thread. `Sets` is not `Sync`, so the reference is not `Send`:
+    // it cannot reach another thread, nor a `static`, so it is used only
+    // on this thread while the thread exists. Shared access only: `Sets`
+    // changes through `Cell`s, as it does under `LocalKey::with`.
+    unsafe { &*sets }
 }
 
 /// A number for the calling thread, unique for the life of the process
@@ -206,18 +218,30 @@ pub fn thread_id() -> u64 {
     })
 }
 
-/// Runs `f` on the calling thread's cache of `heap` if it is at hand (the
-/// hit paths' test), else returns `None`.
+/// The calling thread's cache of `heap` if it is the one used last (the
+/// hit paths' test), else `None`.
+///
+/// All inline, with no call out and no search: a hit path that calls
+/// nothing and keeps few values saves fewer registers. A thread that
+/// turns to another heap whose cache is at hand finds it through
+/// [`switch_to`], on the full path.
 #[inline(always)]
-pub fn at_hand<R>(heap: &HostMalloc, f: impl FnOnce(&ThreadCache) -> R) -> Option<R> {
-    with_sets(|sets| {
-        let set = &sets.sets[sets.last.get() % AT_HAND];
-        if set.heap_id.get() == heap.id() {
-            return Some(f(set));
-        }
-        let i = find_at_hand(sets, heap.id())?;
-        Some(f(&sets.sets[i]))
-    })
+pub fn at_hand(heap: &HostMalloc) -> Option<&ThreadCache> {
+    let sets = sets();
+    let set = sets.sets.get(sets.last.get() % AT_HAND)?;
+    (set.heap_id.get() == heap.id()).then_some(set)
+}
+
+/// Makes `heap`'s cache the one used last if it is at hand but was not:
+/// true if it did (the hit path may then be tried again).
+#[inline]
+pub fn switch_to(heap: &HostMalloc) -> bool {
+    let sets = sets();
+    let last = sets.last.get() % AT_HAND;
+    match find_at_hand(sets, heap.id()) {
+        Some(i) => i != last,
+        None => false,
+    }
 }
 
 /// The set of heap `id` among those at hand, made the last used.

@@ -4,9 +4,10 @@
 //!
 //! Each 64 KiB slab holds blocks of one class. Telling whether an offset in
 //! a slab is a block boundary needs a division by the class size, which
-//! [`SlabMeta::is_block_start`] does with a precomputed multiplier (no `%`
-//! or `/` by a variable on the free path), from one word that packs the
-//! slab's class, block size and multiplier.
+//! [`SlabMeta::is_block_start`] replaces with one multiplication, one
+//! rotation and one comparison (no `%` or `/` by a variable on the free
+//! path), from one word that packs the slab's class, block count and the
+//! class's inverse.
 #![forbid(unsafe_code)]
 
 /// The bytes of a slab: the unit the heap commits, 64 KiB (the allocation
@@ -43,6 +44,10 @@ pub struct SizeClass {
     /// `ceil(2^32 / size)`: `(offset * magic) >> 32 == offset / size` for
     /// every offset inside a slab (see the test).
     magic: u64,
+    /// The inverse, modulo 2^16, of the odd part of `size`.
+    odd_inverse: u16,
+    /// The power of two in `size` (`size = odd << shift`).
+    shift: u32,
 }
 
 impl SizeClass {
@@ -61,6 +66,19 @@ impl SizeClass {
                 }
             },
             magic: (1u64 << 32).div_ceil(size as u64),
+            odd_inverse: {
+                let odd = (size >> size.trailing_zeros()) as u16;
+                // Newton's iteration: an odd number is its own inverse
+                // modulo 8, and each step doubles the bits that are right.
+                let mut inverse = odd;
+                let mut i = 0;
+                while i < 4 {
+                    inverse = inverse.wrapping_mul(2u16.wrapping_sub(odd.wrapping_mul(inverse)));
+                    i += 1;
+                }
+                inverse
+            },
+            shift: size.trailing_zeros(),
         }
     }
 
@@ -78,8 +96,9 @@ impl SizeClass {
 
 /// A slab's entry in its chunk's table: 0 for a slab not carved, else the
 /// class (bits 0–6), whether it serves `DebugAlloc` (bit 7), the class's
-/// batch (bits 8–15), its block size (bits 16–31) and multiplier (bits
-/// 32–63, never 0).
+/// batch (bits 8–15), the slab's block count (bits 16–31, never 0), the
+/// inverse of the odd part of the block size modulo 2^16 (bits 32–47)
+/// and its power of two (bits 48–51).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlabMeta(pub u64);
 
@@ -91,8 +110,9 @@ impl SlabMeta {
             class as u64
                 | u64::from(debug) << 7
                 | u64::from(c.batch) << 8
-                | u64::from(c.size) << 16
-                | c.magic << 32,
+                | u64::from(c.blocks) << 16
+                | u64::from(c.odd_inverse) << 32
+                | u64::from(c.shift) << 48,
         )
     }
 
@@ -106,6 +126,14 @@ impl SlabMeta {
     #[inline]
     pub fn class(self) -> usize {
         (self.0 & 0x7F) as usize
+    }
+
+    /// The class and the `DebugAlloc` bit as one number: the class for a
+    /// slab of `Alloc`'s, 128 or more for a `DebugAlloc` slab (no class
+    /// of a thread cache).
+    #[inline]
+    pub fn cache_class(self) -> usize {
+        (self.0 & 0xFF) as usize
     }
 
     /// Whether the slab serves `DebugAlloc`.
@@ -122,15 +150,24 @@ impl SlabMeta {
 
     /// Whether `offset` (from the slab's start, below `SLAB_SIZE`) starts
     /// one of the slab's blocks (not an interior pointer, not the tail no
-    /// block covers). `(offset * magic) >> 32` is `offset / size` for every
-    /// offset in a slab (checked for all of them by a test).
+    /// block covers).
+    ///
+    /// With `size = odd << shift`: for a multiple of `size`,
+    /// `offset * inverse` (modulo 2^16) is `offset / size` shifted left by
+    /// `shift`, and rotating it right gives `offset / size`. For any other
+    /// offset the rotation leaves a set bit among the top `shift` bits (not
+    /// a multiple of `1 << shift`) or, multiplication by the inverse being
+    /// one-to-one, a value whose product with `odd` does not fit (not a
+    /// multiple of `odd`): at least the block count either way. So one
+    /// comparison with the block count tells both the boundary and the
+    /// tail (checked for every offset by a test).
     #[inline]
     pub fn is_block_start(self, offset: usize) -> bool {
-        let size = (self.0 >> 16) & 0xFFFF;
-        let magic = self.0 >> 32;
-        let offset = offset as u64;
-        let index = (offset * magic) >> 32;
-        index * size == offset && offset + size <= SLAB_SIZE as u64
+        let blocks = (self.0 >> 16) & 0xFFFF;
+        let inverse = (self.0 >> 32) as u16;
+        let shift = ((self.0 >> 48) & 0xF) as u32;
+        let index = (offset as u16).wrapping_mul(inverse).rotate_right(shift);
+        u64::from(index) < blocks
     }
 }
 
@@ -209,7 +246,11 @@ mod tests {
     fn classes_fit_their_slab_meta_fields() {
         const { assert!(CLASSES <= 0x80) };
         for c in CLASS {
-            assert!(c.batch <= 0xFF && c.size <= 0xFFFF && c.magic < 1 << 32);
+            assert!(c.batch <= 0xFF && c.blocks <= 0xFFFF && c.shift <= 0xF);
+            assert!(c.blocks > 0 && c.magic < 1 << 32);
+            let odd = c.size >> c.shift;
+            assert_eq!(odd % 2, 1);
+            assert_eq!((odd as u16).wrapping_mul(c.odd_inverse), 1, "{c:?}");
         }
     }
 
@@ -246,6 +287,11 @@ mod tests {
                     (meta.class(), meta.is_debug(), meta.batch()),
                     (class, debug, c.batch)
                 );
+                if debug {
+                    assert!(meta.cache_class() >= CLASSES, "no cache's class");
+                } else {
+                    assert_eq!(meta.cache_class(), class);
+                }
                 for offset in 0..SLAB_SIZE {
                     assert_eq!(
                         meta.is_block_start(offset),

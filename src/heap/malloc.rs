@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use super::block::{self, FreeList};
-use super::cache::{ThreadCache, at_hand, thread_id, with_cache};
+use super::cache::{ThreadCache, at_hand, switch_to, thread_id, with_cache};
 use super::class::{CLASS, CLASSES, SMALL_MAX, class_of};
 use super::debug::{DebugRecords, LeakReport};
 use super::flags::MallocType;
@@ -96,6 +96,10 @@ pub struct HostMalloc {
     /// Whether the manager is running, as the hit paths see it: cleared by
     /// the manager when it fails or shuts down (see `StopWatcher`).
     running: AtomicBool,
+    /// Whether the hit paths are open to any caller, with no busy flag
+    /// first: `running` for a thread-safe heap, always false for another
+    /// (one load for the hit paths, not two).
+    hits_open: AtomicBool,
     myself: Weak<HostMalloc>,
 }
 
@@ -130,6 +134,7 @@ impl HostMalloc {
             }),
             calls: calls.clone(),
             running: AtomicBool::new(true),
+            hits_open: AtomicBool::new(malloc_type.contains(MallocType::THREADSAFE)),
             myself: myself.clone(),
         });
         registry::register(&manager, &heap, calls);
@@ -184,11 +189,84 @@ impl HostMalloc {
     /// ```
     #[inline]
     pub fn alloc(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
-        if self.thread_safe {
-            self.alloc_entered(size, level)
-        } else {
-            self.exclusive(Method::MallocAlloc, || self.alloc_entered(size, level))
+        match self.alloc_hit(size) {
+            Some(block) => Ok(block),
+            None => self.alloc_full(size, level),
         }
+    }
+
+    /// `Alloc`'s hit path, which the COM face also takes before its panic
+    /// boundary: a block of `size` bytes from the calling thread's cache of
+    /// this heap, counted in the statistics; `None` (nothing changed, no
+    /// call counted) when the request is for the full path: the heap is
+    /// not thread-safe (its calls take the busy flag first), the manager
+    /// stopped, the request is large, or the cache is not at hand or has
+    /// no block of the class. It takes no lock, makes no page call and has
+    /// no panicking branch (every index is checked).
+    #[inline(always)]
+    pub(crate) fn alloc_hit(&self, size: usize) -> Option<usize> {
+        if !self.hits_open.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.alloc_from_cache(size)
+    }
+
+    /// The hit path of `Alloc` for a caller entitled to the heap (a
+    /// thread-safe heap, or one this thread is inside) that found the
+    /// manager running.
+    #[inline(always)]
+    fn alloc_from_cache(&self, size: usize) -> Option<usize> {
+        // It cannot fail or panic, so of the manager's call rules it needs
+        // only the lifecycle check (the heap's copy of it) and the count
+        // (kept by the heap, see `registry`); everything else runs under
+        // `run_call`.
+        if size > SMALL_MAX {
+            return None;
+        }
+        // The cache first, the class after: fewer values live at once, so
+        // the hit path fits in the registers a call may clobber.
+        let cache = at_hand(self)?;
+        let block = cache.pop(class_of(size))?;
+        self.calls.count(cache.call_slot(), Hit::Alloc);
+        Some(block)
+    }
+
+    /// `Alloc` when the hit path missed (or was not open to the caller):
+    /// the busy flag of a non-thread-safe heap, then the manager's call
+    /// rules.
+    #[inline(never)]
+    pub(crate) fn alloc_full(
+        &self,
+        size: usize,
+        level: MemoryCriticalLevel,
+    ) -> Result<usize, HostError> {
+        if self.thread_safe {
+            // The hit path looked only at the cache used last: another
+            // heap's, maybe, with this heap's at hand too.
+            if self.hits_open.load(Ordering::Relaxed)
+                && switch_to(self)
+                && let Some(block) = self.alloc_from_cache(size)
+            {
+                return Ok(block);
+            }
+            return self
+                .manager
+                .run_call(Method::MallocAlloc, || self.alloc_slow(size, level));
+        }
+        self.exclusive(Method::MallocAlloc, || {
+            let hit = if self.running.load(Ordering::Relaxed) {
+                switch_to(self);
+                self.alloc_from_cache(size)
+            } else {
+                None
+            };
+            match hit {
+                Some(block) => Ok(block),
+                None => self
+                    .manager
+                    .run_call(Method::MallocAlloc, || self.alloc_slow(size, level)),
+            }
+        })
     }
 
     /// Runs `call` as the only call inside this non-thread-safe heap: if
@@ -224,28 +302,6 @@ impl HostMalloc {
             Err(thread) if thread == me => call(),
             Err(_) => self.manager.run_call(method, || Err(HostError::NotOwner)),
         }
-    }
-
-    #[inline(always)]
-    fn alloc_entered(&self, size: usize, level: MemoryCriticalLevel) -> Result<usize, HostError> {
-        // The hit path: a block from this thread's cache. It cannot fail or
-        // panic (its indices are in range by construction), so of the
-        // manager's call rules it needs only the lifecycle check (the
-        // heap's copy of it) and the count (kept by the heap, see
-        // `registry`); everything else runs under `run_call`.
-        if size <= SMALL_MAX && self.running.load(Ordering::Relaxed) {
-            let class = class_of(size);
-            let hit = at_hand(self, |cache| {
-                let block = cache.pop(class)?;
-                self.calls.count(cache.call_slot(), Hit::Alloc);
-                Some(block)
-            });
-            if let Some(Some(block)) = hit {
-                return Ok(block);
-            }
-        }
-        self.manager
-            .run_call(Method::MallocAlloc, || self.alloc_slow(size, level))
     }
 
     #[inline(never)]
@@ -329,50 +385,98 @@ impl HostMalloc {
     /// ```
     #[inline]
     pub fn free(&self, address: usize) -> Result<(), HostError> {
-        if self.thread_safe || address == 0 {
-            self.free_entered(address)
-        } else {
-            self.exclusive(Method::MallocFree, || self.free_entered(address))
-        }
-    }
-
-    #[inline(always)]
-    fn free_entered(&self, address: usize) -> Result<(), HostError> {
-        // The hit path (see `alloc`): a small block of this heap, not free,
-        // back to this thread's cache.
-        if address != 0
-            && self.running.load(Ordering::Relaxed)
-            && at_hand(self, |cache| {
-                let freed = self.free_to_cache(cache, address);
-                if freed {
-                    self.calls.count(cache.call_slot(), Hit::Free);
-                }
-                freed
-            }) == Some(true)
-        {
+        if self.free_hit(address) {
             return Ok(());
         }
-        self.manager
-            .run_call(Method::MallocFree, || self.free_slow(address))
+        self.free_full(address)
+    }
+
+    /// `Free`'s hit path, which the COM face also takes before its panic
+    /// boundary: the block at `address` back to the calling thread's cache
+    /// of this heap, counted in the statistics; false (nothing changed, no
+    /// call counted) when the call is for the full path: the heap is not
+    /// thread-safe, the manager stopped, `address` is NULL, not a small
+    /// block of this heap handed out and not yet freed, or a debug block,
+    /// or the cache is not at hand or full (the full path hands its surplus
+    /// to the shared lists, under their lock). No lock, no page call, no
+    /// panicking branch.
+    #[inline(always)]
+    pub(crate) fn free_hit(&self, address: usize) -> bool {
+        self.hits_open.load(Ordering::Relaxed) && self.free_from_cache(address)
+    }
+
+    /// The hit path of `Free` for a caller entitled to the heap that found
+    /// the manager running.
+    #[inline(always)]
+    fn free_from_cache(&self, address: usize) -> bool {
+        if address == 0 {
+            return false;
+        }
+        let Some(cache) = at_hand(self) else {
+            return false;
+        };
+        let freed = self.cache_block(cache, address, false);
+        if freed {
+            self.calls.count(cache.call_slot(), Hit::Free);
+        }
+        freed
+    }
+
+    /// `Free` when the hit path missed (or was not open to the caller):
+    /// the busy flag of a non-thread-safe heap, then the manager's call
+    /// rules.
+    #[inline(never)]
+    pub(crate) fn free_full(&self, address: usize) -> Result<(), HostError> {
+        if self.thread_safe || address == 0 {
+            // As in `alloc_full`: this heap's cache may be at hand, not
+            // used last.
+            if self.hits_open.load(Ordering::Relaxed)
+                && switch_to(self)
+                && self.free_from_cache(address)
+            {
+                return Ok(());
+            }
+            return self
+                .manager
+                .run_call(Method::MallocFree, || self.free_slow(address));
+        }
+        self.exclusive(Method::MallocFree, || {
+            if self.running.load(Ordering::Relaxed) && {
+                switch_to(self);
+                self.free_from_cache(address)
+            } {
+                return Ok(());
+            }
+            self.manager
+                .run_call(Method::MallocFree, || self.free_slow(address))
+        })
     }
 
     /// Puts the block at `address` in `cache` if it is a small block of this
     /// heap, allocated and not from `DebugAlloc`; false (nothing changed)
-    /// otherwise.
-    #[inline]
-    fn free_to_cache(&self, cache: &ThreadCache, address: usize) -> bool {
+    /// otherwise. A cache past its limit hands a batch to the shared lists
+    /// if `spill`, and refuses the block (false) if not.
+    #[inline(always)]
+    fn cache_block(&self, cache: &ThreadCache, address: usize, spill: bool) -> bool {
         let Some(at) = self.pages.locate(address, cache.chunk_hint()) else {
             return false;
         };
-        if at.debug {
-            return false;
+        // A debug block's `cache_class` is no cache's class: `len` tells
+        // it with the bounds check it makes anyway.
+        let class = at.cache_class;
+        let limit = 2 * at.batch;
+        match cache.len(class) {
+            Some(len) if spill || len < limit => {}
+            _ => return false,
         }
         let Some(block) = block::check_not_free(address, self.secret) else {
             return false;
         };
-        let cached = cache.push(at.class, block, self.secret);
-        if cached > 2 * at.batch {
-            self.spill(cache.split_off(at.class, at.batch), at.class);
+        let cached = cache.push(class, block, self.secret);
+        // Tested on `spill` first: the hit path (which refused a full
+        // cache above) then has no call out, and saves no register.
+        if spill && cached > limit {
+            self.spill(cache.split_off(class, at.batch), class);
         }
         true
     }
@@ -386,7 +490,7 @@ impl HostMalloc {
         if address == 0 {
             return Ok(());
         }
-        if with_cache(self, |cache| self.free_to_cache(cache, address)) == Some(true) {
+        if with_cache(self, |cache| self.cache_block(cache, address, true)) == Some(true) {
             return Ok(());
         }
         let Some(at) = self.pages.locate(address, &Cell::new(0)) else {
@@ -518,6 +622,13 @@ impl HostMalloc {
         Ok(())
     }
 
+    /// The (`Alloc`, `Free`) calls the hit paths counted so far (for
+    /// tests that tell a hit from a call of the full path).
+    #[cfg(test)]
+    pub(crate) fn hit_calls(&self) -> (u64, u64) {
+        self.calls.totals()
+    }
+
     /// A counting slot for the calling thread's hit paths.
     pub(super) fn claim_call_slot(&self) -> u32 {
         self.calls.claim(thread_id())
@@ -602,6 +713,7 @@ impl HostMalloc {
 /// that follows it sees it.
 impl StopWatcher for HostMalloc {
     fn stopped(&self) {
+        self.hits_open.store(false, Ordering::Release);
         self.running.store(false, Ordering::Release);
     }
 }
@@ -656,6 +768,37 @@ mod tests {
         fn drop(&mut self) {
             self.0.inside.store(0, Ordering::Release);
         }
+    }
+
+    /// A thread turning from one heap to another, both with their caches
+    /// at hand, is served from the caches (counted as hits) though the
+    /// inline hit path looks only at the cache used last; the counts stay
+    /// exact.
+    #[test]
+    fn a_thread_alternating_between_heaps_is_served_from_their_caches() {
+        let manager = Arc::new(HostMemoryManager::default());
+        let a = manager.create_malloc(MallocType::THREADSAFE).unwrap();
+        let b = manager.create_malloc(MallocType::THREADSAFE).unwrap();
+        for heap in [&a, &b] {
+            let block = heap.alloc(80, TASK).unwrap();
+            heap.free(block).unwrap();
+        }
+        let hits = (a.hit_calls(), b.hit_calls());
+        let calls = manager.statistics().calls;
+        for _ in 0..10 {
+            let x = a.alloc(80, TASK).unwrap();
+            let y = b.alloc(80, TASK).unwrap();
+            a.free(x).unwrap();
+            b.free(y).unwrap();
+        }
+        assert_eq!(a.hit_calls(), (hits.0.0 + 10, hits.0.1 + 10));
+        assert_eq!(b.hit_calls(), (hits.1.0 + 10, hits.1.1 + 10));
+        let after = manager.statistics().calls;
+        assert_eq!(
+            after[&Method::MallocAlloc],
+            calls[&Method::MallocAlloc] + 20
+        );
+        assert_eq!(after[&Method::MallocFree], calls[&Method::MallocFree] + 20);
     }
 
     /// One thread is inside a non-thread-safe heap (held busy, as in the

@@ -20,7 +20,14 @@
 //! tests the heap's copy of the manager's state (cleared by the manager
 //! when it stops) and counts itself, exactly, in a per-thread slot that
 //! the manager's statistics add up. Every other call (a miss, a large
-//! or debug block, any failure) runs under `run_call`.
+//! or debug block, any failure) runs under `run_call`. The hit paths
+//! (`HostMalloc::alloc_hit`, `free_hit`) are open to thread-safe heaps
+//! only (a heap without `MALLOC_THREADSAFE` takes its busy flag first),
+//! look only at the cache the thread used last (the full path switches
+//! to another cache at hand and tries again before `run_call`), and have
+//! no lock, no call out and no panicking branch, so the COM face runs
+//! them before its panic boundary and tail-calls the full path on a
+//! miss.
 //!
 //! The layout, file by file:
 //!

@@ -51,6 +51,10 @@ pub struct Located {
     pub debug: bool,
     /// The class's batch.
     pub batch: u32,
+    /// The class for a thread cache: `class` for a slab of `Alloc`'s, and
+    /// 128 or more (no cache's class) for a `DebugAlloc` slab, so that the
+    /// hit path of `Free` tells both with the one bounds check it makes.
+    pub cache_class: usize,
 }
 
 /// The slabs not yet handed out.
@@ -106,7 +110,9 @@ impl Pages {
     /// the chunk the caller found last; it is tried first and updated.
     #[inline]
     pub fn locate(&self, address: usize, hint: &Cell<usize>) -> Option<Located> {
-        let chunk = match self.chunks.get(hint.get()).and_then(OnceLock::get) {
+        // `% MAX_CHUNKS` (a power of two, so a mask): the index is in range
+        // with no bounds check (hints are always below it).
+        let chunk = match self.chunks[hint.get() % MAX_CHUNKS].get() {
             Some(c) if address.wrapping_sub(c.base) < c.size => c,
             _ => {
                 let (i, c) = self
@@ -120,11 +126,18 @@ impl Pages {
             }
         };
         let offset = address - chunk.base;
-        let meta = SlabMeta(chunk.slabs[offset >> SLAB_SHIFT].load(Ordering::Acquire));
+        // `get`, not an index: `Free`'s hit path has no panicking branch.
+        let meta = SlabMeta(
+            chunk
+                .slabs
+                .get(offset >> SLAB_SHIFT)?
+                .load(Ordering::Acquire),
+        );
         (meta.is_carved() && meta.is_block_start(offset & (SLAB_SIZE - 1))).then(|| Located {
             class: meta.class(),
             debug: meta.is_debug(),
             batch: meta.batch(),
+            cache_class: meta.cache_class(),
         })
     }
 
@@ -288,6 +301,7 @@ mod tests {
                     class: 3,
                     debug: false,
                     batch: CLASS[3].batch,
+                    cache_class: 3,
                 })
             );
             assert_eq!(pages.locate(b + 16, &hint), None, "interior");
