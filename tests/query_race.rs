@@ -13,7 +13,7 @@ use hostmem::win32::{
     AllocationType, FreeType, MemoryBasicInformation, MemoryState, MemoryType, Protection,
     Win32Error,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::TaskCritical;
 const SIZE: usize = 0x2_0000;
@@ -61,8 +61,22 @@ fn queries_and_refusals_racing_with_changes_see_only_whole_states() {
     let foreign = Box::new([0u8; 64]);
     let foreign = foreign.as_ptr() as usize;
     let done = AtomicBool::new(false);
+    // The reader's answers so far: the writer starts once the reader is
+    // running and stops only after it answered during the writer's rounds,
+    // however late a loaded machine schedules the reader's thread.
+    let reads = AtomicUsize::new(0);
+    // (A reader that panicked never gets there: the wait gives up after
+    // a while, so the panic is reported rather than the test hanging.)
+    let wait_for_reads = |n: usize| {
+        let start = std::time::Instant::now();
+        while reads.load(Ordering::Acquire) < n && start.elapsed().as_secs() < 20 {
+            std::thread::yield_now();
+        }
+    };
     std::thread::scope(|s| {
         s.spawn(|| {
+            wait_for_reads(1);
+            let first = reads.load(Ordering::Acquire);
             for _ in 0..ROUNDS {
                 let at = m
                     .virtual_alloc(
@@ -87,6 +101,7 @@ fn queries_and_refusals_racing_with_changes_see_only_whole_states() {
                 m.virtual_free(base, COMMITTED, FreeType::DECOMMIT).unwrap();
                 m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
             }
+            wait_for_reads(first + ROUNDS);
             done.store(true, Ordering::Release);
         });
         let reader = || {
@@ -106,6 +121,7 @@ fn queries_and_refusals_racing_with_changes_see_only_whole_states() {
                         .unwrap_or_else(|| panic!("a torn or unknown answer: {mbi:?}"));
                     seen[i] += 1;
                 }
+                reads.fetch_add(1, Ordering::Release);
             }
             seen
         };
