@@ -222,6 +222,12 @@ fn chunk_of(t: usize, first: usize) -> (usize, usize) {
 struct Tables {
     /// Even when no change is under way; bumped before and after each.
     seq: AtomicU64,
+    /// Serialises the summary refreshes of changes made in place, which
+    /// run side by side under the manager's shared lock (each on its own
+    /// reservation's granules): one `begin`..`end` at a time keeps the
+    /// sequence number odd for the whole of each. The exclusive writer
+    /// needs it not: no change in place runs beside it.
+    refreshing: parking_lot::Mutex<()>,
     /// The chunks of each level (level 0 has one, of one table).
     chunks: [[OnceLock<Box<[AtomicU64]>>; CHUNKS]; 3],
 }
@@ -230,6 +236,7 @@ impl Tables {
     fn new() -> Self {
         let tables = Self {
             seq: AtomicU64::new(0),
+            refreshing: parking_lot::Mutex::new(()),
             chunks: Default::default(),
         };
         tables.ensure(0, 0);
@@ -396,12 +403,13 @@ pub enum Lookup<'a> {
     Outside,
 }
 
-/// A reservation in the slab, on a cache line of its own: a lookup that
-/// misses the cache costs one line, not two.
+/// A reservation in the slab, aligned to a cache line: a lookup that
+/// misses the cache reads its first line (the lock of its pages made it
+/// two lines long; the prefetcher brings the pair).
 #[repr(align(64))]
 struct Slot(Option<Reservation>);
 
-const _: () = assert!(size_of::<Slot>() == 64);
+const _: () = assert!(size_of::<Slot>() <= 128);
 
 /// The engine's reservations, indexed by address (see the module docs).
 pub struct ReservationIndex {
@@ -660,6 +668,27 @@ impl ReservationIndex {
         Some(result)
     }
 
+    /// After a change in place of the reservation at `base` (made with its
+    /// pages held, which the caller still holds, under the manager's
+    /// shared lock), whose pages were in `before` state if uniform: keeps
+    /// its granules' summaries true. Changes in place of other
+    /// reservations may refresh theirs at the same time: the refreshes
+    /// take turns (see `Tables::refreshing`).
+    pub fn refresh_shared(&self, base: usize, before: Option<super::PageState>) {
+        let Some(slot) = self.slot_at(base) else {
+            return;
+        };
+        let r = self.reservation(slot);
+        if r.pages().uniform_state() == before {
+            return;
+        }
+        let granules = Self::granules(r);
+        let _turn = self.tables.refreshing.lock();
+        self.tables.begin();
+        self.refresh_in(0, 0, 0, granules, slot);
+        self.tables.end();
+    }
+
     /// The entries of a table at `level` whose spans meet `range`: each
     /// one's index, its whole span, and its span clipped to `range`.
     /// `origin` is the table's first address.
@@ -743,20 +772,18 @@ impl ReservationIndex {
         }
     }
 
-    /// Rewrites the summaries of `slot`'s granule entries over `range`.
-    fn refresh_in(
-        &mut self,
-        table: u32,
-        level: usize,
-        origin: usize,
-        range: Range<usize>,
-        slot: u32,
-    ) {
+    /// Rewrites the summaries of `slot`'s granule entries over `range`
+    /// (an owner entry stays one: no table's live count changes). Only
+    /// between `begin` and `end` of the tables.
+    fn refresh_in(&self, table: u32, level: usize, origin: usize, range: Range<usize>, slot: u32) {
         for (i, span, sub) in Self::spans(level, origin, range) {
             match kind(self.entry(level, table, i)) {
                 Kind::Owner(s) if s == slot && level == BOTTOM => {
                     let summary = Summary::of(self.reservation(slot), span.start);
-                    self.set(level, table, i, owner(slot, summary));
+                    debug_assert!(self.tables.seq.load(Ordering::Relaxed) % 2 == 1);
+                    self.tables
+                        .at(level, table, i)
+                        .store(owner(slot, summary), Ordering::Relaxed);
                 }
                 Kind::Table(child) => self.refresh_in(child, level + 1, span.start, sub, slot),
                 _ => {}

@@ -37,6 +37,7 @@ use index::{Lookup, ReservationIndex};
 use placement::Placement;
 use request::{AllocRequest, PrivateProtection, alloc_request, private_protection};
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Totals of an address space.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -60,7 +61,11 @@ pub struct AddressSpace<B: OsBackend = UnixBackend> {
     /// the address was taken). It belongs to no reservation: Win32 sees it
     /// as foreign memory.
     anchor: Option<Option<usize>>,
-    committed_bytes: usize,
+    /// Committed bytes: changed in place (under the manager's shared
+    /// lock) by several threads at once, so atomic, on a cache line of its
+    /// own. A commit in place adds its pages before it makes them (see
+    /// [`charge`](Self::charge)), a decommit takes them off after.
+    committed_bytes: Committed,
     reserved_bytes: usize,
     /// The written marks hostmem keeps for watched reservations, by base
     /// (only for those that ever needed one).
@@ -78,6 +83,25 @@ impl Default for AddressSpace<UnixBackend> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Committed bytes, on cache lines of their own (threads committing in
+/// place write it; the address space's other fields are read meanwhile).
+#[repr(align(128))]
+#[derive(Default)]
+struct Committed(AtomicUsize);
+
+/// What a change tried in place answered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InPlace<T> {
+    /// It was made, or failed, with nothing structural to do: the answer.
+    Done(Result<T, Win32Error>),
+    /// It would commit pages the budget cannot take: nothing changed.
+    OverBudget,
+    /// Only the exclusive path may answer it (it changes or needs more
+    /// than one reservation's pages, or its answer is one that path
+    /// decides): nothing changed.
+    Structural,
 }
 
 /// The Win32 error for a failed mapping call.
@@ -104,7 +128,7 @@ impl<B: OsBackend> AddressSpace<B> {
             reservations: ReservationIndex::new(),
             placement: Placement::default(),
             anchor: None,
-            committed_bytes: 0,
+            committed_bytes: Committed::default(),
             reserved_bytes: 0,
             marks: std::collections::HashMap::new(),
         }
@@ -120,7 +144,7 @@ impl<B: OsBackend> AddressSpace<B> {
         SpaceTotals {
             reservations: self.reservations.len(),
             reserved_bytes: self.reserved_bytes,
-            committed_bytes: self.committed_bytes,
+            committed_bytes: self.committed_bytes.0.load(Ordering::Acquire),
         }
     }
 
@@ -343,7 +367,7 @@ impl<B: OsBackend> AddressSpace<B> {
         }
         self.reserved_bytes += len;
         if commit {
-            self.committed_bytes += len;
+            *self.committed_bytes.0.get_mut() += len;
         }
         self.reservations.insert(reservation);
         Ok(base)
@@ -384,7 +408,7 @@ impl<B: OsBackend> AddressSpace<B> {
             .with_owner(owner)
             .with_large_pages();
         self.reserved_bytes += size;
-        self.committed_bytes += size;
+        *self.committed_bytes.0.get_mut() += size;
         self.reservations.insert(reservation);
         Ok(base)
     }
@@ -654,7 +678,7 @@ impl<B: OsBackend> AddressSpace<B> {
             .reservation(base)
             .pages()
             .committed_pages(pages.clone());
-        self.committed_bytes += (pages.len() - before) * PAGE_SIZE;
+        *self.committed_bytes.0.get_mut() += (pages.len() - before) * PAGE_SIZE;
         self.change(base, |r| r.set_pages(pages, state, before));
         Ok(range.start())
     }
@@ -786,7 +810,7 @@ impl<B: OsBackend> AddressSpace<B> {
             self.marks.remove(&base);
         }
         self.reserved_bytes -= r.size();
-        self.committed_bytes -= r.committed_bytes();
+        *self.committed_bytes.0.get_mut() -= r.committed_bytes();
         self.placement.released(base, r.size());
         if self.reservations.len() == 0 {
             self.placement.emptied();
@@ -834,7 +858,7 @@ impl<B: OsBackend> AddressSpace<B> {
             self.rearm(base, range);
         }
         self.change(base, |r| r.set_pages(pages, PageState::Reserved, committed));
-        self.committed_bytes -= committed * PAGE_SIZE;
+        *self.committed_bytes.0.get_mut() -= committed * PAGE_SIZE;
         Ok(())
     }
 
@@ -913,6 +937,176 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 }
 
+/// Changes made in place: under the manager's *shared* lock, side by side
+/// with changes in place of other reservations (and with readers), each
+/// holding its reservation's pages (see [`Reservation::hold_pages`]).
+/// Each makes exactly the change, with exactly the answer, of the
+/// exclusive path, or answers [`InPlace::Structural`] having changed
+/// nothing, whenever that path could answer otherwise or must do more:
+/// arguments it would refuse, a range not wholly inside one of the
+/// owner's reservations, watched or large-page reservations.
+impl<B: OsBackend> AddressSpace<B> {
+    /// Adds `bytes` to the committed count if `fits` says the count it
+    /// sees can take them, atomically: of racing charges that the budget
+    /// can take only one of, exactly one passes. Returns the count after
+    /// the charge, or `None` (and nothing changed) if it did not fit.
+    pub fn charge(&self, bytes: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+        let counter = &self.committed_bytes.0;
+        let mut now = counter.load(Ordering::Relaxed);
+        loop {
+            if !fits(now) {
+                return None;
+            }
+            match counter.compare_exchange_weak(
+                now,
+                now + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(now + bytes),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// Takes back a [`charge`](Self::charge) whose commit failed, or the
+    /// bytes of a decommit.
+    fn uncharge(&self, bytes: usize) {
+        self.committed_bytes.0.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// A `VirtualAlloc(address, size, MEM_COMMIT, protect)` by `owner`
+    /// made in place. `fits(committed, cost)` says whether the budget can
+    /// take `cost` more bytes when `committed` are committed; if not, the
+    /// answer is [`InPlace::OverBudget`] and nothing changed. The answer
+    /// carries the start of the pages and the committed count right after
+    /// this call's charge (for the peak).
+    pub fn commit_in_place(
+        &self,
+        owner: Owner,
+        address: usize,
+        size: usize,
+        allocation_type: AllocationType,
+        protect: Protection,
+        fits: impl Fn(usize, usize) -> bool,
+    ) -> InPlace<(usize, usize)> {
+        if size == 0 || address < ALLOCATION_GRANULARITY {
+            return InPlace::Structural;
+        }
+        if !matches!(
+            alloc_request(allocation_type, address),
+            Ok(AllocRequest::Commit)
+        ) {
+            return InPlace::Structural;
+        }
+        let Ok(range) = PageRange::touched(address, size) else {
+            return InPlace::Structural;
+        };
+        let Ok(protection) = private_protection(protect) else {
+            return InPlace::Structural;
+        };
+        if range.end() > USER_ADDRESS_END {
+            return InPlace::Structural;
+        }
+        let Some(r) = self
+            .reservation_of(owner, range.start())
+            .filter(|r| r.contains_range(range) && !r.is_large() && !r.is_watched())
+        else {
+            return InPlace::Structural;
+        };
+        let base = r.base();
+        let state = PageState::Committed(protection.page);
+        let pages = r.page_indices(range);
+        let held = r.hold_pages();
+        let map = held.map();
+        let uniform = map.uniform_state();
+        let needs_access =
+            map.run_end(pages.start, pages.end) < pages.end || map.state(pages.start) != state;
+        let before = map.committed_pages(pages.clone());
+        let cost = (pages.len() - before) * PAGE_SIZE;
+        let Some(after) = self.charge(cost, |committed| cost == 0 || fits(committed, cost)) else {
+            return InPlace::OverBudget;
+        };
+        if needs_access && let Err(e) = self.set_access(base, range, state.access()) {
+            self.uncharge(cost);
+            return InPlace::Done(Err(e));
+        }
+        let held = Reservation::set_held_pages(held, pages, state, before);
+        self.reservations.refresh_shared(base, uniform);
+        drop(held);
+        InPlace::Done(Ok((range.start(), after)))
+    }
+
+    /// A `VirtualFree(address, size, free_type)` by `owner` made in place:
+    /// only `MEM_DECOMMIT`.
+    #[allow(unsafe_code)]
+    pub fn decommit_in_place(
+        &self,
+        owner: Owner,
+        address: usize,
+        size: usize,
+        free_type: FreeType,
+    ) -> InPlace<()> {
+        if free_type != FreeType::DECOMMIT {
+            return InPlace::Structural;
+        }
+        let page = page_floor(address);
+        let Some(r) = self
+            .reservation_of(owner, page)
+            .filter(|r| !r.is_large() && !r.is_watched())
+        else {
+            return InPlace::Structural;
+        };
+        let base = r.base();
+        let range = if size == 0 {
+            if page != base {
+                return InPlace::Structural;
+            }
+            PageRange::new(base, r.end()).expect("a reservation is page aligned and non-empty")
+        } else {
+            match PageRange::touched(address, size) {
+                Ok(range) if range.end() <= r.end() => range,
+                _ => return InPlace::Structural,
+            }
+        };
+        let pages = r.page_indices(range);
+        let held = r.hold_pages();
+        let uniform = held.map().uniform_state();
+        let committed = held.map().committed_pages(pages.clone());
+        if committed > 0 {
+            // As `decommit` does (an unwatched reservation: no marks).
+            if splits_a_mapping(r, pages.clone()) {
+                if let Err(e) = self.set_access(base, range, Access::empty()) {
+                    return InPlace::Done(Err(e));
+                }
+                // SAFETY: `range` lies in `owner`'s reservation at `base`,
+                // which the engine mapped and the manager's shared lock
+                // keeps; its pages are held, so no other change runs on
+                // them; its owner asked for MEM_DECOMMIT.
+                if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
+                    if let Err(e) = self.restore_access(base, range) {
+                        return InPlace::Done(Err(e));
+                    }
+                    return InPlace::Done(Err(change_error(e)));
+                }
+            } else {
+                // SAFETY: as above.
+                if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
+                    return InPlace::Done(Err(change_error(e)));
+                }
+                if let Err(e) = self.set_access(base, range, Access::empty()) {
+                    return InPlace::Done(Err(e));
+                }
+            }
+        }
+        let held = Reservation::set_held_pages(held, pages, PageState::Reserved, committed);
+        self.reservations.refresh_shared(base, uniform);
+        drop(held);
+        self.uncharge(committed * PAGE_SIZE);
+        InPlace::Done(Ok(()))
+    }
+}
+
 /// Whether `VirtualProtect(address, size, new_protect, ..)` passes every
 /// check the engine makes before it looks the address up: if so, an
 /// address outside the engine's reservations fails for that reason alone
@@ -985,7 +1179,7 @@ impl<B: OsBackend> AddressSpace<B> {
             let _ = unsafe { self.os.unmap(at, PAGE_SIZE) };
         }
         self.reserved_bytes = 0;
-        self.committed_bytes = 0;
+        *self.committed_bytes.0.get_mut() = 0;
         self.marks.clear();
     }
 }

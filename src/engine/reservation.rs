@@ -4,6 +4,10 @@
 use super::page_map::{PageMap, PageState};
 use super::range::PageRange;
 use crate::win32::{MemoryBasicInformation, MemoryState, MemoryType, PAGE_SIZE, Protection};
+use parking_lot::{
+    MappedRecursiveRwLockReadGuard, RecursiveRwLock as RwLock, RecursiveRwLockReadGuard,
+    RecursiveRwLockUpgradableReadGuard, RecursiveRwLockWriteGuard,
+};
 use std::ops::Range;
 
 /// Who a reservation belongs to. The runtime's calls (`VirtualAlloc`,
@@ -28,21 +32,71 @@ pub enum Owner {
 /// A reservation: `[base, base + size)`, `base` a multiple of 64 KiB and
 /// `size` of 4 KiB, one kernel mapping (or several after `mprotect`s)
 /// that the engine made and alone may change.
-#[derive(Clone, Debug)]
+///
+/// Its pages sit behind a reader/writer lock of their own, so that a
+/// commit or decommit made in place (under the manager's shared lock,
+/// see [`AddressSpace::commit_in_place`](super::AddressSpace::commit_in_place))
+/// can change them while other reservations change too: readers take it
+/// shared (a recursive lock: a reader waits only for a writer that holds it), a change in
+/// place holds it upgradable for the whole call (changes of one
+/// reservation are serialised) and exclusive only for the moment the map
+/// changes. With `&mut` access no lock is taken.
+#[derive(Debug)]
 pub struct Reservation {
     base: usize,
     size: usize,
     allocation_protect: Protection,
-    pages: PageMap,
-    /// How many pages are committed, kept by [`Self::set_pages`] from the
-    /// counts its callers compute anyway, so that totals need no scan.
-    committed_pages: usize,
+    pages: RwLock<Pages>,
     owner: Owner,
     /// `MEM_WRITE_WATCH`: writes are watched (the engine keeps the
     /// reservation's [`WrittenMarks`]).
     watched: bool,
     /// `MEM_LARGE_PAGES`: mapped with the kernel's huge pages.
     large: bool,
+}
+
+/// A reservation's page map and its committed count, changed together.
+#[derive(Clone, Debug)]
+pub struct Pages {
+    map: PageMap,
+    /// How many pages are committed, kept by [`Reservation::set_pages`]
+    /// from the counts its callers compute anyway, so that totals need
+    /// no scan.
+    committed: usize,
+}
+
+impl Pages {
+    /// The page map.
+    pub fn map(&self) -> &PageMap {
+        &self.map
+    }
+
+    fn set(&mut self, pages: Range<usize>, state: PageState, committed_before: usize) {
+        debug_assert_eq!(committed_before, self.map.committed_pages(pages.clone()));
+        self.committed = match state {
+            PageState::Reserved => self.committed - committed_before,
+            PageState::Committed(_) => self.committed + pages.len() - committed_before,
+        };
+        self.map.set_state(pages, state);
+    }
+}
+
+/// A reservation's pages held for a change in place: others may read
+/// them meanwhile, no one else may change them.
+pub type PagesHeld<'a> = RecursiveRwLockUpgradableReadGuard<'a, Pages>;
+
+impl Clone for Reservation {
+    fn clone(&self) -> Self {
+        Self {
+            base: self.base,
+            size: self.size,
+            allocation_protect: self.allocation_protect,
+            pages: RwLock::new(self.pages.read().clone()),
+            owner: self.owner,
+            watched: self.watched,
+            large: self.large,
+        }
+    }
 }
 
 /// The written marks of a watched reservation that hostmem keeps itself
@@ -105,11 +159,13 @@ impl Reservation {
             base,
             size,
             allocation_protect,
-            pages: PageMap::new(size / PAGE_SIZE, initial),
-            committed_pages: match initial {
-                PageState::Reserved => 0,
-                PageState::Committed(_) => size / PAGE_SIZE,
-            },
+            pages: RwLock::new(Pages {
+                map: PageMap::new(size / PAGE_SIZE, initial),
+                committed: match initial {
+                    PageState::Reserved => 0,
+                    PageState::Committed(_) => size / PAGE_SIZE,
+                },
+            }),
             owner: Owner::Runtime,
             watched: false,
             large: false,
@@ -186,27 +242,43 @@ impl Reservation {
         range.start() >= self.base && range.end() <= self.end()
     }
 
-    /// The page map.
-    pub fn pages(&self) -> &PageMap {
-        &self.pages
+    /// The page map, read under the pages' lock taken shared (a change
+    /// in place waits for the guard to go before it changes the map).
+    pub fn pages(&self) -> MappedRecursiveRwLockReadGuard<'_, PageMap> {
+        RecursiveRwLockReadGuard::map(self.pages.read(), |p| &p.map)
     }
 
     /// The page map, to change reset marks (state changes go through
     /// [`Self::set_pages`], which keeps the committed count).
     pub fn pages_mut(&mut self) -> &mut PageMap {
-        &mut self.pages
+        &mut self.pages.get_mut().map
+    }
+
+    /// Holds the pages for a change in place: waits for any other change
+    /// in place of this reservation to end; readers go on.
+    pub fn hold_pages(&self) -> PagesHeld<'_> {
+        self.pages.upgradable_read()
+    }
+
+    /// [`set_pages`](Self::set_pages) on pages held for a change in place:
+    /// waits for the readers of the map to go (the caller must hold no
+    /// other guard of it), changes it, and hands the hold back.
+    pub fn set_held_pages<'a>(
+        held: PagesHeld<'a>,
+        pages: Range<usize>,
+        state: PageState,
+        committed_before: usize,
+    ) -> PagesHeld<'a> {
+        let mut write = RecursiveRwLockUpgradableReadGuard::upgrade(held);
+        write.set(pages, state, committed_before);
+        RecursiveRwLockWriteGuard::downgrade_to_upgradable(write)
     }
 
     /// Sets the state of page indices `pages`, of which `committed_before`
     /// were committed (`pages().committed_pages(pages)`, which the caller
     /// has computed already).
     pub fn set_pages(&mut self, pages: Range<usize>, state: PageState, committed_before: usize) {
-        debug_assert_eq!(committed_before, self.pages.committed_pages(pages.clone()));
-        self.committed_pages = match state {
-            PageState::Reserved => self.committed_pages - committed_before,
-            PageState::Committed(_) => self.committed_pages + pages.len() - committed_before,
-        };
-        self.pages.set_state(pages, state);
+        self.pages.get_mut().set(pages, state, committed_before);
     }
 
     /// The page indices of `range`, which must lie inside.
@@ -230,11 +302,12 @@ impl Reservation {
 
     /// Committed bytes.
     pub fn committed_bytes(&self) -> usize {
+        let pages = self.pages.read();
         debug_assert_eq!(
-            self.committed_pages,
-            self.pages.committed_pages(0..self.pages.len())
+            pages.committed,
+            pages.map.committed_pages(0..pages.map.len())
         );
-        self.committed_pages * PAGE_SIZE
+        pages.committed * PAGE_SIZE
     }
 
     /// `VirtualQuery` of an address inside: the run of pages from its page
@@ -242,8 +315,9 @@ impl Reservation {
     pub fn query(&self, addr: usize) -> MemoryBasicInformation {
         debug_assert!(self.contains(addr));
         let index = (addr - self.base) / PAGE_SIZE;
-        let state = self.pages.state(index);
-        let end = self.pages.run_end(index, self.pages.len());
+        let pages = self.pages();
+        let state = pages.state(index);
+        let end = pages.run_end(index, pages.len());
         describe(
             self.page_address(index),
             self.page_address(end),

@@ -507,3 +507,34 @@ fn large_reservations_are_2_mib_aligned_away_from_small_ones() {
         space.virtual_free(b, 0, FreeType::RELEASE).unwrap();
     }
 }
+
+/// Racing charges against a budget that takes exactly `N` of them: exactly
+/// `N` pass, and the count never passes the budget.
+#[test]
+fn charges_racing_for_a_budget_pass_exactly_as_many_as_fit() {
+    const N: usize = 5;
+    const THREADS: usize = 16;
+    let space = AddressSpace::new();
+    let limit = N * PAGE_SIZE;
+    let passed = std::sync::atomic::AtomicUsize::new(0);
+    let start = std::sync::Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                start.wait();
+                if let Some(after) = space.charge(PAGE_SIZE, |now| now + PAGE_SIZE <= limit) {
+                    assert!(after <= limit);
+                    passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(passed.into_inner(), N);
+    assert_eq!(space.totals().committed_bytes, limit);
+    // A charge that does not fit changes nothing.
+    assert_eq!(
+        space.charge(PAGE_SIZE, |now| now + PAGE_SIZE <= limit),
+        None
+    );
+    assert_eq!(space.totals().committed_bytes, limit);
+}

@@ -6,7 +6,9 @@ use super::load::{MachineMemory, MemoryLoad};
 use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher};
 use super::stats::CallCounters;
 use super::{ConfigError, HostConfig, HostError, Method, Statistics};
-use crate::engine::{AddressSpace, IndexView, Owner, PageRange, USER_ADDRESS_END, page_floor};
+use crate::engine::{
+    AddressSpace, InPlace, IndexView, Owner, PageRange, USER_ADDRESS_END, page_floor,
+};
 use crate::heap::HostKey;
 use crate::os::{OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
@@ -337,25 +339,69 @@ impl HostMemoryManager {
                 // The watcher reads the machine's load itself: no order to
                 // keep, so the state lock goes first.
                 drop(state);
-                let mut watcher = self.watcher.lock();
-                let mut gone = None;
-                match watcher.as_ref() {
-                    Some(w) if w.is_running() => w.kick(),
-                    // A fork's child: the watcher's thread stayed in the
-                    // parent; a new one starts (and looks at once). One
-                    // that cannot be made is tried again at the next change.
-                    Some(_) => {
-                        if let Ok(started) = self.start_watcher() {
-                            gone = watcher.replace(started);
-                        }
-                    }
-                    None => {}
-                }
-                drop(watcher);
-                drop(gone);
+                self.kick_watcher();
             }
         }
         result
+    }
+
+    /// Wakes the load watcher after a change (with no lock held).
+    fn kick_watcher(&self) {
+        let mut watcher = self.watcher.lock();
+        let mut gone = None;
+        match watcher.as_ref() {
+            Some(w) if w.is_running() => w.kick(),
+            // A fork's child: the watcher's thread stayed in the parent; a
+            // new one starts (and looks at once). One that cannot be made
+            // is tried again at the next change.
+            Some(_) => {
+                if let Ok(started) = self.start_watcher() {
+                    gone = watcher.replace(started);
+                }
+            }
+            None => {}
+        }
+        drop(watcher);
+        drop(gone);
+    }
+
+    /// Tries a change in place: under the *shared* lock, beside changes
+    /// in place of other reservations (see
+    /// [`AddressSpace::commit_in_place`]). `None` when only the exclusive
+    /// path may make it (nothing changed). Afterwards, as
+    /// [`write`](Self::write) does: the peak, and the notifier told the
+    /// load as it is after the change — read under the notifier's lock,
+    /// so that racing changes feed it loads in the order they were read.
+    fn in_place<T>(
+        &self,
+        change: impl FnOnce(&HostState) -> InPlace<(T, usize)>,
+        refuse: impl FnOnce(&HostState, Win32Error) -> HostError,
+    ) -> Option<Result<T, HostError>> {
+        let state = match self.state.read(Some(self.config.lock_timeout)) {
+            Ok(state) => state,
+            Err(e) => return Some(Err(Self::lock_error(e))),
+        };
+        let result = match change(&state) {
+            InPlace::Structural => return None,
+            InPlace::OverBudget => Err(HostError::OverBudget),
+            InPlace::Done(Ok((answer, committed))) => {
+                self.peak_committed.fetch_max(committed, Ordering::Relaxed);
+                Ok(answer)
+            }
+            InPlace::Done(Err(e)) => Err(refuse(&state, e)),
+        };
+        if self.notifying.load(Ordering::Relaxed) {
+            if let Some(budget) = self.budget {
+                self.notifier
+                    .update_with(|| budget.load(state.used_bytes()));
+                drop(state);
+                self.notifier.deliver();
+            } else {
+                drop(state);
+                self.kick_watcher();
+            }
+        }
+        Some(result)
     }
 
     /// The engine's failure, or `HOST_E_INVALIDOPERATION` where the address
@@ -478,6 +524,33 @@ impl HostMemoryManager {
         {
             return Err(HostError::NotHostMemory);
         }
+        // A commit wholly inside one reservation: in place, beside commits
+        // in other reservations. Not when tracing (the exclusive lock
+        // orders the trace).
+        if self.tracer.is_none()
+            && address != 0
+            && allocation_type.difference(AllocationType::TOP_DOWN) == AllocationType::COMMIT
+            && let Some(result) = self.in_place(
+                |state| {
+                    state.space.commit_in_place(
+                        owner,
+                        address,
+                        size,
+                        allocation_type,
+                        protect,
+                        |committed, cost| {
+                            self.budget.is_none_or(|budget| {
+                                let used = (committed + state.acquired_bytes) as u64;
+                                budget.allows(used, cost as u64, level)
+                            })
+                        },
+                    )
+                },
+                |state, e| Self::refuse_foreign(&state.space, owner, address, e),
+            )
+        {
+            return result;
+        }
         self.write(|state| {
             if let Some(budget) = self.budget {
                 let cost = state
@@ -580,6 +653,26 @@ impl HostMemoryManager {
             (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
         if arguments_valid && !self.space_owns(address)? {
             return Err(HostError::NotHostMemory);
+        }
+        // A decommit inside one reservation: in place (not when tracing).
+        if self.tracer.is_none()
+            && free_type == FreeType::DECOMMIT
+            && let Some(result) = self.in_place(
+                |state| {
+                    let space = &state.space;
+                    match space.decommit_in_place(owner, address, size, free_type) {
+                        InPlace::Done(Ok(())) => {
+                            InPlace::Done(Ok(((), space.totals().committed_bytes)))
+                        }
+                        InPlace::Done(Err(e)) => InPlace::Done(Err(e)),
+                        InPlace::OverBudget => InPlace::OverBudget,
+                        InPlace::Structural => InPlace::Structural,
+                    }
+                },
+                |state, e| Self::refuse_foreign(&state.space, owner, address, e),
+            )
+        {
+            return result;
         }
         self.write(|state| {
             let space = &mut state.space;

@@ -152,6 +152,22 @@ impl Notifier {
         }
     }
 
+    /// [`update`](Self::update) with the load `load` computes under the
+    /// notifier's lock: for callers that change the load side by side
+    /// (commits in place, under the manager's shared lock), each reading
+    /// it after its change from an atomic count, so that the loads fed
+    /// are in the order they were read, and the last is the latest.
+    pub fn update_with(&self, load: impl FnOnce() -> MemoryLoad) {
+        let mut inner = self.inner.lock();
+        let next = self.thresholds.next(inner.state, load());
+        if next != inner.state {
+            inner.state = next;
+            if inner.callback.is_some() {
+                inner.queue.push_back(next);
+            }
+        }
+    }
+
     /// Delivers the queued changes on this thread, unless another thread is
     /// delivering already (it will deliver them, in order). Call it with no
     /// lock held: the callback may call the manager again.
