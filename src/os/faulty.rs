@@ -3,7 +3,8 @@
 #![allow(unsafe_code)]
 
 use super::{Access, KernelMapping, OsBackend, OsError, UnixBackend};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// The operations of [`OsBackend`], to name the one a fault is aimed at.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -72,11 +73,25 @@ struct State {
     injected: u64,
 }
 
-/// The real unix backend with fault injection and call counting.
+/// Calls made to wait for one another (see
+/// [`FaultInjectingBackend::rendezvous`]).
+#[derive(Default)]
+struct Rendezvous {
+    operation: Option<OsOperation>,
+    parties: usize,
+    arrived: usize,
+    timeout: Duration,
+    met: bool,
+}
+
+/// The real unix backend with fault injection, call counting and
+/// rendezvous of concurrent calls.
 #[derive(Default)]
 pub struct FaultInjectingBackend {
     inner: UnixBackend,
     state: Mutex<State>,
+    meeting: Mutex<Rendezvous>,
+    meeting_changed: Condvar,
 }
 
 impl FaultInjectingBackend {
@@ -110,7 +125,53 @@ impl FaultInjectingBackend {
         self.state.lock().injected
     }
 
+    /// Makes the next `parties` calls of `operation` wait, before they go
+    /// to the kernel, until all of them are waiting at once, or until
+    /// `timeout` has passed for each; [`rendezvous_met`](Self::rendezvous_met)
+    /// then tells which. A test of concurrency uses it to show that calls
+    /// really are inside the backend at the same moment: calls made one
+    /// after another never meet.
+    pub fn rendezvous(&self, operation: OsOperation, parties: usize, timeout: Duration) {
+        *self.meeting.lock() = Rendezvous {
+            operation: Some(operation),
+            parties,
+            arrived: 0,
+            timeout,
+            met: false,
+        };
+    }
+
+    /// Whether the calls of the last [`rendezvous`](Self::rendezvous) all
+    /// waited at once.
+    pub fn rendezvous_met(&self) -> bool {
+        self.meeting.lock().met
+    }
+
+    fn meet(&self, operation: OsOperation) {
+        let mut meeting = self.meeting.lock();
+        if meeting.operation != Some(operation) || meeting.arrived >= meeting.parties {
+            return;
+        }
+        meeting.arrived += 1;
+        if meeting.arrived == meeting.parties {
+            meeting.met = true;
+            self.meeting_changed.notify_all();
+            return;
+        }
+        let deadline = Instant::now() + meeting.timeout;
+        while !meeting.met {
+            if self
+                .meeting_changed
+                .wait_until(&mut meeting, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+    }
+
     fn enter(&self, operation: OsOperation) -> Result<(), OsError> {
+        self.meet(operation);
         let mut state = self.state.lock();
         state.calls[operation.index()] += 1;
         let mut fault = None;

@@ -614,3 +614,55 @@ fn lock_free_answers_equal_locked_answers_over_random_changes() {
     assert!(answered > 1000, "the view answered queries ({answered})");
     assert!(refused > 1000, "and refusals ({refused})");
 }
+
+/// Commits (then decommits) in two different reservations are inside the
+/// kernel at the same moment: each call's `mprotect` (then `madvise`)
+/// waits until the other's has arrived too. Under one exclusive lock the
+/// second call could not start before the first returned, and the two
+/// would never meet.
+#[test]
+fn commits_in_different_reservations_reach_the_kernel_together() {
+    let os = Arc::new(FaultInjectingBackend::new());
+    let m = HostMemoryManager::with_backend(HostConfig::default(), Box::new(os.clone())).unwrap();
+    let bases: Vec<usize> = (0..2)
+        .map(|_| {
+            m.virtual_alloc(0, 0x40000, RESERVE, Protection::NOACCESS, LEVEL)
+                .unwrap()
+        })
+        .collect();
+    let both = |operation: OsOperation, call: &(dyn Fn(usize) -> HResult + Sync)| {
+        os.rendezvous(operation, 2, Duration::from_secs(20));
+        let answers: Vec<HResult> = std::thread::scope(|s| {
+            let handles: Vec<_> = bases.iter().map(|&b| s.spawn(move || call(b))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(answers, [HResult::S_OK, HResult::S_OK]);
+        assert!(os.rendezvous_met(), "{operation:?} calls ran one at a time");
+    };
+    both(OsOperation::Protect, &|b| {
+        hr(m.virtual_alloc(
+            b + 0x10000,
+            0x10000,
+            AllocationType::COMMIT,
+            Protection::READWRITE,
+            LEVEL,
+        ))
+    });
+    for &b in &bases {
+        assert_eq!(
+            m.virtual_query(b + 0x10000).unwrap().state,
+            MemoryState::COMMIT
+        );
+    }
+    assert_eq!(m.statistics().committed_bytes, 0x20000);
+    both(OsOperation::Discard, &|b| {
+        hr(m.virtual_free(b + 0x10000, 0x10000, FreeType::DECOMMIT))
+    });
+    for &b in &bases {
+        assert_eq!(
+            m.virtual_query(b + 0x10000).unwrap().state,
+            MemoryState::RESERVE
+        );
+    }
+    assert_eq!(m.statistics().committed_bytes, 0);
+}
