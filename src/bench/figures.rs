@@ -8,6 +8,7 @@ use crate::engine::AddressSpace;
 use crate::host::{HostConfig, HostMemoryManager};
 use rustix::mm::ProtFlags;
 use std::hint::black_box;
+use std::time::Duration;
 
 /// How much work each figure does.
 #[derive(Clone, Copy, Debug)]
@@ -22,12 +23,10 @@ pub struct Plan {
     pub query_batch: usize,
     /// `region::query` calls per batch, figure 6.
     pub region_batch: usize,
-    /// Operations per thread per trial, figure 7 (alloc/free).
-    pub thread_ops: usize,
-    /// Queries per thread per trial, figure 7: enough that a phase lasts
-    /// tens of milliseconds at ~10 ns a query, so that starting and waking
-    /// the threads (a scheduler tick, a late CPU) is a small part of it.
-    pub thread_queries: usize,
+    /// How long each multi-threaded phase runs, figures 7 and 9: tens of
+    /// milliseconds, so that starting and waking the threads (a scheduler
+    /// tick, a late CPU) is a small part of it.
+    pub thread_window: Duration,
     /// Alloc+Free pairs per batch, figure 8.
     pub malloc_batch: usize,
     /// The small population of figures 4–6.
@@ -46,8 +45,7 @@ impl Plan {
                 reserve_batch: 40,
                 query_batch: 4_000,
                 region_batch: 1,
-                thread_ops: 200,
-                thread_queries: 200_000,
+                thread_window: Duration::from_millis(5),
                 malloc_batch: 4_000,
                 few_regions: 1_000,
                 many_regions: 50_000,
@@ -59,8 +57,7 @@ impl Plan {
                 reserve_batch: 200,
                 query_batch: 20_000,
                 region_batch: 3,
-                thread_ops: 1_000,
-                thread_queries: 2_000_000,
+                thread_window: Duration::from_millis(25),
                 malloc_batch: 20_000,
                 few_regions: 1_000,
                 many_regions: 50_000,
@@ -533,8 +530,7 @@ pub fn fig6(plan: &Plan, pops: &Populations) -> Figure {
 /// syscalls' own scaling) and for VirtualQuery alone.
 pub fn fig7(plan: &Plan, pops: &Populations) -> Figure {
     let host = host();
-    let n = plan.thread_ops;
-    let q = plan.thread_queries;
+    let window = plan.thread_window;
     let addrs = ops::random_addresses(&pops.few_bases, 1 << 12, 7);
     let query = || {
         // Each thread walks the addresses from its own point.
@@ -570,10 +566,14 @@ pub fn fig7(plan: &Plan, pops: &Populations) -> Figure {
     let host_work = || ops::host_alloc_touch_free(&host);
     let raw_work = ops::raw_alloc_touch_free;
     // Warm-up.
-    throughput(2, n / 10 + 1, &host_work);
-    throughput(2, n / 10 + 1, &raw_work);
-    throughput(2, q / 10 + 1, &query);
-    throughput(2, q / 10 + 1, &control);
+    for work in [
+        &host_work as &(dyn Fn() + Sync),
+        &raw_work,
+        &query,
+        &control,
+    ] {
+        throughput(2, window / 5, work);
+    }
     let (mut hs, mut rs, mut ratio) = (vec![], vec![], vec![]);
     let (mut qs, mut cs, mut qratio) = (vec![], vec![], vec![]);
     for trial in 0..plan.trials {
@@ -582,10 +582,10 @@ pub fn fig7(plan: &Plan, pops: &Populations) -> Figure {
             let step = (trial + k) % 8;
             let (which, threads) = (step / 2, 1 + step % 2);
             t[which][threads - 1] = match which {
-                0 => throughput(threads, n, &host_work),
-                1 => throughput(threads, n, &raw_work),
-                2 => throughput(threads, q, &query),
-                _ => throughput(threads, q, &control),
+                0 => throughput(threads, window, &host_work),
+                1 => throughput(threads, window, &raw_work),
+                2 => throughput(threads, window, &query),
+                _ => throughput(threads, window, &control),
             };
         }
         let (h, r) = (t[0][1] / t[0][0], t[1][1] / t[1][0]);
@@ -717,7 +717,9 @@ pub fn fig8(plan: &Plan) -> Figure {
 #[allow(unsafe_code)] // calls the writers of figure 3, each on a reservation of its own
 pub fn fig9(plan: &Plan) -> Figure {
     const THREADS: usize = 8;
-    let n = plan.thread_ops;
+    // Eight threads share the CPUs in time slices of a few milliseconds:
+    // a window of several rounds of them.
+    let window = plan.thread_window * 4;
     let fresh = host();
     let churned = host();
     ops::host_churn(&churned);
@@ -765,7 +767,7 @@ pub fn fig9(plan: &Plan) -> Figure {
                 }
             }
         };
-        throughput(THREADS, n, &work)
+        throughput(THREADS, window, &work)
     };
     // Warm-up, then trials rotating which side goes first; each thread's
     // tag is reset by a side change, so a new run picks again.
