@@ -95,42 +95,60 @@ fn table_entry(t: u32) -> Entry {
     u64::from(TABLE | t)
 }
 
-/// What `VirtualQuery` needs of a reservation whose pages share one state,
-/// seen from one of its granules, in 32 bits (0: none, the reservation is
-/// not uniform or does not fit): bit 31 set; bits 28–30 the page state's
-/// code; bits 23–27 the allocation protection (3 bits base, 2 bits
-/// caching); bits 12–22 how many granules before this one the reservation
-/// starts; bits 0–11 how many pages after this granule's start it ends.
+/// A reservation seen from one of its granules, in 32 bits (0 only in
+/// entries that are not a granule's).
+///
+/// What `VirtualQuery` needs, when its pages share one state and it fits:
+/// bit 31 set; bits 28–30 the page state's code; bits 23–27 the allocation
+/// protection (3 bits base, 2 bits caching); bits 12–22 how many granules
+/// before this one the reservation starts; bits 0–11 how many pages after
+/// this granule's start it ends.
+///
+/// Otherwise only where it ends, which is what a refusal of an address in
+/// no reservation needs: bit 31 clear, bit 30 set, bits 0–11 how many
+/// pages after this granule's start it ends, 4,095 meaning that many or
+/// more (past the granule's end either way).
 struct Summary;
 
 impl Summary {
     const VALID: u32 = 1 << 31;
+    const BOUNDS: u32 = 1 << 30;
+    /// The largest count of pages ahead a summary holds.
+    const AHEAD: usize = 0xFFF;
 
     fn of(r: &Reservation, granule: usize) -> u32 {
-        let Some(state) = r.pages().uniform_state() else {
-            return 0;
-        };
+        let ahead = (r.end() - granule) / PAGE_SIZE;
+        Self::answering(r, granule, ahead).unwrap_or(Self::BOUNDS | ahead.min(Self::AHEAD) as u32)
+    }
+
+    /// The summary that answers queries, if the reservation has one.
+    fn answering(r: &Reservation, granule: usize, ahead: usize) -> Option<u32> {
+        let state = r.pages().uniform_state()?;
         let protect = r.allocation_protect();
-        let Some(base) = PageProtection::from_protection(protect) else {
-            return 0;
-        };
+        let base = PageProtection::from_protection(protect)?;
         let caching = match protect.modifiers() {
             m if m.is_empty() => 0,
             Protection::NOCACHE => 1,
             Protection::WRITECOMBINE => 2,
-            _ => return 0,
+            _ => return None,
         };
         let back = (granule - r.base()) / ALLOCATION_GRANULARITY;
-        let ahead = (r.end() - granule) / PAGE_SIZE;
-        if back >= 1 << 11 || ahead >= 1 << 12 {
-            return 0;
+        if back >= 1 << 11 || ahead > Self::AHEAD {
+            return None;
         }
-        Self::VALID
-            | (state.code() as u32) << 28
-            | (base as u32) << 25
-            | caching << 23
-            | (back as u32) << 12
-            | ahead as u32
+        Some(
+            Self::VALID
+                | (state.code() as u32) << 28
+                | (base as u32) << 25
+                | caching << 23
+                | (back as u32) << 12
+                | ahead as u32,
+        )
+    }
+
+    /// Whether the summary answers queries.
+    fn answers(summary: u32) -> bool {
+        summary & Self::VALID != 0
     }
 
     /// Whether `addr`, in granule `granule`, lies before the reservation's
@@ -363,7 +381,7 @@ impl IndexView {
     pub fn query(&self, addr: usize) -> Option<MemoryBasicInformation> {
         let e = self.0.stable_entry_at(addr)?;
         let summary = (e >> 32) as u32;
-        if summary == 0 {
+        if !Summary::answers(summary) {
             return None;
         }
         Summary::query(summary, addr & !(ALLOCATION_GRANULARITY - 1), addr)
@@ -630,7 +648,7 @@ impl ReservationIndex {
     pub fn lookup(&self, addr: usize) -> Lookup<'_> {
         let e = self.entry_at(addr);
         let summary = (e >> 32) as u32;
-        if summary != 0 {
+        if Summary::answers(summary) {
             let granule = addr & !(ALLOCATION_GRANULARITY - 1);
             return Summary::query(summary, granule, addr)
                 .map_or(Lookup::Outside, Lookup::Answered);
@@ -974,6 +992,37 @@ mod tests {
             Lookup::Outside
         ));
         assert!(matches!(index.lookup(origin + 4 * g), Lookup::Answered(_)));
+    }
+
+    #[test]
+    fn every_granule_entry_tells_where_its_reservation_ends() {
+        let g = ALLOCATION_GRANULARITY;
+        let origin = 16 << 40;
+        let mut index = ReservationIndex::new();
+        let view = index.view();
+        // 20 MiB and a page, between two neighbours that share its first
+        // and its last 2 MiB span, so that the granules there have entries
+        // at the bottom level: the first is more than 4,095 pages from the
+        // end, the last holds one page.
+        let (start, size) = (origin + g, 20 * 1024 * 1024 + PAGE_SIZE);
+        let after = start + size.next_multiple_of(g);
+        index.insert(reservation(origin, g));
+        index.insert(reservation(after, g));
+        index.insert(reservation(start, size));
+        let commit = PageState::Committed(PageProtection::ReadWrite);
+        index.update(start, |r| r.set_pages(16..32, commit, 0));
+        for addr in [start + 5, start + size - 1] {
+            assert_eq!(view.query(addr), None, "{addr:#x}: pages not alike");
+            assert_eq!(view.holds(addr), Some(true), "{addr:#x} is held");
+        }
+        assert_eq!(view.holds(start + size), Some(false), "past the end");
+        assert_eq!(view.holds(after - 1), Some(false));
+        assert_eq!(view.holds(after), Some(true));
+        // Uniform again: the summaries answer queries once more.
+        let pages = size / PAGE_SIZE;
+        index.update(start, |r| r.set_pages(0..pages, PageState::Reserved, 16));
+        assert!(view.query(start + size - 1).is_some());
+        assert_eq!(view.holds(start + size), Some(false));
     }
 
     #[test]

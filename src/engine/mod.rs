@@ -1038,7 +1038,10 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     /// A `VirtualFree(address, size, free_type)` by `owner` made in place:
-    /// only `MEM_DECOMMIT`.
+    /// only `MEM_DECOMMIT`. At an address in no reservation it answers
+    /// `ERROR_INVALID_ADDRESS` itself, as [`virtual_free_as`](Self::virtual_free_as)
+    /// would (a decommit's size and address are valid whatever they are
+    /// until a reservation is found).
     #[allow(unsafe_code)]
     pub fn decommit_in_place(
         &self,
@@ -1051,12 +1054,12 @@ impl<B: OsBackend> AddressSpace<B> {
             return InPlace::Structural;
         }
         let page = page_floor(address);
-        let Some(r) = self
-            .reservation_of(owner, page)
-            .filter(|r| !r.is_large() && !r.is_watched())
-        else {
-            return InPlace::Structural;
+        let Some(r) = self.reservation_at(page) else {
+            return InPlace::Done(Err(Win32Error::INVALID_ADDRESS));
         };
+        if r.owner() != owner || r.is_large() || r.is_watched() {
+            return InPlace::Structural;
+        }
         let base = r.base();
         let range = if size == 0 {
             if page != base {

@@ -651,12 +651,18 @@ impl HostMemoryManager {
         // first.
         let arguments_valid =
             (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
-        if arguments_valid && !self.space_owns(address)? {
+        let in_place = self.tracer.is_none() && free_type == FreeType::DECOMMIT;
+        if in_place {
+            // The shared lock that a decommit in place takes anyway finds
+            // an owned address's reservation, or refuses the address.
+            if self.view.holds(page_floor(address)) == Some(false) {
+                return Err(HostError::NotHostMemory);
+            }
+        } else if arguments_valid && !self.space_owns(address)? {
             return Err(HostError::NotHostMemory);
         }
         // A decommit inside one reservation: in place (not when tracing).
-        if self.tracer.is_none()
-            && free_type == FreeType::DECOMMIT
+        if in_place
             && let Some(result) = self.in_place(
                 |state| {
                     let space = &state.space;
