@@ -328,8 +328,7 @@ impl HostMemoryManager {
             tracer.restamp();
         }
         let result = f(&mut state);
-        self.peak_committed
-            .fetch_max(state.space.totals().committed_bytes, Ordering::Relaxed);
+        self.note_peak(state.space.totals().committed_bytes);
         if self.notifying.load(Ordering::Relaxed) {
             if let Some(budget) = self.budget {
                 self.notifier.update(budget.load(state.used_bytes()));
@@ -365,6 +364,17 @@ impl HostMemoryManager {
         drop(gone);
     }
 
+    /// Raises the peak of committed bytes to `committed` if it is higher:
+    /// the locked read-modify-write only then (most changes do not set a
+    /// new peak, and every change would otherwise take the line from the
+    /// other CPUs).
+    #[inline]
+    fn note_peak(&self, committed: usize) {
+        if committed > self.peak_committed.load(Ordering::Relaxed) {
+            self.peak_committed.fetch_max(committed, Ordering::Relaxed);
+        }
+    }
+
     /// Tries a change in place: under the *shared* lock, beside changes
     /// in place of other reservations (see
     /// [`AddressSpace::commit_in_place`]). `None` when only the exclusive
@@ -385,7 +395,7 @@ impl HostMemoryManager {
             InPlace::Structural => return None,
             InPlace::OverBudget => Err(HostError::OverBudget),
             InPlace::Done(Ok((answer, committed))) => {
-                self.peak_committed.fetch_max(committed, Ordering::Relaxed);
+                self.note_peak(committed);
                 Ok(answer)
             }
             InPlace::Done(Err(e)) => Err(refuse(&state, e)),

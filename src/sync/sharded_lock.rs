@@ -136,6 +136,7 @@ impl<T> ShardedLock<T> {
     }
 
     /// Shared access, waiting at most `timeout` (`None`: forever).
+    #[inline]
     pub fn read(&self, timeout: Option<Duration>) -> Result<ReadGuard<'_, T>, LockError> {
         // The shard count is a power of two (`new`).
         let shard = &self.shards[thread_slot() & (self.shards.len() - 1)].0;
