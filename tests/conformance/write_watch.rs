@@ -321,7 +321,8 @@ fn unsupported_kernel_changes_nothing() {
 /// a scan started is reported by that scan or an earlier one, and every
 /// page written is reported (Docs: reset "for the pages reported"; a write
 /// after a scan shows up in the next one). A store racing a scan may be
-/// reported by both that scan and the next (README), never more often.
+/// reported by that scan and again by later ones (README); once every
+/// store is done, a scan finds nothing new after the next one.
 #[test]
 fn writes_during_scans_are_never_lost() {
     if !supported() {
