@@ -686,20 +686,20 @@ impl ReservationIndex {
         Some(result)
     }
 
-    /// After a change in place of the reservation at `base` (made with its
-    /// pages held, which the caller still holds, under the manager's
-    /// shared lock), whose pages were in `before` state if uniform: keeps
-    /// its granules' summaries true. Changes in place of other
+    /// After a change in place of reservation `r` (made with its pages
+    /// held, which the caller still holds, under the manager's shared
+    /// lock), whose pages were in `before` state if uniform: keeps its
+    /// granules' summaries true. The index is searched for its slot only
+    /// when they change (uniform from or to). Changes in place of other
     /// reservations may refresh theirs at the same time: the refreshes
     /// take turns (see `Tables::refreshing`).
-    pub fn refresh_shared(&self, base: usize, before: Option<super::PageState>) {
-        let Some(slot) = self.slot_at(base) else {
-            return;
-        };
-        let r = self.reservation(slot);
+    pub fn refresh_shared(&self, r: &Reservation, before: Option<super::PageState>) {
         if r.pages().uniform_state() == before {
             return;
         }
+        let Some(slot) = self.slot_at(r.base()) else {
+            return;
+        };
         let granules = Self::granules(r);
         let _turn = self.tables.refreshing.lock();
         self.tables.begin();

@@ -1032,7 +1032,7 @@ impl<B: OsBackend> AddressSpace<B> {
             return InPlace::Done(Err(e));
         }
         let held = Reservation::set_held_pages(held, pages, state, before);
-        self.reservations.refresh_shared(base, uniform);
+        self.reservations.refresh_shared(r, uniform);
         drop(held);
         InPlace::Done(Ok((range.start(), after)))
     }
@@ -1103,7 +1103,7 @@ impl<B: OsBackend> AddressSpace<B> {
             }
         }
         let held = Reservation::set_held_pages(held, pages, PageState::Reserved, committed);
-        self.reservations.refresh_shared(base, uniform);
+        self.reservations.refresh_shared(r, uniform);
         drop(held);
         self.uncharge(committed * PAGE_SIZE);
         InPlace::Done(Ok(()))
