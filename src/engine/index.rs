@@ -686,17 +686,13 @@ impl ReservationIndex {
         Some(result)
     }
 
-    /// After a change in place of reservation `r` (made with its pages
-    /// held, which the caller still holds, under the manager's shared
-    /// lock), whose pages were in `before` state if uniform: keeps its
-    /// granules' summaries true. The index is searched for its slot only
-    /// when they change (uniform from or to). Changes in place of other
-    /// reservations may refresh theirs at the same time: the refreshes
-    /// take turns (see `Tables::refreshing`).
-    pub fn refresh_shared(&self, r: &Reservation, before: Option<super::PageState>) {
-        if r.pages().uniform_state() == before {
-            return;
-        }
+    /// After a change in place of reservation `r` that made its pages
+    /// uniform or not uniform, or uniform in another state (made with its
+    /// pages held, which the caller still holds, under the manager's
+    /// shared lock): rewrites its granules' summaries. Changes in place of
+    /// other reservations may refresh theirs at the same time: the
+    /// refreshes take turns (see `Tables::refreshing`).
+    pub fn refresh_shared(&self, r: &Reservation) {
         let Some(slot) = self.slot_at(r.base()) else {
             return;
         };

@@ -832,7 +832,7 @@ impl<B: OsBackend> AddressSpace<B> {
             // until reset), but the kernel drops it with the page.
             self.keep_marks(base, range)?;
             let r = &self.reservation(base);
-            if splits_a_mapping(r, pages.clone()) {
+            if splits_a_mapping(&r.pages(), pages.clone()) {
                 // Revoking access splits a kernel mapping, which can fail
                 // (ENOMEM at vm.max_map_count): revoke first, then drop
                 // the contents, so that a failure of either leaves the
@@ -1031,9 +1031,9 @@ impl<B: OsBackend> AddressSpace<B> {
             self.uncharge(cost);
             return InPlace::Done(Err(e));
         }
-        let held = Reservation::set_held_pages(held, pages, state, before);
-        self.reservations.refresh_shared(r, uniform);
-        drop(held);
+        Reservation::set_held_pages(held, pages, state, before, uniform, || {
+            self.reservations.refresh_shared(r)
+        });
         InPlace::Done(Ok((range.start(), after)))
     }
 
@@ -1078,7 +1078,7 @@ impl<B: OsBackend> AddressSpace<B> {
         let committed = held.map().committed_pages(pages.clone());
         if committed > 0 {
             // As `decommit` does (an unwatched reservation: no marks).
-            if splits_a_mapping(r, pages.clone()) {
+            if splits_a_mapping(held.map(), pages.clone()) {
                 if let Err(e) = self.set_access(base, range, Access::empty()) {
                     return InPlace::Done(Err(e));
                 }
@@ -1102,9 +1102,9 @@ impl<B: OsBackend> AddressSpace<B> {
                 }
             }
         }
-        let held = Reservation::set_held_pages(held, pages, PageState::Reserved, committed);
-        self.reservations.refresh_shared(r, uniform);
-        drop(held);
+        Reservation::set_held_pages(held, pages, PageState::Reserved, committed, uniform, || {
+            self.reservations.refresh_shared(r)
+        });
         self.uncharge(committed * PAGE_SIZE);
         InPlace::Done(Ok(()))
     }
@@ -1155,9 +1155,8 @@ pub fn existing_pages_arguments_valid(
 /// the page across that edge has the same access (one mapping holds both)
 /// or belongs to another reservation (the kernel may have merged the two).
 /// Inside the range, runs of different access are mappings of their own.
-fn splits_a_mapping(r: &Reservation, pages: Range<usize>) -> bool {
-    let map = r.pages();
-    let access = |page: usize| map.state(page).access();
+fn splits_a_mapping(map: &PageMap, pages: Range<usize>) -> bool {
+    let access = |page: usize| map.access(page);
     let first = access(pages.start);
     let last = access(pages.end - 1);
     let at_start = !first.is_empty() && (pages.start == 0 || access(pages.start - 1) == first);

@@ -134,17 +134,30 @@ pub struct PageMap {
     pages: usize,
 }
 
-/// The nibble lanes of word `w` that fall inside `range`.
-fn lanes(w: usize, range: &Range<usize>) -> u64 {
-    let first = w * PAGES_PER_WORD;
-    let lo = range.start.max(first) - first;
-    let hi = range.end.min(first + PAGES_PER_WORD) - first;
-    let upper = if hi == PAGES_PER_WORD {
-        u64::MAX
-    } else {
-        (1u64 << (hi * 4)) - 1
-    };
-    upper & !((1u64 << (lo * 4)) - 1)
+/// The nibble lanes of pages `lo..hi` of one word (`lo < hi <= 16`).
+#[inline]
+fn lane_mask(lo: usize, hi: usize) -> u64 {
+    debug_assert!(lo < hi && hi <= PAGES_PER_WORD);
+    (u64::MAX >> ((PAGES_PER_WORD - hi) * 4)) & (u64::MAX << (lo * 4))
+}
+
+/// The words that `range` (not empty) meets, each with the nibble lanes
+/// of it that fall inside: the first and last words in part, those
+/// between whole.
+#[inline]
+fn word_lanes(range: &Range<usize>) -> impl Iterator<Item = (usize, u64)> {
+    debug_assert!(!range.is_empty());
+    let first = range.start / PAGES_PER_WORD;
+    let last = (range.end - 1) / PAGES_PER_WORD;
+    let (lo, hi) = (
+        range.start % PAGES_PER_WORD,
+        (range.end - 1) % PAGES_PER_WORD + 1,
+    );
+    (first..=last).map(move |w| {
+        let from = if w == first { lo } else { 0 };
+        let to = if w == last { hi } else { PAGES_PER_WORD };
+        (w, lane_mask(from, to))
+    })
 }
 
 /// Bit 3 of each lane whose state is committed (state bits non-zero).
@@ -203,13 +216,27 @@ impl PageMap {
         PageState::from_code(self.nibble(page) & 7)
     }
 
+    /// The kernel access of `page` (its state's, from a table).
+    #[inline]
+    pub fn access(&self, page: usize) -> Access {
+        const RW: Access = Access::READ.union(Access::WRITE);
+        const RX: Access = Access::READ.union(Access::EXEC);
+        const OF_CODE: [Access; 8] = [
+            Access::empty(), // reserved
+            Access::empty(), // PAGE_NOACCESS
+            Access::READ,
+            RW,
+            Access::EXEC,
+            RX,
+            RW.union(Access::EXEC),
+            Access::empty(), // unused
+        ];
+        OF_CODE[(self.nibble(page) & 7) as usize]
+    }
+
     /// Whether `page` was reset since it was committed.
     pub fn is_reset(&self, page: usize) -> bool {
         self.nibble(page) & 8 != 0
-    }
-
-    fn words_of(range: &Range<usize>) -> Range<usize> {
-        range.start / PAGES_PER_WORD..range.end.div_ceil(PAGES_PER_WORD)
     }
 
     /// Applies `f(word, lanes)` to the words of `range`; `f` must treat
@@ -228,53 +255,68 @@ impl PageMap {
             if changed == self.fill {
                 return;
             }
-            self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
+            self.spread();
         }
-        for w in Self::words_of(&range) {
-            let mask = lanes(w, &range);
+        for (w, mask) in word_lanes(&range) {
             self.words[w] = f(self.words[w], mask);
         }
     }
 
+    /// Gives a uniform map its words, each holding the fill (out of line:
+    /// once in a reservation's life, or after it is uniform again).
+    #[cold]
+    #[inline(never)]
+    fn spread(&mut self) {
+        self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
+    }
+
     fn fold<T>(&self, range: Range<usize>, init: T, mut f: impl FnMut(T, u64, u64) -> T) -> T {
         debug_assert!(range.end <= self.pages);
-        Self::words_of(&range).fold(init, |acc, w| f(acc, self.word(w), lanes(w, &range)))
+        if range.is_empty() {
+            return init;
+        }
+        word_lanes(&range).fold(init, |acc, (w, mask)| f(acc, self.word(w), mask))
     }
 
     /// Sets the state of the pages in `range`. Pages made committed keep
     /// their reset bit; pages made reserved lose it.
     pub fn set_state(&mut self, range: Range<usize>, state: PageState) {
+        if range.start == 0 && range.end == self.pages && self.set_every_page(state) {
+            return;
+        }
         let pattern = state.code() * NIBBLE_ONES;
         let touched = match state {
             PageState::Reserved => u64::MAX,
             PageState::Committed(_) => STATE_BITS,
         };
-        if range.start == 0 && range.end == self.pages {
-            // Every page in one state: uniform again, unless committed
-            // pages keep differing reset marks.
-            let marked = match state {
-                PageState::Reserved => 0,
-                PageState::Committed(_) if self.words.is_empty() => self.fill & RESET_BITS,
-                PageState::Committed(_) => {
-                    let any = self.words.iter().fold(0, |acc, w| acc | (w & RESET_BITS));
-                    let all = self.words.iter().fold(RESET_BITS, |acc, w| acc & w);
-                    if any != 0 && all != RESET_BITS {
-                        u64::MAX // differing marks: stays per page
-                    } else {
-                        any
-                    }
-                }
-            };
-            if marked != u64::MAX {
-                self.words = Box::default();
-                self.fill = pattern | marked;
-                return;
-            }
-        }
         self.update(range, |word, mask| {
             let mask = mask & touched;
             (word & !mask) | (pattern & mask)
         });
+    }
+
+    /// [`set_state`](Self::set_state) of every page, when the map can be
+    /// uniform afterwards (returns whether it did it): not when committed
+    /// pages keep differing reset marks. Out of line: most changes are of
+    /// part of a map, and this one's loops would cost every change the
+    /// registers they need.
+    #[inline(never)]
+    fn set_every_page(&mut self, state: PageState) -> bool {
+        let marked = match state {
+            PageState::Reserved => 0,
+            PageState::Committed(_) if self.words.is_empty() => self.fill & RESET_BITS,
+            PageState::Committed(_) => {
+                let any = self.words.iter().fold(0, |acc, w| acc | (w & RESET_BITS));
+                let all = self.words.iter().fold(RESET_BITS, |acc, w| acc & w);
+                if any != 0 && all != RESET_BITS {
+                    return false; // differing marks: stays per page
+                }
+                any
+            }
+        };
+        self.words = Box::default();
+        self.fill = (state.code() * NIBBLE_ONES) | marked;
+        true
     }
 
     /// Marks the committed pages of `range` as reset.
@@ -319,9 +361,8 @@ impl PageMap {
             return limit;
         }
         let pattern = (self.nibble(page) & 7) * NIBBLE_ONES;
-        let range = page..limit;
-        for w in Self::words_of(&range) {
-            let diff = (self.word(w) ^ pattern) & STATE_BITS & lanes(w, &range);
+        for (w, mask) in word_lanes(&(page..limit)) {
+            let diff = (self.words[w] ^ pattern) & STATE_BITS & mask;
             if diff != 0 {
                 return w * PAGES_PER_WORD + diff.trailing_zeros() as usize / 4;
             }
@@ -452,6 +493,7 @@ mod tests {
                 }
                 for (p, m) in model.iter().enumerate() {
                     prop_assert_eq!(map.state(p), m.0);
+                    prop_assert_eq!(map.access(p), m.0.access());
                     prop_assert_eq!(map.is_reset(p), m.1);
                     let end = (p..pages).find(|&q| model[q].0 != m.0).unwrap_or(pages);
                     prop_assert_eq!(map.run_end(p, pages), end);

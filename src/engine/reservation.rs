@@ -260,18 +260,29 @@ impl Reservation {
         self.pages.upgradable_read()
     }
 
-    /// [`set_pages`](Self::set_pages) on pages held for a change in place:
-    /// waits for the readers of the map to go (the caller must hold no
-    /// other guard of it), changes it, and hands the hold back.
-    pub fn set_held_pages<'a>(
-        held: PagesHeld<'a>,
+    /// [`set_pages`](Self::set_pages) on pages held for a change in place,
+    /// ending the hold: waits for the readers of the map to go (the caller
+    /// must hold no other guard of it) and changes it. If that changes
+    /// whether (and in which state) the map is uniform, compared with
+    /// `uniform_before`, `refresh` runs before the hold ends, with the
+    /// pages held again for reading (it may read them); otherwise the
+    /// lock is let go at once, the one atomic step a change needs after
+    /// it has made its system calls.
+    pub fn set_held_pages(
+        held: PagesHeld<'_>,
         pages: Range<usize>,
         state: PageState,
         committed_before: usize,
-    ) -> PagesHeld<'a> {
+        uniform_before: Option<PageState>,
+        refresh: impl FnOnce(),
+    ) {
         let mut write = RecursiveRwLockUpgradableReadGuard::upgrade(held);
         write.set(pages, state, committed_before);
-        RecursiveRwLockWriteGuard::downgrade_to_upgradable(write)
+        if write.map.uniform_state() != uniform_before {
+            let held = RecursiveRwLockWriteGuard::downgrade_to_upgradable(write);
+            refresh();
+            drop(held);
+        }
     }
 
     /// Sets the state of page indices `pages`, of which `committed_before`

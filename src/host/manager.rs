@@ -517,20 +517,20 @@ impl HostMemoryManager {
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
         // As in `decommit_or_release`: a commit or reset of pages at an
-        // address in no reservation is refused before the exclusive lock,
-        // when the index read without the lock says so. (Otherwise, and
-        // when tracing, the engine looks under the exclusive lock, as a
-        // commit of the host's own pages must anyway: no shared-lock
-        // look first.)
+        // address in no reservation is refused with no lock, when the index
+        // read without it says so (not behind a change holding the lock).
+        // Otherwise, and when tracing, the engine looks under a lock. The
+        // arguments are checked only for an address the index says is in
+        // no reservation: the common case, an owned one, skips them.
         if self.tracer.is_none()
             && works_on_existing_pages(address, allocation_type)
+            && self.view.holds(page_floor(address)) == Some(false)
             && crate::engine::existing_pages_arguments_valid(
                 address,
                 size,
                 allocation_type,
                 protect,
             )
-            && self.view.holds(page_floor(address)) == Some(false)
         {
             return Err(HostError::NotHostMemory);
         }
@@ -663,15 +663,15 @@ impl HostMemoryManager {
             (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
         let in_place = self.tracer.is_none() && free_type == FreeType::DECOMMIT;
         if in_place {
-            // The shared lock that a decommit in place takes anyway finds
-            // an owned address's reservation, or refuses the address.
+            // Refused with no lock where the index can say (not behind a
+            // change holding the lock); else the decommit in place looks
+            // under the shared lock, and refuses there.
             if self.view.holds(page_floor(address)) == Some(false) {
                 return Err(HostError::NotHostMemory);
             }
         } else if arguments_valid && !self.space_owns(address)? {
             return Err(HostError::NotHostMemory);
         }
-        // A decommit inside one reservation: in place (not when tracing).
         if in_place
             && let Some(result) = self.in_place(
                 |state| {
