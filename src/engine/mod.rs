@@ -1156,7 +1156,7 @@ pub fn existing_pages_arguments_valid(
 /// or belongs to another reservation (the kernel may have merged the two).
 /// Inside the range, runs of different access are mappings of their own.
 fn splits_a_mapping(map: &PageMap, pages: Range<usize>) -> bool {
-    let access = |page: usize| map.access(page);
+    let access = |page: usize| map.state(page).access();
     let first = access(pages.start);
     let last = access(pages.end - 1);
     let at_start = !first.is_empty() && (pages.start == 0 || access(pages.start - 1) == first);

@@ -216,24 +216,6 @@ impl PageMap {
         PageState::from_code(self.nibble(page) & 7)
     }
 
-    /// The kernel access of `page` (its state's, from a table).
-    #[inline]
-    pub fn access(&self, page: usize) -> Access {
-        const RW: Access = Access::READ.union(Access::WRITE);
-        const RX: Access = Access::READ.union(Access::EXEC);
-        const OF_CODE: [Access; 8] = [
-            Access::empty(), // reserved
-            Access::empty(), // PAGE_NOACCESS
-            Access::READ,
-            RW,
-            Access::EXEC,
-            RX,
-            RW.union(Access::EXEC),
-            Access::empty(), // unused
-        ];
-        OF_CODE[(self.nibble(page) & 7) as usize]
-    }
-
     /// Whether `page` was reset since it was committed.
     pub fn is_reset(&self, page: usize) -> bool {
         self.nibble(page) & 8 != 0
@@ -255,19 +237,11 @@ impl PageMap {
             if changed == self.fill {
                 return;
             }
-            self.spread();
+            self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
         }
         for (w, mask) in word_lanes(&range) {
             self.words[w] = f(self.words[w], mask);
         }
-    }
-
-    /// Gives a uniform map its words, each holding the fill (out of line:
-    /// once in a reservation's life, or after it is uniform again).
-    #[cold]
-    #[inline(never)]
-    fn spread(&mut self) {
-        self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
     }
 
     fn fold<T>(&self, range: Range<usize>, init: T, mut f: impl FnMut(T, u64, u64) -> T) -> T {
@@ -281,42 +255,37 @@ impl PageMap {
     /// Sets the state of the pages in `range`. Pages made committed keep
     /// their reset bit; pages made reserved lose it.
     pub fn set_state(&mut self, range: Range<usize>, state: PageState) {
-        if range.start == 0 && range.end == self.pages && self.set_every_page(state) {
-            return;
-        }
         let pattern = state.code() * NIBBLE_ONES;
         let touched = match state {
             PageState::Reserved => u64::MAX,
             PageState::Committed(_) => STATE_BITS,
         };
+        if range.start == 0 && range.end == self.pages {
+            // Every page in one state: uniform again, unless committed
+            // pages keep differing reset marks.
+            let marked = match state {
+                PageState::Reserved => 0,
+                PageState::Committed(_) if self.words.is_empty() => self.fill & RESET_BITS,
+                PageState::Committed(_) => {
+                    let any = self.words.iter().fold(0, |acc, w| acc | (w & RESET_BITS));
+                    let all = self.words.iter().fold(RESET_BITS, |acc, w| acc & w);
+                    if any != 0 && all != RESET_BITS {
+                        u64::MAX // differing marks: stays per page
+                    } else {
+                        any
+                    }
+                }
+            };
+            if marked != u64::MAX {
+                self.words = Box::default();
+                self.fill = pattern | marked;
+                return;
+            }
+        }
         self.update(range, |word, mask| {
             let mask = mask & touched;
             (word & !mask) | (pattern & mask)
         });
-    }
-
-    /// [`set_state`](Self::set_state) of every page, when the map can be
-    /// uniform afterwards (returns whether it did it): not when committed
-    /// pages keep differing reset marks. Out of line: most changes are of
-    /// part of a map, and this one's loops would cost every change the
-    /// registers they need.
-    #[inline(never)]
-    fn set_every_page(&mut self, state: PageState) -> bool {
-        let marked = match state {
-            PageState::Reserved => 0,
-            PageState::Committed(_) if self.words.is_empty() => self.fill & RESET_BITS,
-            PageState::Committed(_) => {
-                let any = self.words.iter().fold(0, |acc, w| acc | (w & RESET_BITS));
-                let all = self.words.iter().fold(RESET_BITS, |acc, w| acc & w);
-                if any != 0 && all != RESET_BITS {
-                    return false; // differing marks: stays per page
-                }
-                any
-            }
-        };
-        self.words = Box::default();
-        self.fill = (state.code() * NIBBLE_ONES) | marked;
-        true
     }
 
     /// Marks the committed pages of `range` as reset.
@@ -493,7 +462,6 @@ mod tests {
                 }
                 for (p, m) in model.iter().enumerate() {
                     prop_assert_eq!(map.state(p), m.0);
-                    prop_assert_eq!(map.access(p), m.0.access());
                     prop_assert_eq!(map.is_reset(p), m.1);
                     let end = (p..pages).find(|&q| model[q].0 != m.0).unwrap_or(pages);
                     prop_assert_eq!(map.run_end(p, pages), end);
