@@ -23,7 +23,7 @@ mod range;
 mod request;
 mod reservation;
 
-pub use page_map::{PageMap, PageProtection, PageState};
+pub use page_map::{PageMap, PageProtection, PageState, Survey};
 pub use range::{PageRange, USER_ADDRESS_END, granule_floor, page_floor};
 pub use reservation::{Owner, Reservation, WrittenMarks};
 
@@ -102,6 +102,17 @@ pub enum InPlace<T> {
     /// than one reservation's pages, or its answer is one that path
     /// decides): nothing changed.
     Structural,
+}
+
+impl<T> InPlace<T> {
+    /// The same answer, with `f` applied to a success's value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> InPlace<U> {
+        match self {
+            Self::Done(done) => InPlace::Done(done.map(f)),
+            Self::OverBudget => InPlace::OverBudget,
+            Self::Structural => InPlace::Structural,
+        }
+    }
 }
 
 /// The Win32 error for a failed mapping call.
@@ -217,6 +228,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// [`virtual_alloc`](Self::virtual_alloc) on behalf of `owner`: a new
     /// reservation is `owner`'s, and only `owner`'s pages can be committed
     /// or reset.
+    #[inline(always)]
     pub fn virtual_alloc_as(
         &mut self,
         owner: Owner,
@@ -313,6 +325,7 @@ impl<B: OsBackend> AddressSpace<B> {
     // Each argument is one of VirtualAlloc's, decoded; a struct for them
     // would only be unpacked again here.
     #[allow(unsafe_code, clippy::too_many_arguments)]
+    #[inline(always)]
     fn reserve(
         &mut self,
         owner: Owner,
@@ -559,6 +572,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// over-allocation and trimming. `top_down` takes the kernel's own
     /// top-down placement instead of the hint.
     #[allow(unsafe_code)]
+    #[inline(always)]
     fn map_placed(
         &mut self,
         len: usize,
@@ -621,6 +635,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// Sets the kernel access of `range` in reservation `base`, restoring
     /// the old access of every run if the kernel fails part way.
     #[allow(unsafe_code)]
+    #[inline(always)]
     fn set_access(&self, base: usize, range: PageRange, access: Access) -> Result<(), Win32Error> {
         // SAFETY: `range` lies in the reservation at `base` (every caller
         // found it there), which the engine mapped; its owner asked for
@@ -747,6 +762,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// [`virtual_free`](Self::virtual_free) on behalf of `owner`: only
     /// `owner`'s reservations can be decommitted or released.
+    #[inline(always)]
     pub fn virtual_free_as(
         &mut self,
         owner: Owner,
@@ -792,6 +808,7 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     #[allow(unsafe_code)]
+    #[inline(always)]
     fn release(&mut self, base: usize) -> Result<(), Win32Error> {
         let r = &self.reservation(base);
         // SAFETY: the whole reservation at `base`, which the engine mapped;
@@ -832,7 +849,7 @@ impl<B: OsBackend> AddressSpace<B> {
             // until reset), but the kernel drops it with the page.
             self.keep_marks(base, range)?;
             let r = &self.reservation(base);
-            if splits_a_mapping(&r.pages(), pages.clone()) {
+            if r.pages().revoking_splits(pages.clone()) {
                 // Revoking access splits a kernel mapping, which can fail
                 // (ENOMEM at vm.max_map_count): revoke first, then drop
                 // the contents, so that a failure of either leaves the
@@ -980,7 +997,10 @@ impl<B: OsBackend> AddressSpace<B> {
     /// take `cost` more bytes when `committed` are committed; if not, the
     /// answer is [`InPlace::OverBudget`] and nothing changed. The answer
     /// carries the start of the pages and the committed count right after
-    /// this call's charge (for the peak).
+    /// this call's charge (for the peak). At an address in no reservation
+    /// (with arguments the exclusive path would take) it answers
+    /// `ERROR_INVALID_ADDRESS` itself.
+    #[inline(always)]
     pub fn commit_in_place(
         &self,
         owner: Owner,
@@ -988,53 +1008,29 @@ impl<B: OsBackend> AddressSpace<B> {
         size: usize,
         allocation_type: AllocationType,
         protect: Protection,
-        fits: impl Fn(usize, usize) -> bool,
+        fits: &dyn Fn(usize, usize) -> bool,
     ) -> InPlace<(usize, usize)> {
-        if size == 0 || address < ALLOCATION_GRANULARITY {
+        if size == 0
+            || address < ALLOCATION_GRANULARITY
+            || !matches!(
+                alloc_request(allocation_type, address),
+                Ok(AllocRequest::Commit)
+            )
+        {
             return InPlace::Structural;
         }
-        if !matches!(
-            alloc_request(allocation_type, address),
-            Ok(AllocRequest::Commit)
-        ) {
-            return InPlace::Structural;
-        }
-        let Ok(range) = PageRange::touched(address, size) else {
-            return InPlace::Structural;
-        };
-        let Ok(protection) = private_protection(protect) else {
+        let (Ok(range), Ok(protection)) = (
+            PageRange::touched(address, size),
+            private_protection(protect),
+        ) else {
             return InPlace::Structural;
         };
         if range.end() > USER_ADDRESS_END {
             return InPlace::Structural;
         }
-        let Some(r) = self
-            .reservation_of(owner, range.start())
-            .filter(|r| r.contains_range(range) && !r.is_large() && !r.is_watched())
-        else {
-            return InPlace::Structural;
-        };
-        let base = r.base();
         let state = PageState::Committed(protection.page);
-        let pages = r.page_indices(range);
-        let held = r.hold_pages();
-        let map = held.map();
-        let uniform = map.uniform_state();
-        let needs_access =
-            map.run_end(pages.start, pages.end) < pages.end || map.state(pages.start) != state;
-        let before = map.committed_pages(pages.clone());
-        let cost = (pages.len() - before) * PAGE_SIZE;
-        let Some(after) = self.charge(cost, |committed| cost == 0 || fits(committed, cost)) else {
-            return InPlace::OverBudget;
-        };
-        if needs_access && let Err(e) = self.set_access(base, range, state.access()) {
-            self.uncharge(cost);
-            return InPlace::Done(Err(e));
-        }
-        Reservation::set_held_pages(held, pages, state, before, uniform, || {
-            self.reservations.refresh_shared(r)
-        });
-        InPlace::Done(Ok((range.start(), after)))
+        self.change_in_place(owner, range.start(), range.len(), state, fits)
+            .map(|after| (range.start(), after))
     }
 
     /// A `VirtualFree(address, size, free_type)` by `owner` made in place:
@@ -1042,7 +1038,7 @@ impl<B: OsBackend> AddressSpace<B> {
     /// `ERROR_INVALID_ADDRESS` itself, as [`virtual_free_as`](Self::virtual_free_as)
     /// would (a decommit's size and address are valid whatever they are
     /// until a reservation is found).
-    #[allow(unsafe_code)]
+    #[inline(always)]
     pub fn decommit_in_place(
         &self,
         owner: Owner,
@@ -1053,60 +1049,111 @@ impl<B: OsBackend> AddressSpace<B> {
         if free_type != FreeType::DECOMMIT {
             return InPlace::Structural;
         }
-        let page = page_floor(address);
-        let Some(r) = self.reservation_at(page) else {
-            return InPlace::Done(Err(Win32Error::INVALID_ADDRESS));
-        };
-        if r.owner() != owner || r.is_large() || r.is_watched() {
-            return InPlace::Structural;
-        }
-        let base = r.base();
-        let range = if size == 0 {
-            if page != base {
-                return InPlace::Structural;
-            }
-            PageRange::new(base, r.end()).expect("a reservation is page aligned and non-empty")
+        // Size 0: the whole reservation from its base (`change_in_place`
+        // checks the base). A range that wraps is the exclusive path's.
+        let len = if size == 0 {
+            0
         } else {
             match PageRange::touched(address, size) {
-                Ok(range) if range.end() <= r.end() => range,
-                _ => return InPlace::Structural,
+                Ok(range) => range.len(),
+                Err(_) => return InPlace::Structural,
             }
         };
+        self.change_in_place(
+            owner,
+            page_floor(address),
+            len,
+            PageState::Reserved,
+            &|_, _| true,
+        )
+        .map(drop)
+    }
+
+    /// The body of both changes in place, inlined down to the system call
+    /// (see `os::Backend` for why): takes the `len` bytes of
+    /// pages from `start` (page aligned; `len` 0: the whole reservation,
+    /// which `start` must then be the base of) to `state`. The answer
+    /// carries the committed count right after a commit's charge (0 for a
+    /// decommit, which sets no peak).
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    fn change_in_place(
+        &self,
+        owner: Owner,
+        start: usize,
+        len: usize,
+        state: PageState,
+        fits: &dyn Fn(usize, usize) -> bool,
+    ) -> InPlace<usize> {
+        let Some(r) = self.reservation_at(start) else {
+            return InPlace::Done(Err(Win32Error::INVALID_ADDRESS));
+        };
+        let base = r.base();
+        if r.owner() != owner
+            || r.is_large()
+            || r.is_watched()
+            || (len == 0 && start != base)
+            || len > r.end() - start
+        {
+            return InPlace::Structural;
+        }
+        let end = if len == 0 { r.end() } else { start + len };
+        let range = PageRange::new(start, end).expect("a page-aligned range inside a reservation");
         let pages = r.page_indices(range);
         let held = r.hold_pages();
-        let uniform = held.map().uniform_state();
-        let committed = held.map().committed_pages(pages.clone());
-        if committed > 0 {
-            // As `decommit` does (an unwatched reservation: no marks).
-            if splits_a_mapping(held.map(), pages.clone()) {
-                if let Err(e) = self.set_access(base, range, Access::empty()) {
-                    return InPlace::Done(Err(e));
-                }
-                // SAFETY: `range` lies in `owner`'s reservation at `base`,
-                // which the engine mapped and the manager's shared lock
-                // keeps; its pages are held, so no other change runs on
-                // them; its owner asked for MEM_DECOMMIT.
-                if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
-                    if let Err(e) = self.restore_access(base, range) {
+        let map = held.map();
+        let uniform = map.uniform_state();
+        let found = map.survey(pages.clone(), state);
+        let after = if let PageState::Committed(_) = state {
+            let cost = (pages.len() - found.committed) * PAGE_SIZE;
+            let Some(after) = self.charge(cost, |committed| cost == 0 || fits(committed, cost))
+            else {
+                return InPlace::OverBudget;
+            };
+            if found.differs
+                && let Err(e) = self.set_access(base, range, state.access())
+            {
+                self.uncharge(cost);
+                return InPlace::Done(Err(e));
+            }
+            after
+        } else {
+            if found.committed > 0 {
+                // As `decommit` does (an unwatched reservation: no marks).
+                if map.revoking_splits(pages.clone()) {
+                    if let Err(e) = self.set_access(base, range, Access::empty()) {
                         return InPlace::Done(Err(e));
                     }
-                    return InPlace::Done(Err(change_error(e)));
-                }
-            } else {
-                // SAFETY: as above.
-                if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
-                    return InPlace::Done(Err(change_error(e)));
-                }
-                if let Err(e) = self.set_access(base, range, Access::empty()) {
-                    return InPlace::Done(Err(e));
+                    // SAFETY: `range` lies in `owner`'s reservation at
+                    // `base`, which the engine mapped and the manager's
+                    // shared lock keeps; its pages are held, so no other
+                    // change runs on them; its owner asked for
+                    // MEM_DECOMMIT.
+                    if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
+                        if let Err(e) = self.restore_access(base, range) {
+                            return InPlace::Done(Err(e));
+                        }
+                        return InPlace::Done(Err(change_error(e)));
+                    }
+                } else {
+                    // SAFETY: as above.
+                    if let Err(e) = unsafe { self.os.discard(range.start(), range.len()) } {
+                        return InPlace::Done(Err(change_error(e)));
+                    }
+                    if let Err(e) = self.set_access(base, range, Access::empty()) {
+                        return InPlace::Done(Err(e));
+                    }
                 }
             }
-        }
-        Reservation::set_held_pages(held, pages, PageState::Reserved, committed, uniform, || {
+            0
+        };
+        Reservation::set_held_pages(held, pages, state, found.committed, uniform, || {
             self.reservations.refresh_shared(r)
         });
-        self.uncharge(committed * PAGE_SIZE);
-        InPlace::Done(Ok(()))
+        if state == PageState::Reserved {
+            self.uncharge(found.committed * PAGE_SIZE);
+        }
+        InPlace::Done(Ok(after))
     }
 }
 
@@ -1148,20 +1195,6 @@ pub fn existing_pages_arguments_valid(
         AllocRequest::Commit => private_protection(protect).is_ok(),
         AllocRequest::Reserve { .. } => false,
     }
-}
-
-/// Whether making the pages of `pages` inaccessible would split a kernel
-/// mapping: where an edge of the range has pages whose access changes, and
-/// the page across that edge has the same access (one mapping holds both)
-/// or belongs to another reservation (the kernel may have merged the two).
-/// Inside the range, runs of different access are mappings of their own.
-fn splits_a_mapping(map: &PageMap, pages: Range<usize>) -> bool {
-    let access = |page: usize| map.state(page).access();
-    let first = access(pages.start);
-    let last = access(pages.end - 1);
-    let at_start = !first.is_empty() && (pages.start == 0 || access(pages.start - 1) == first);
-    let at_end = !last.is_empty() && (pages.end == map.len() || access(pages.end) == last);
-    at_start || at_end
 }
 
 impl<B: OsBackend> AddressSpace<B> {

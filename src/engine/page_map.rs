@@ -120,6 +120,16 @@ const STATE_BITS: u64 = 0x7777_7777_7777_7777;
 const RESET_BITS: u64 = 0x8888_8888_8888_8888;
 const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
 
+/// What a range of pages holds, found by [`PageMap::survey`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Survey {
+    /// How many of its pages are committed.
+    pub committed: usize,
+    /// Whether any of its pages has a state other than the one surveyed
+    /// for.
+    pub differs: bool,
+}
+
 /// Four bits of state for each page of a reservation.
 ///
 /// A map whose pages all share one nibble is *uniform*: it holds no words
@@ -312,6 +322,52 @@ impl PageMap {
         })
     }
 
+    /// What the pages of `range` hold, for a change of them all to
+    /// `state`: in one pass over the words, how many are committed and
+    /// whether any has another state (and so another kernel access).
+    pub fn survey(&self, range: Range<usize>, state: PageState) -> Survey {
+        let pattern = state.code() * NIBBLE_ONES;
+        if self.words.is_empty() {
+            let committed = if committed_lanes(self.fill) != 0 {
+                range.len()
+            } else {
+                0
+            };
+            let differs = !range.is_empty() && (self.fill ^ pattern) & 7 != 0;
+            return Survey { committed, differs };
+        }
+        self.fold(
+            range,
+            Survey::default(),
+            |Survey { committed, differs }, word, mask| Survey {
+                committed: committed + (committed_lanes(word) & mask).count_ones() as usize,
+                differs: differs || (word ^ pattern) & STATE_BITS & mask != 0,
+            },
+        )
+    }
+
+    /// Whether taking every page of `pages` (not empty) to no access
+    /// would split a kernel mapping: where an edge of the range has pages
+    /// whose access changes, and the page across that edge has the same
+    /// access (one mapping holds both) or is past the map's end (another
+    /// reservation, which the kernel may have merged with this one).
+    /// Inside the range, runs of different access are mappings of their
+    /// own.
+    pub fn revoking_splits(&self, pages: Range<usize>) -> bool {
+        debug_assert!(!pages.is_empty() && pages.end <= self.pages);
+        // A page's access as a number: reserved and PAGE_NOACCESS pages
+        // both have none (0); the other codes each have their own.
+        let access = |page: usize| {
+            let code = self.nibble(page) & 7;
+            if code <= 1 { 0 } else { code }
+        };
+        let first = access(pages.start);
+        let last = access(pages.end - 1);
+        let at_start = first != 0 && (pages.start == 0 || access(pages.start - 1) == first);
+        let at_end = last != 0 && (pages.end == self.pages || access(pages.end) == last);
+        at_start || at_end
+    }
+
     /// Whether any page of `range` is marked reset.
     pub fn any_reset(&self, range: Range<usize>) -> bool {
         if self.words.is_empty() {
@@ -471,6 +527,14 @@ mod tests {
                 let part = model[lo..hi].iter().filter(|m| m.0 != PageState::Reserved).count();
                 prop_assert_eq!(map.committed_pages(lo..hi), part);
                 prop_assert_eq!(map.any_reset(lo..hi), model[lo..hi].iter().any(|m| m.1));
+                let survey = map.survey(lo..hi, state);
+                prop_assert_eq!(survey.committed, part);
+                prop_assert_eq!(survey.differs, model[lo..hi].iter().any(|m| m.0 != state));
+                let access = |p: usize| model[p].0.access();
+                let (first, last) = (access(lo), access(hi - 1));
+                let splits = (!first.is_empty() && (lo == 0 || access(lo - 1) == first))
+                    || (!last.is_empty() && (hi == pages || access(hi) == last));
+                prop_assert_eq!(map.revoking_splits(lo..hi), splits);
                 let resets: Vec<usize> = (0..pages).filter(|&p| model[p].1).collect();
                 let from_runs: Vec<usize> = map.reset_runs(0..pages).into_iter().flatten().collect();
                 prop_assert_eq!(from_runs, resets);

@@ -55,6 +55,7 @@ const LEVEL: MemoryCriticalLevel = MemoryCriticalLevel::ProcessCritical;
 
 /// Runs `f` on the flat API's default manager: every exported function
 /// goes through here.
+#[inline(always)]
 fn with_default<T>(f: impl FnOnce(&HostMemoryManager) -> T) -> T {
     f(&DEFAULT)
 }
@@ -69,6 +70,7 @@ fn fail<R>(error: Win32Error, failure: R) -> R {
 /// The C return of an engine outcome: `ok(value)` on success (the last
 /// error untouched, as on Windows), `failure` with the error recorded
 /// otherwise.
+#[inline(always)]
 fn finish<T, R>(result: Result<T, HostError>, ok: impl FnOnce(T) -> R, failure: R) -> R {
     match result {
         Ok(value) => ok(value),
@@ -78,6 +80,7 @@ fn finish<T, R>(result: Result<T, HostError>, ok: impl FnOnce(T) -> R, failure: 
 
 /// Runs the body of an exported function inside the panic boundary: a
 /// panic becomes `failure` with `ERROR_INTERNAL_ERROR`.
+#[inline(always)]
 fn exported<R>(failure: R, body: impl FnOnce() -> R) -> R {
     ffi_boundary(body, || fail(Win32Error::INTERNAL_ERROR, failure))
 }

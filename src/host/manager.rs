@@ -10,7 +10,7 @@ use crate::engine::{
     AddressSpace, InPlace, IndexView, Owner, PageRange, USER_ADDRESS_END, page_floor,
 };
 use crate::heap::HostKey;
-use crate::os::{OsBackend, UnixBackend};
+use crate::os::{Backend, OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
 use crate::trace::{Call, TraceSink, Traced, Tracer};
 use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection, Win32Error};
@@ -46,7 +46,7 @@ impl MemoryCriticalLevel {
     }
 }
 
-type Space = AddressSpace<Box<dyn OsBackend>>;
+type Space = AddressSpace<Backend>;
 
 /// What the manager's lock guards: the address space and the ranges the
 /// runtime mapped by itself and reported.
@@ -121,6 +121,19 @@ pub struct HostMemoryManager {
     tracer: Option<Tracer>,
 }
 
+/// A change that [`HostMemoryManager::change_in_place`] may make.
+#[derive(Clone, Copy)]
+enum PageChange {
+    /// `VirtualAlloc(.., allocation_type, protect)` committing at `level`.
+    Commit {
+        allocation_type: AllocationType,
+        protect: Protection,
+        level: MemoryCriticalLevel,
+    },
+    /// `VirtualFree(.., MEM_DECOMMIT)`.
+    Decommit,
+}
+
 /// Whether a `VirtualAlloc` works on existing pages (and so on memory that
 /// must be the host's), rather than reserving new ones.
 fn works_on_existing_pages(address: usize, kind: AllocationType) -> bool {
@@ -162,12 +175,16 @@ impl HostMemoryManager {
     /// [`with_machine_root`](Self::with_machine_root)) or to embed. Put it
     /// in an [`Arc`] before creating heaps.
     pub fn new_unshared(config: HostConfig) -> Result<Self, ConfigError> {
-        Self::with_backend(config, Box::new(UnixBackend))
+        Self::on_backend(config, Backend::Kernel(UnixBackend))
     }
 
     /// A manager over any OS backend (tests inject failures this way).
     #[doc(hidden)]
     pub fn with_backend(config: HostConfig, os: Box<dyn OsBackend>) -> Result<Self, ConfigError> {
+        Self::on_backend(config, Backend::Other(os))
+    }
+
+    fn on_backend(config: HostConfig, os: Backend) -> Result<Self, ConfigError> {
         config.validate()?;
         let state = HostState {
             space: AddressSpace::with_backend(os),
@@ -234,7 +251,7 @@ impl HostMemoryManager {
     }
 
     /// Runs `run`, recording `call` and its result when tracing is on.
-    #[inline]
+    #[inline(always)]
     fn traced<T: Traced>(
         &self,
         call: Call<usize>,
@@ -254,30 +271,42 @@ impl HostMemoryManager {
     /// Runs one hosting call: refuses it once the manager is unusable,
     /// turns a panic into a catastrophic failure, latches catastrophic
     /// failures (the first answers E_FAIL, the rest HOST_E_CLRNOTAVAILABLE)
-    /// and counts it.
+    /// and counts it. Inlined, with the failures out of line, so that a
+    /// change in place has no frame of it above its system call (see
+    /// [`change_in_place`](Self::change_in_place)).
+    #[inline(always)]
     fn call<T>(
         &self,
         method: Method,
         f: impl FnOnce() -> Result<T, HostError>,
     ) -> Result<T, HostError> {
         self.counters.call(method);
-        let result = if self.lifecycle.is_running() {
-            catch_unwind(AssertUnwindSafe(f)).unwrap_or(Err(HostError::Catastrophic))
-        } else {
-            Err(HostError::Unavailable)
-        };
-        let result = match result {
-            Err(HostError::Catastrophic) if !self.lifecycle.fail() => Err(HostError::Unavailable),
-            Err(HostError::Abandoned) => {
+        if !self.lifecycle.is_running() {
+            return Err(self.failed(method, HostError::Unavailable));
+        }
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.failed(method, e)),
+            Err(_) => Err(self.failed(method, HostError::Catastrophic)),
+        }
+    }
+
+    /// A call's failure, as [`call`](Self::call) answers it: a catastrophic
+    /// one latched (only the first answers E_FAIL), an abandoned lock
+    /// making the manager unusable; counted.
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, method: Method, e: HostError) -> HostError {
+        let e = match e {
+            HostError::Catastrophic if !self.lifecycle.fail() => HostError::Unavailable,
+            HostError::Abandoned => {
                 self.lifecycle.fail();
-                Err(HostError::Abandoned)
+                HostError::Abandoned
             }
             other => other,
         };
-        if let Err(e) = result {
-            self.counters.failure(method, e.hresult());
-        }
-        result
+        self.counters.failure(method, e.hresult());
+        e
     }
 
     fn lock_error(e: LockError) -> HostError {
@@ -316,6 +345,7 @@ impl HostMemoryManager {
     /// Runs a change under the exclusive lock, then tells the notifier
     /// about the new load — queued under the lock, so loads arrive in the
     /// order they happened, and delivered after it is released.
+    #[inline(always)]
     fn write<T>(
         &self,
         f: impl FnOnce(&mut HostState) -> Result<T, HostError>,
@@ -375,30 +405,82 @@ impl HostMemoryManager {
         }
     }
 
-    /// Tries a change in place: under the *shared* lock, beside changes
-    /// in place of other reservations (see
+    /// Tries a commit or decommit in place: under the *shared* lock,
+    /// beside changes in place of other reservations (see
     /// [`AddressSpace::commit_in_place`]). `None` when only the exclusive
-    /// path may make it (nothing changed). Afterwards, as
-    /// [`write`](Self::write) does: the peak, and the notifier told the
-    /// load as it is after the change — read under the notifier's lock,
-    /// so that racing changes feed it loads in the order they were read.
-    fn in_place<T>(
+    /// path may make it (nothing changed). An address in no reservation is
+    /// refused there too, under the shared lock — or, while a change holds
+    /// the lock, from the index read without it, so that a refusal never
+    /// waits. Afterwards, as [`write`](Self::write) does: the peak, and
+    /// the notifier told the load as it is after the change — read under
+    /// the notifier's lock, so that racing changes feed it loads in the
+    /// order they were read.
+    ///
+    /// Inlined into the calls (as is everything down to the system call):
+    /// a system call leaves the CPU's return-address predictor holding the
+    /// kernel's addresses, so each frame between it and the caller would
+    /// cost a mispredicted return, some 8 ns (see `os::Backend`).
+    #[inline(always)]
+    fn change_in_place(
         &self,
-        change: impl FnOnce(&HostState) -> InPlace<(T, usize)>,
-        refuse: impl FnOnce(&HostState, Win32Error) -> HostError,
-    ) -> Option<Result<T, HostError>> {
-        let state = match self.state.read(Some(self.config.lock_timeout)) {
-            Ok(state) => state,
-            Err(e) => return Some(Err(Self::lock_error(e))),
+        owner: Owner,
+        address: usize,
+        size: usize,
+        change: PageChange,
+    ) -> Option<Result<usize, HostError>> {
+        let state = match self.state.try_read() {
+            Some(Ok(state)) => state,
+            Some(Err(e)) => return Some(Err(Self::lock_error(e))),
+            None => {
+                let valid = match change {
+                    PageChange::Commit {
+                        allocation_type,
+                        protect,
+                        ..
+                    } => crate::engine::existing_pages_arguments_valid(
+                        address,
+                        size,
+                        allocation_type,
+                        protect,
+                    ),
+                    PageChange::Decommit => true,
+                };
+                if valid && self.view.holds(page_floor(address)) == Some(false) {
+                    return Some(Err(HostError::NotHostMemory));
+                }
+                match self.state.read(Some(self.config.lock_timeout)) {
+                    Ok(state) => state,
+                    Err(e) => return Some(Err(Self::lock_error(e))),
+                }
+            }
         };
-        let result = match change(&state) {
+        let space = &state.space;
+        let done = match change {
+            PageChange::Commit {
+                allocation_type,
+                protect,
+                level,
+            } => {
+                let fits = |committed: usize, cost: usize| {
+                    self.budget.is_none_or(|budget| {
+                        let used = (committed + state.acquired_bytes) as u64;
+                        budget.allows(used, cost as u64, level)
+                    })
+                };
+                space.commit_in_place(owner, address, size, allocation_type, protect, &fits)
+            }
+            PageChange::Decommit => space
+                .decommit_in_place(owner, address, size, FreeType::DECOMMIT)
+                .map(|()| (0, 0)),
+        };
+        let result = match done {
             InPlace::Structural => return None,
             InPlace::OverBudget => Err(HostError::OverBudget),
             InPlace::Done(Ok((answer, committed))) => {
                 self.note_peak(committed);
                 Ok(answer)
             }
-            InPlace::Done(Err(e)) => Err(refuse(&state, e)),
+            InPlace::Done(Err(e)) => Err(Self::refuse_foreign(space, owner, address, e)),
         };
         if self.notifying.load(Ordering::Relaxed) {
             if let Some(budget) = self.budget {
@@ -449,6 +531,7 @@ impl HostMemoryManager {
     /// );
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline(always)]
     pub fn virtual_alloc(
         &self,
         address: usize,
@@ -507,6 +590,7 @@ impl HostMemoryManager {
         })
     }
 
+    #[inline(always)]
     fn commit_or_reserve(
         &self,
         owner: Owner,
@@ -516,13 +600,22 @@ impl HostMemoryManager {
         protect: Protection,
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
-        // As in `decommit_or_release`: a commit or reset of pages at an
-        // address in no reservation is refused with no lock, when the index
-        // read without it says so (not behind a change holding the lock).
-        // Otherwise, and when tracing, the engine looks under a lock. The
-        // arguments are checked only for an address the index says is in
-        // no reservation: the common case, an owned one, skips them.
+        // A commit wholly inside one reservation: in place, beside commits
+        // in other reservations. Not when tracing (the exclusive lock
+        // orders the trace).
         if self.tracer.is_none()
+            && address != 0
+            && allocation_type.difference(AllocationType::TOP_DOWN) == AllocationType::COMMIT
+        {
+            let change = PageChange::Commit {
+                allocation_type,
+                protect,
+                level,
+            };
+            if let Some(result) = self.change_in_place(owner, address, size, change) {
+                return result;
+            }
+        } else if self.tracer.is_none()
             && works_on_existing_pages(address, allocation_type)
             && self.view.holds(page_floor(address)) == Some(false)
             && crate::engine::existing_pages_arguments_valid(
@@ -532,35 +625,27 @@ impl HostMemoryManager {
                 protect,
             )
         {
+            // A reset of pages at an address in no reservation, refused
+            // with no lock when the index read without it says so (not
+            // behind a change holding the lock).
             return Err(HostError::NotHostMemory);
         }
-        // A commit wholly inside one reservation: in place, beside commits
-        // in other reservations. Not when tracing (the exclusive lock
-        // orders the trace).
-        if self.tracer.is_none()
-            && address != 0
-            && allocation_type.difference(AllocationType::TOP_DOWN) == AllocationType::COMMIT
-            && let Some(result) = self.in_place(
-                |state| {
-                    state.space.commit_in_place(
-                        owner,
-                        address,
-                        size,
-                        allocation_type,
-                        protect,
-                        |committed, cost| {
-                            self.budget.is_none_or(|budget| {
-                                let used = (committed + state.acquired_bytes) as u64;
-                                budget.allows(used, cost as u64, level)
-                            })
-                        },
-                    )
-                },
-                |state, e| Self::refuse_foreign(&state.space, owner, address, e),
-            )
-        {
-            return result;
-        }
+        self.alloc_exclusive(owner, address, size, allocation_type, protect, level)
+    }
+
+    /// `VirtualAlloc` under the exclusive lock: what no change in place
+    /// can make. Inlined down to the system call, as a change in place is
+    /// (see [`change_in_place`](Self::change_in_place)).
+    #[inline(always)]
+    fn alloc_exclusive(
+        &self,
+        owner: Owner,
+        address: usize,
+        size: usize,
+        allocation_type: AllocationType,
+        protect: Protection,
+        level: MemoryCriticalLevel,
+    ) -> Result<usize, HostError> {
         self.write(|state| {
             if let Some(budget) = self.budget {
                 let cost = state
@@ -605,6 +690,7 @@ impl HostMemoryManager {
     /// assert_eq!(m.virtual_free(base, 0, FreeType::RELEASE), Err(HostError::NotHostMemory));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline(always)]
     pub fn virtual_free(
         &self,
         address: usize,
@@ -645,6 +731,7 @@ impl HostMemoryManager {
         })
     }
 
+    #[inline(always)]
     fn decommit_or_release(
         &self,
         owner: Owner,
@@ -652,6 +739,13 @@ impl HostMemoryManager {
         size: usize,
         free_type: FreeType,
     ) -> Result<(), HostError> {
+        if self.tracer.is_none() && free_type == FreeType::DECOMMIT {
+            // In place; an address in no reservation is refused there.
+            if let Some(result) = self.change_in_place(owner, address, size, PageChange::Decommit) {
+                return result.map(drop);
+            }
+            return self.free_exclusive(owner, address, size, free_type);
+        }
         // Arguments the engine accepts whatever the address: an address
         // that is not the host's is then refused from the index read
         // without the lock (or under the shared lock where it cannot
@@ -661,35 +755,22 @@ impl HostMemoryManager {
         // first.
         let arguments_valid =
             (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
-        let in_place = self.tracer.is_none() && free_type == FreeType::DECOMMIT;
-        if in_place {
-            // Refused with no lock where the index can say (not behind a
-            // change holding the lock); else the decommit in place looks
-            // under the shared lock, and refuses there.
-            if self.view.holds(page_floor(address)) == Some(false) {
-                return Err(HostError::NotHostMemory);
-            }
-        } else if arguments_valid && !self.space_owns(address)? {
+        if arguments_valid && !self.space_owns(address)? {
             return Err(HostError::NotHostMemory);
         }
-        if in_place
-            && let Some(result) = self.in_place(
-                |state| {
-                    let space = &state.space;
-                    match space.decommit_in_place(owner, address, size, free_type) {
-                        InPlace::Done(Ok(())) => {
-                            InPlace::Done(Ok(((), space.totals().committed_bytes)))
-                        }
-                        InPlace::Done(Err(e)) => InPlace::Done(Err(e)),
-                        InPlace::OverBudget => InPlace::OverBudget,
-                        InPlace::Structural => InPlace::Structural,
-                    }
-                },
-                |state, e| Self::refuse_foreign(&state.space, owner, address, e),
-            )
-        {
-            return result;
-        }
+        self.free_exclusive(owner, address, size, free_type)
+    }
+
+    /// `VirtualFree` under the exclusive lock, inlined down to the system
+    /// call as [`alloc_exclusive`](Self::alloc_exclusive) is.
+    #[inline(always)]
+    fn free_exclusive(
+        &self,
+        owner: Owner,
+        address: usize,
+        size: usize,
+        free_type: FreeType,
+    ) -> Result<(), HostError> {
         self.write(|state| {
             let space = &mut state.space;
             space
@@ -879,7 +960,7 @@ impl HostMemoryManager {
     #[doc(hidden)]
     pub fn with_address_space<R>(
         &self,
-        f: impl FnOnce(&AddressSpace<Box<dyn OsBackend>>) -> R,
+        f: impl FnOnce(&AddressSpace<Backend>) -> R,
     ) -> Result<R, HostError> {
         if !self.lifecycle.is_running() {
             return Err(HostError::Unavailable);

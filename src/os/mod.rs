@@ -13,11 +13,13 @@
 //! The backend checks nothing of Win32 and keeps no state; the engine owns
 //! statistics and rules.
 
+mod backend;
 mod faulty;
 mod maps;
 mod unix;
 mod watch;
 
+pub use backend::Backend;
 pub use faulty::{FaultInjectingBackend, FaultPlan, OsOperation};
 pub use maps::{KernelMapping, parse_maps};
 pub use unix::UnixBackend;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UnixBackend;
 
+#[inline(always)]
 fn prot_flags(access: Access) -> ProtFlags {
     let mut prot = ProtFlags::empty();
     prot.set(ProtFlags::READ, access.contains(Access::READ));
@@ -21,6 +22,7 @@ fn prot_flags(access: Access) -> ProtFlags {
     prot
 }
 
+#[inline(always)]
 fn mprotect_flags(access: Access) -> MprotectFlags {
     let mut prot = MprotectFlags::empty();
     prot.set(MprotectFlags::READ, access.contains(Access::READ));
@@ -32,6 +34,7 @@ fn mprotect_flags(access: Access) -> MprotectFlags {
 const ANONYMOUS_FLAGS: MapFlags = MapFlags::PRIVATE.union(MapFlags::NORESERVE);
 
 impl OsBackend for UnixBackend {
+    #[inline(always)]
     fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
         let flags = ANONYMOUS_FLAGS | MapFlags::FIXED_NOREPLACE;
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping,
@@ -48,6 +51,7 @@ impl OsBackend for UnixBackend {
         Ok(())
     }
 
+    #[inline(always)]
     fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
         // SAFETY: without MAP_FIXED the hint is only a preference; the
         // kernel places the mapping in free address space.
@@ -63,12 +67,14 @@ impl OsBackend for UnixBackend {
         Ok(got as usize)
     }
 
+    #[inline(always)]
     unsafe fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
         // SAFETY: by the caller's contract the range is its own mapping,
         // which nothing uses any more.
         unsafe { mm::munmap(addr as *mut c_void, len) }.map_err(OsError::from_errno)
     }
 
+    #[inline(always)]
     unsafe fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
         // SAFETY: the range is the caller's own mapping, and no reference
         // into it needs the access taken away (the caller's contract).
@@ -76,6 +82,7 @@ impl OsBackend for UnixBackend {
             .map_err(OsError::from_errno)
     }
 
+    #[inline(always)]
     unsafe fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
         // SAFETY: the range is the caller's own private anonymous mapping,
         // whose contents its owner means to drop (the caller's contract).

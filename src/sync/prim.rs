@@ -72,6 +72,12 @@ mod imp {
             self.raw().lock_shared();
         }
 
+        /// Whether the lock was taken shared without waiting.
+        #[inline]
+        pub(crate) fn try_lock_shared(&self) -> bool {
+            self.raw().try_lock_shared().is_some()
+        }
+
         /// Whether the lock was taken shared within `timeout`.
         #[inline]
         pub(crate) fn try_lock_shared_for(&self, timeout: Duration) -> bool {
@@ -213,7 +219,7 @@ mod imp {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         }
 
-        fn try_lock_shared(&self) -> bool {
+        pub(crate) fn try_lock_shared(&self) -> bool {
             let mut state = self.state();
             let free = *state != EXCLUSIVE;
             if free {

@@ -159,6 +159,24 @@ impl<T> ShardedLock<T> {
         Ok(guard)
     }
 
+    /// Shared access if it can be had at once: `None` while a writer holds
+    /// (or is taking) the lock.
+    #[inline]
+    pub fn try_read(&self) -> Option<Result<ReadGuard<'_, T>, LockError>> {
+        let shard = &self.shards[thread_slot() & (self.shards.len() - 1)].0;
+        if !shard.try_lock_shared() {
+            return None;
+        }
+        // Built before the check, so that the shard is unlocked again when
+        // the guard drops.
+        let guard = ReadGuard {
+            lock: self,
+            shard,
+            _not_send: PhantomData,
+        };
+        Some(self.check_abandoned().map(|()| guard))
+    }
+
     /// Exclusive access, waiting at most `timeout` in all (`None`: forever).
     ///
     /// Each shard is tried first; the clock is read (for the deadline)
@@ -310,6 +328,22 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(*lock.read(None).unwrap(), 40_000);
+    }
+
+    #[test]
+    fn try_read_waits_for_no_writer() {
+        let lock = ShardedLock::new(5u32, 4);
+        let reader = lock.try_read().expect("free").expect("not abandoned");
+        assert_eq!(*reader, 5);
+        assert!(
+            lock.try_read().is_some(),
+            "readers share the lock, on one shard or another"
+        );
+        drop(reader);
+        let writer = lock.write(None).unwrap();
+        assert!(lock.try_read().is_none(), "a writer holds every shard");
+        drop(writer);
+        assert!(lock.try_read().is_some());
     }
 
     #[test]
