@@ -537,7 +537,11 @@ impl ReservationIndex {
         let previous = self.by_base.insert(granules.start, slot);
         debug_assert!(previous.is_none(), "two reservations at one base");
         self.tables.begin();
-        self.insert_in(0, 0, 0, granules, slot);
+        if granules.len() == ALLOCATION_GRANULARITY {
+            self.insert_granule(granules.start, slot);
+        } else {
+            self.insert_in(0, 0, 0, granules, slot);
+        }
         self.tables.end();
     }
 
@@ -548,8 +552,13 @@ impl ReservationIndex {
             .0
             .take()
             .expect("an indexed slot holds a reservation");
+        let granules = Self::granules(&r);
         self.tables.begin();
-        self.remove_in(0, 0, 0, Self::granules(&r), slot);
+        if granules.len() == ALLOCATION_GRANULARITY {
+            self.remove_granule(granules.start, slot);
+        } else {
+            self.remove_in(0, 0, 0, granules, slot);
+        }
         self.tables.end();
         if self.by_base.is_empty() {
             self.forget_all();
@@ -726,9 +735,13 @@ impl ReservationIndex {
     }
 
     /// Stores an entry: only between `begin` and `end` of the tables.
+    /// (A load and a store, not a swap: the writer is alone, and a swap
+    /// is a locked instruction.)
     fn set(&mut self, level: usize, table: u32, i: usize, e: Entry) {
         debug_assert!(self.tables.seq.load(Ordering::Relaxed) % 2 == 1);
-        let was = self.tables.at(level, table, i).swap(e, Ordering::Relaxed);
+        let entry = self.tables.at(level, table, i);
+        let was = entry.load(Ordering::Relaxed);
+        entry.store(e, Ordering::Relaxed);
         let live = &mut self.live[level][table as usize];
         match (was == EMPTY, e == EMPTY) {
             (true, false) => *live += 1,
@@ -749,6 +762,73 @@ impl ReservationIndex {
         self.tables.ensure(level, t);
         self.live[level].push(0);
         t
+    }
+
+    /// The index of `addr`'s entry in the table at `level` whose span
+    /// holds it, and that table's first address.
+    #[inline]
+    fn place(level: usize, addr: usize) -> (usize, usize) {
+        if level == 0 {
+            (addr >> SHIFT[0], 0)
+        } else {
+            let origin = addr & !((1 << SHIFT[level - 1]) - 1);
+            ((addr - origin) >> SHIFT[level], origin)
+        }
+    }
+
+    /// [`insert_in`](Self::insert_in) from the top for a reservation of
+    /// the one granule at `granule` (the common small one), walking down
+    /// without recursion until it meets an empty entry — or another
+    /// reservation's, whose span the general walk then splits.
+    fn insert_granule(&mut self, granule: usize, slot: u32) {
+        let (mut table, mut level) = (0, 0);
+        loop {
+            let (i, origin) = Self::place(level, granule);
+            match kind(self.entry(level, table, i)) {
+                Kind::Empty => {
+                    let summary = if level == BOTTOM {
+                        Summary::of(self.reservation(slot), granule)
+                    } else {
+                        0
+                    };
+                    return self.set(level, table, i, owner(slot, summary));
+                }
+                Kind::Table(child) => (table, level) = (child, level + 1),
+                Kind::Owner(_) => {
+                    let granules = granule..granule + ALLOCATION_GRANULARITY;
+                    return self.insert_in(table, level, origin, granules, slot);
+                }
+            }
+        }
+    }
+
+    /// [`remove_in`](Self::remove_in) from the top for a reservation of
+    /// the one granule at `granule`: clears its entry, then frees each
+    /// table on the way down that it left empty, from the bottom up.
+    fn remove_granule(&mut self, granule: usize, slot: u32) {
+        let mut path = [(0u32, 0usize); SHIFT.len()];
+        let (mut table, mut level) = (0, 0);
+        loop {
+            let (i, _) = Self::place(level, granule);
+            path[level] = (table, i);
+            match kind(self.entry(level, table, i)) {
+                Kind::Owner(s) if s == slot => break,
+                Kind::Table(child) => (table, level) = (child, level + 1),
+                Kind::Owner(_) | Kind::Empty => {
+                    debug_assert!(false, "a reservation's span not indexed to it");
+                    return;
+                }
+            }
+        }
+        let (t, i) = path[level];
+        self.set(level, t, i, EMPTY);
+        while level > 0 && self.live[level][path[level].0 as usize] == 0 {
+            let child = path[level].0;
+            level -= 1;
+            let (t, i) = path[level];
+            self.set(level, t, i, EMPTY);
+            self.free_tables[level + 1].push(child);
+        }
     }
 
     /// Records `slot` over `range` (granule-aligned, inside the span of
