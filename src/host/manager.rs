@@ -646,27 +646,30 @@ impl HostMemoryManager {
         protect: Protection,
         level: MemoryCriticalLevel,
     ) -> Result<usize, HostError> {
-        self.write(|state| {
-            if let Some(budget) = self.budget {
-                let cost = state
-                    .space
-                    .commit_cost(owner, address, size, allocation_type)
-                    as u64;
-                if cost > 0 && !budget.allows(state.used_bytes(), cost, level) {
-                    return Err(HostError::OverBudget);
-                }
-            }
-            let space = &mut state.space;
-            space
-                .virtual_alloc_as(owner, address, size, allocation_type, protect)
-                .map_err(|e| {
-                    if works_on_existing_pages(address, allocation_type) {
-                        Self::refuse_foreign(space, owner, address, e)
-                    } else {
-                        HostError::from_engine(e)
+        self.write(
+            #[inline(always)]
+            |state| {
+                if let Some(budget) = self.budget {
+                    let cost = state
+                        .space
+                        .commit_cost(owner, address, size, allocation_type)
+                        as u64;
+                    if cost > 0 && !budget.allows(state.used_bytes(), cost, level) {
+                        return Err(HostError::OverBudget);
                     }
-                })
-        })
+                }
+                let space = &mut state.space;
+                space
+                    .virtual_alloc_as(owner, address, size, allocation_type, protect)
+                    .map_err(|e| {
+                        if works_on_existing_pages(address, allocation_type) {
+                            Self::refuse_foreign(space, owner, address, e)
+                        } else {
+                            HostError::from_engine(e)
+                        }
+                    })
+            },
+        )
     }
 
     /// `IHostMemoryManager::VirtualFree`: `VirtualFree`'s semantics; memory
@@ -771,12 +774,15 @@ impl HostMemoryManager {
         size: usize,
         free_type: FreeType,
     ) -> Result<(), HostError> {
-        self.write(|state| {
-            let space = &mut state.space;
-            space
-                .virtual_free_as(owner, address, size, free_type)
-                .map_err(|e| Self::refuse_foreign(space, owner, address, e))
-        })
+        self.write(
+            #[inline(always)]
+            |state| {
+                let space = &mut state.space;
+                space
+                    .virtual_free_as(owner, address, size, free_type)
+                    .map_err(|e| Self::refuse_foreign(space, owner, address, e))
+            },
+        )
     }
 
     /// Tells `watcher` when the manager stops (fails or shuts down): for
