@@ -23,10 +23,15 @@ pub enum Backend {
     Other(Box<dyn OsBackend>),
 }
 
-impl From<Box<dyn OsBackend>> for Backend {
-    fn from(os: Box<dyn OsBackend>) -> Self {
-        Self::Other(os)
-    }
+/// `$call` on the backend `$self` holds, bound to `$os`: the one match
+/// every method makes.
+macro_rules! on_chosen {
+    ($self:ident, $os:ident => $call:expr) => {
+        match $self {
+            Backend::Kernel($os) => $call,
+            Backend::Other($os) => $call,
+        }
+    };
 }
 
 // SAFETY (each unsafe method below): the caller's contract, passed on
@@ -34,70 +39,43 @@ impl From<Box<dyn OsBackend>> for Backend {
 impl OsBackend for Backend {
     #[inline(always)]
     fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => os.map_fixed(addr, len, access),
-            Self::Other(os) => os.map_fixed(addr, len, access),
-        }
+        on_chosen!(self, os => os.map_fixed(addr, len, access))
     }
 
     #[inline(always)]
     fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
-        match self {
-            Self::Kernel(os) => os.map_anywhere(hint, len, access),
-            Self::Other(os) => os.map_anywhere(hint, len, access),
-        }
+        on_chosen!(self, os => os.map_anywhere(hint, len, access))
     }
 
     #[inline(always)]
     unsafe fn unmap(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.unmap(addr, len) },
-            Self::Other(os) => unsafe { os.unmap(addr, len) },
-        }
+        on_chosen!(self, os => unsafe { os.unmap(addr, len) })
     }
 
     #[inline(always)]
     unsafe fn protect(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.protect(addr, len, access) },
-            Self::Other(os) => unsafe { os.protect(addr, len, access) },
-        }
+        on_chosen!(self, os => unsafe { os.protect(addr, len, access) })
     }
 
     #[inline(always)]
     unsafe fn discard(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.discard(addr, len) },
-            Self::Other(os) => unsafe { os.discard(addr, len) },
-        }
+        on_chosen!(self, os => unsafe { os.discard(addr, len) })
     }
 
     unsafe fn reset(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.reset(addr, len) },
-            Self::Other(os) => unsafe { os.reset(addr, len) },
-        }
+        on_chosen!(self, os => unsafe { os.reset(addr, len) })
     }
 
     unsafe fn keep_contents(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.keep_contents(addr, len, access) },
-            Self::Other(os) => unsafe { os.keep_contents(addr, len, access) },
-        }
+        on_chosen!(self, os => unsafe { os.keep_contents(addr, len, access) })
     }
 
     fn mappings(&self) -> Result<Vec<KernelMapping>, OsError> {
-        match self {
-            Self::Kernel(os) => os.mappings(),
-            Self::Other(os) => os.mappings(),
-        }
+        on_chosen!(self, os => os.mappings())
     }
 
     unsafe fn watch_writes(&self, addr: usize, len: usize) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.watch_writes(addr, len) },
-            Self::Other(os) => unsafe { os.watch_writes(addr, len) },
-        }
+        on_chosen!(self, os => unsafe { os.watch_writes(addr, len) })
     }
 
     unsafe fn written_pages(
@@ -108,16 +86,10 @@ impl OsBackend for Backend {
         protect: bool,
         out: Option<&mut Vec<usize>>,
     ) -> Result<(), OsError> {
-        match self {
-            Self::Kernel(os) => unsafe { os.written_pages(addr, len, max_pages, protect, out) },
-            Self::Other(os) => unsafe { os.written_pages(addr, len, max_pages, protect, out) },
-        }
+        on_chosen!(self, os => unsafe { os.written_pages(addr, len, max_pages, protect, out) })
     }
 
     fn map_huge(&self, addr: usize, len: usize, access: Access) -> Result<usize, OsError> {
-        match self {
-            Self::Kernel(os) => os.map_huge(addr, len, access),
-            Self::Other(os) => os.map_huge(addr, len, access),
-        }
+        on_chosen!(self, os => os.map_huge(addr, len, access))
     }
 }
