@@ -684,15 +684,11 @@ impl<B: OsBackend> AddressSpace<B> {
         let state = PageState::Committed(protection.page);
         let r = &self.reservation(base);
         let pages = r.page_indices(range);
-        if r.pages().run_end(pages.start, pages.end) < pages.end
-            || r.pages().state(pages.start) != state
-        {
+        let found = r.pages().survey(pages.clone(), state);
+        if found.differs {
             self.set_access(base, range, state.access())?;
         }
-        let before = self
-            .reservation(base)
-            .pages()
-            .committed_pages(pages.clone());
+        let before = found.committed;
         *self.committed_bytes.0.get_mut() += (pages.len() - before) * PAGE_SIZE;
         self.change(base, |r| r.set_pages(pages, state, before));
         Ok(range.start())

@@ -630,22 +630,8 @@ impl HostMemoryManager {
             // behind a change holding the lock).
             return Err(HostError::NotHostMemory);
         }
-        self.alloc_exclusive(owner, address, size, allocation_type, protect, level)
-    }
-
-    /// `VirtualAlloc` under the exclusive lock: what no change in place
-    /// can make. Inlined down to the system call, as a change in place is
-    /// (see [`change_in_place`](Self::change_in_place)).
-    #[inline(always)]
-    fn alloc_exclusive(
-        &self,
-        owner: Owner,
-        address: usize,
-        size: usize,
-        allocation_type: AllocationType,
-        protect: Protection,
-        level: MemoryCriticalLevel,
-    ) -> Result<usize, HostError> {
+        // The rest under the exclusive lock, inlined down to the system
+        // call as a change in place is.
         self.write(
             #[inline(always)]
             |state| {
@@ -747,33 +733,22 @@ impl HostMemoryManager {
             if let Some(result) = self.change_in_place(owner, address, size, PageChange::Decommit) {
                 return result.map(drop);
             }
-            return self.free_exclusive(owner, address, size, free_type);
+        } else {
+            // Arguments the engine accepts whatever the address: an
+            // address that is not the host's is then refused from the
+            // index read without the lock (or under the shared lock where
+            // it cannot say), and only an owned one takes the exclusive
+            // lock, where the engine looks again. Between the two another
+            // thread may reserve the address: the refusal is then the
+            // answer of a call that ran first.
+            let arguments_valid =
+                (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
+            if arguments_valid && !self.space_owns(address)? {
+                return Err(HostError::NotHostMemory);
+            }
         }
-        // Arguments the engine accepts whatever the address: an address
-        // that is not the host's is then refused from the index read
-        // without the lock (or under the shared lock where it cannot
-        // say), and only an owned one takes the exclusive lock, where the
-        // engine looks again. Between the two another thread may reserve
-        // the address: the refusal is then the answer of a call that ran
-        // first.
-        let arguments_valid =
-            (free_type == FreeType::RELEASE && size == 0) || free_type == FreeType::DECOMMIT;
-        if arguments_valid && !self.space_owns(address)? {
-            return Err(HostError::NotHostMemory);
-        }
-        self.free_exclusive(owner, address, size, free_type)
-    }
-
-    /// `VirtualFree` under the exclusive lock, inlined down to the system
-    /// call as [`alloc_exclusive`](Self::alloc_exclusive) is.
-    #[inline(always)]
-    fn free_exclusive(
-        &self,
-        owner: Owner,
-        address: usize,
-        size: usize,
-        free_type: FreeType,
-    ) -> Result<(), HostError> {
+        // The rest under the exclusive lock, inlined down to the system
+        // call as a change in place is.
         self.write(
             #[inline(always)]
             |state| {
