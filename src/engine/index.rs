@@ -27,9 +27,15 @@
 //! to memory. The summary is rewritten whenever the reservation's state
 //! changes from or to uniform.
 //!
-//! Reservations live in a slab (their slot is what the entries hold); a
-//! `BTreeMap` from base to slot keeps their order for what needs it:
-//! neighbours of free memory, overlap checks and iteration.
+//! Reservations live in a slab (their slot is what the entries hold).
+//! Their order needs no tree of its own: the tables are in address order,
+//! so the neighbours of free memory, overlap checks and iteration walk
+//! them, skipping an empty span at whatever level it is empty. (A search
+//! that finds nothing reads at most every entry of the top table and of
+//! one table a level: a few microseconds, spent only where the kernel's
+//! mapping list is read anyway or a reservation is placed at an address
+//! the caller chose.) Keeping a tree beside the tables doubled the cost
+//! of a small reservation's insertion and removal.
 //!
 //! Readers without the manager's lock ([`IndexView`]) read the same
 //! entries: the tables are atomic words in chunks that are allocated once
@@ -46,7 +52,7 @@ use super::reservation::Reservation;
 use crate::win32::{
     ALLOCATION_GRANULARITY, MemoryBasicInformation, MemoryState, MemoryType, PAGE_SIZE, Protection,
 };
-use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Arc, OnceLock};
@@ -442,7 +448,8 @@ pub struct ReservationIndex {
     free_tables: [Vec<u32>; 3],
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    by_base: BTreeMap<usize, u32>,
+    /// How many reservations are indexed.
+    count: usize,
 }
 
 /// Empties `v`, giving its memory back unless it is small: a loop that
@@ -471,7 +478,7 @@ impl ReservationIndex {
             free_tables: Default::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            by_base: BTreeMap::new(),
+            count: 0,
         }
     }
 
@@ -482,7 +489,7 @@ impl ReservationIndex {
 
     /// The number of reservations.
     pub fn len(&self) -> usize {
-        self.by_base.len()
+        self.count
     }
 
     /// The reservation holding `addr`.
@@ -502,19 +509,89 @@ impl ReservationIndex {
 
     /// The reservations in address order.
     pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
-        self.by_base.values().map(|&slot| self.reservation(slot))
+        self.slots_in_order()
+            .into_iter()
+            .map(|slot| self.reservation(slot))
+    }
+
+    /// The slots of the reservations, in address order: each is taken
+    /// from the entry whose span holds its base.
+    fn slots_in_order(&self) -> Vec<u32> {
+        let mut order = Vec::with_capacity(self.count);
+        if self.count > 0 {
+            self.find(0, 0, 0, 0..USER_ADDRESS_END, false, &mut |slot, span| {
+                if span.contains(&self.reservation(slot).base()) {
+                    order.push(slot);
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        order
     }
 
     /// The last reservation starting before `addr`.
     pub fn last_before(&self, addr: usize) -> Option<&Reservation> {
-        let (_, &slot) = self.by_base.range(..addr).next_back()?;
-        Some(self.reservation(slot))
+        let end = addr.min(USER_ADDRESS_END);
+        if end == 0 || self.count == 0 {
+            return None;
+        }
+        // Spans from `addr` down: the first reservation met that starts
+        // before `addr` is the last one. (One that starts between it and
+        // `addr` would meet a span met earlier, or share this one, which
+        // would then be a table, not an owner.)
+        self.find(0, 0, 0, 0..end, true, &mut |slot, _| {
+            if self.reservation(slot).base() < addr {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .map(|slot| self.reservation(slot))
     }
 
     /// The first reservation starting at or after `addr`.
     pub fn first_from(&self, addr: usize) -> Option<&Reservation> {
-        let (_, &slot) = self.by_base.range(addr..).next()?;
-        Some(self.reservation(slot))
+        if addr >= USER_ADDRESS_END || self.count == 0 {
+            return None;
+        }
+        // Spans from `addr` up: as in `last_before`, the first met that
+        // starts at or after `addr` is the first one.
+        self.find(0, 0, 0, addr..USER_ADDRESS_END, false, &mut |slot, _| {
+            if self.reservation(slot).base() >= addr {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .map(|slot| self.reservation(slot))
+    }
+
+    /// Visits the owner entries of the table at `level` (first address
+    /// `origin`) that meet `range`, and those of the tables below it, in
+    /// address order (`down`: descending), each with its span: the slot
+    /// of the first `visit` breaks at, if any.
+    fn find(
+        &self,
+        table: u32,
+        level: usize,
+        origin: usize,
+        range: Range<usize>,
+        down: bool,
+        visit: &mut dyn FnMut(u32, Range<usize>) -> ControlFlow<()>,
+    ) -> Option<u32> {
+        let mut entry = |(i, span, sub): (usize, Range<usize>, Range<usize>)| match kind(
+            self.entry(level, table, i),
+        ) {
+            Kind::Empty => None,
+            Kind::Owner(slot) => visit(slot, span).is_break().then_some(slot),
+            Kind::Table(child) => self.find(child, level + 1, span.start, sub, down, visit),
+        };
+        let mut spans = Self::spans(level, origin, range);
+        if down {
+            spans.rev().find_map(&mut entry)
+        } else {
+            spans.find_map(&mut entry)
+        }
     }
 
     /// Adds `r`, which must overlap no reservation.
@@ -534,8 +611,7 @@ impl ReservationIndex {
                 slot
             }
         };
-        let previous = self.by_base.insert(granules.start, slot);
-        debug_assert!(previous.is_none(), "two reservations at one base");
+        self.count += 1;
         self.tables.begin();
         if granules.len() == ALLOCATION_GRANULARITY {
             self.insert_granule(granules.start, slot);
@@ -547,11 +623,9 @@ impl ReservationIndex {
 
     /// Removes and returns the reservation whose base is `base`.
     pub fn remove(&mut self, base: usize) -> Option<Reservation> {
-        let slot = self.by_base.remove(&base)?;
-        let r = self.slots[slot as usize]
-            .0
-            .take()
-            .expect("an indexed slot holds a reservation");
+        let slot = self.slot_at(base)?;
+        let r = self.slots[slot as usize].0.take_if(|r| r.base() == base)?;
+        self.count -= 1;
         let granules = Self::granules(&r);
         self.tables.begin();
         if granules.len() == ALLOCATION_GRANULARITY {
@@ -560,7 +634,7 @@ impl ReservationIndex {
             self.remove_in(0, 0, 0, granules, slot);
         }
         self.tables.end();
-        if self.by_base.is_empty() {
+        if self.count == 0 {
             self.forget_all();
         } else {
             self.free_slots.push(slot);
@@ -570,11 +644,12 @@ impl ReservationIndex {
 
     /// Removes and returns every reservation, in address order.
     pub fn take_all(&mut self) -> Vec<Reservation> {
-        let by_base = std::mem::take(&mut self.by_base);
-        let all = by_base
-            .into_values()
+        let all = self
+            .slots_in_order()
+            .into_iter()
             .filter_map(|slot| self.slots[slot as usize].0.take())
             .collect();
+        self.count = 0;
         self.forget_all();
         all
     }
@@ -719,7 +794,7 @@ impl ReservationIndex {
         level: usize,
         origin: usize,
         range: Range<usize>,
-    ) -> impl Iterator<Item = (usize, Range<usize>, Range<usize>)> {
+    ) -> impl DoubleEndedIterator<Item = (usize, Range<usize>, Range<usize>)> {
         let shift = SHIFT[level];
         let first = (range.start - origin) >> shift;
         let last = (range.end - 1 - origin) >> shift;
@@ -961,6 +1036,19 @@ mod tests {
             if let Some(held) = view.holds(addr) {
                 assert_eq!(held, expected.is_some(), "holds {addr:#x}");
             }
+            // The neighbours, as the scan finds them.
+            let before = live.iter().map(|&(b, _)| b).filter(|&b| b < addr).max();
+            let from = live.iter().map(|&(b, _)| b).filter(|&b| b >= addr).min();
+            assert_eq!(
+                index.last_before(addr).map(Reservation::base),
+                before,
+                "last before {addr:#x}"
+            );
+            assert_eq!(
+                index.first_from(addr).map(Reservation::base),
+                from,
+                "first from {addr:#x}"
+            );
         }
         assert_eq!(index.len(), live.len());
         let mut bases: Vec<usize> = live.iter().map(|&(b, _)| b).collect();
