@@ -623,13 +623,28 @@ impl ReservationIndex {
 
     /// Removes and returns the reservation whose base is `base`.
     pub fn remove(&mut self, base: usize) -> Option<Reservation> {
-        let slot = self.slot_at(base)?;
+        if base >= USER_ADDRESS_END {
+            return None;
+        }
+        // One walk down to the entry deciding `base`, whose path a
+        // reservation of one granule (it has no other entry) clears.
+        let mut path = [(0u32, 0usize); SHIFT.len()];
+        let (mut table, mut level) = (0, 0);
+        let slot = loop {
+            let (i, _) = Self::place(level, base);
+            path[level] = (table, i);
+            match kind(self.entry(level, table, i)) {
+                Kind::Owner(slot) => break slot,
+                Kind::Table(child) => (table, level) = (child, level + 1),
+                Kind::Empty => return None,
+            }
+        };
         let r = self.slots[slot as usize].0.take_if(|r| r.base() == base)?;
         self.count -= 1;
         let granules = Self::granules(&r);
         self.tables.begin();
         if granules.len() == ALLOCATION_GRANULARITY {
-            self.remove_granule(granules.start, slot);
+            self.clear_path(&path, level);
         } else {
             self.remove_in(0, 0, 0, granules, slot);
         }
@@ -877,24 +892,11 @@ impl ReservationIndex {
         }
     }
 
-    /// [`remove_in`](Self::remove_in) from the top for a reservation of
-    /// the one granule at `granule`: clears its entry, then frees each
-    /// table on the way down that it left empty, from the bottom up.
-    fn remove_granule(&mut self, granule: usize, slot: u32) {
-        let mut path = [(0u32, 0usize); SHIFT.len()];
-        let (mut table, mut level) = (0, 0);
-        loop {
-            let (i, _) = Self::place(level, granule);
-            path[level] = (table, i);
-            match kind(self.entry(level, table, i)) {
-                Kind::Owner(s) if s == slot => break,
-                Kind::Table(child) => (table, level) = (child, level + 1),
-                Kind::Owner(_) | Kind::Empty => {
-                    debug_assert!(false, "a reservation's span not indexed to it");
-                    return;
-                }
-            }
-        }
+    /// [`remove_in`](Self::remove_in) for a reservation of one granule,
+    /// whose one entry is at the end of `path` (the table and index of the
+    /// entry taken at each level down to `level`): clears it, then frees
+    /// each table on the way that it left empty, from the bottom up.
+    fn clear_path(&mut self, path: &[(u32, usize); SHIFT.len()], mut level: usize) {
         let (t, i) = path[level];
         self.set(level, t, i, EMPTY);
         while level > 0 && self.live[level][path[level].0 as usize] == 0 {

@@ -777,15 +777,15 @@ impl<B: OsBackend> AddressSpace<B> {
             return Err(Win32Error::INVALID_PARAMETER);
         }
         let page = page_floor(address);
-        let base = self
+        let (base, reserved) = self
             .reservation_of(owner, page)
-            .map(Reservation::base)
+            .map(|r| (r.base(), r.size()))
             .ok_or(Win32Error::INVALID_ADDRESS)?;
         if release {
             if page != base {
                 return Err(Win32Error::INVALID_ADDRESS);
             }
-            return self.release(base);
+            return self.release(base, reserved);
         }
         let r = &self.reservation(base);
         let range = if size == 0 {
@@ -805,11 +805,11 @@ impl<B: OsBackend> AddressSpace<B> {
 
     #[allow(unsafe_code)]
     #[inline(always)]
-    fn release(&mut self, base: usize) -> Result<(), Win32Error> {
-        let r = &self.reservation(base);
-        // SAFETY: the whole reservation at `base`, which the engine mapped;
-        // its owner asked for MEM_RELEASE.
-        unsafe { self.os.unmap(base, r.size()) }.map_err(|e| match e {
+    fn release(&mut self, base: usize, size: usize) -> Result<(), Win32Error> {
+        debug_assert_eq!(self.reservation(base).size(), size);
+        // SAFETY: the whole reservation at `base` (`size` is its size),
+        // which the engine mapped; its owner asked for MEM_RELEASE.
+        unsafe { self.os.unmap(base, size) }.map_err(|e| match e {
             // munmap checks the mapping limit before it changes anything.
             OsError::ENOMEM | OsError::EAGAIN => Win32Error::NOT_ENOUGH_MEMORY,
             _ => Win32Error::INTERNAL_ERROR,
@@ -1219,13 +1219,13 @@ impl<B: OsBackend> AddressSpace<B> {
     /// Releases every reservation of `owner` (a failure to unmap one
     /// leaves that reservation in place); the others stay.
     pub fn release_all_of(&mut self, owner: Owner) {
-        let bases: Vec<usize> = self
+        let all: Vec<(usize, usize)> = self
             .reservations()
             .filter(|r| r.owner() == owner)
-            .map(Reservation::base)
+            .map(|r| (r.base(), r.size()))
             .collect();
-        for base in bases {
-            let _ = self.release(base);
+        for (base, size) in all {
+            let _ = self.release(base, size);
         }
     }
 }
