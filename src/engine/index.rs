@@ -223,16 +223,22 @@ impl Summary {
 /// Tables a level's first chunk holds; chunk `k` holds `FIRST << k`, so
 /// that chunks never move and a few of them hold any number of tables.
 const FIRST: [usize; 3] = [1, 1, 64];
+const _: () =
+    assert!(FIRST[0].is_power_of_two() && FIRST[1].is_power_of_two() && FIRST[2].is_power_of_two());
 /// Chunks a level may have: enough for 2^31 tables at any level.
 const CHUNKS: usize = 32;
 
 /// The chunk holding table `t` of a level whose first chunk holds `first`
-/// tables, and the table's place in it.
+/// tables (a power of two), and the table's place in it.
 #[inline]
 fn chunk_of(t: usize, first: usize) -> (usize, usize) {
-    let n = t / first + 1;
+    debug_assert!(first.is_power_of_two());
+    // Shifts, not a division: the level, hence `first`, is known only at
+    // run time on the walks, and a division costs tens of cycles.
+    let shift = first.trailing_zeros();
+    let n = (t >> shift) + 1;
     let k = (usize::BITS - 1 - n.leading_zeros()) as usize;
-    (k, t - first * ((1 << k) - 1))
+    (k, t - (((1 << k) - 1) << shift))
 }
 
 /// The index's tables, shared with the readers that query without the
