@@ -151,6 +151,19 @@ fn lane_mask(lo: usize, hi: usize) -> u64 {
     (u64::MAX >> ((PAGES_PER_WORD - hi) * 4)) & (u64::MAX << (lo * 4))
 }
 
+/// The word `range` (not empty) lies in and its lanes there, if it lies
+/// in one.
+#[inline(always)]
+fn one_word(range: &Range<usize>) -> Option<(usize, u64)> {
+    debug_assert!(!range.is_empty());
+    let w = range.start / PAGES_PER_WORD;
+    ((range.end - 1) / PAGES_PER_WORD == w).then(|| {
+        let lo = range.start % PAGES_PER_WORD;
+        let hi = (range.end - 1) % PAGES_PER_WORD + 1;
+        (w, lane_mask(lo, hi))
+    })
+}
+
 /// The words that `range` (not empty) meets, each with the nibble lanes
 /// of it that fall inside: the first and last words in part, those
 /// between whole.
@@ -249,6 +262,11 @@ impl PageMap {
             }
             self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
         }
+        if let Some((w, mask)) = one_word(&range) {
+            // The common change (64 KiB is one word): no loop.
+            self.words[w] = f(self.words[w], mask);
+            return;
+        }
         for (w, mask) in word_lanes(&range) {
             self.words[w] = f(self.words[w], mask);
         }
@@ -258,6 +276,9 @@ impl PageMap {
         debug_assert!(range.end <= self.pages);
         if range.is_empty() {
             return init;
+        }
+        if let Some((w, mask)) = one_word(&range) {
+            return f(init, self.word(w), mask);
         }
         word_lanes(&range).fold(init, |acc, (w, mask)| f(acc, self.word(w), mask))
     }
