@@ -548,18 +548,29 @@ impl HostMemoryManager {
             protect,
             level,
         };
-        self.traced(call, || {
-            self.call(Method::VirtualAlloc, || {
-                self.commit_or_reserve(
-                    Owner::Runtime,
-                    address,
-                    size,
-                    allocation_type,
-                    protect,
-                    level,
+        // The closures inlined (as they are not by themselves: each is
+        // called from two places), so that the Rust API, like the C one,
+        // has no frame between its caller and the system call.
+        self.traced(
+            call,
+            #[inline(always)]
+            || {
+                self.call(
+                    Method::VirtualAlloc,
+                    #[inline(always)]
+                    || {
+                        self.commit_or_reserve(
+                            Owner::Runtime,
+                            address,
+                            size,
+                            allocation_type,
+                            protect,
+                            level,
+                        )
+                    },
                 )
-            })
-        })
+            },
+        )
     }
 
     /// `VirtualAlloc` under the manager's rules, without counting a call
@@ -585,9 +596,11 @@ impl HostMemoryManager {
             protect,
             level,
         };
-        self.traced(call, || {
-            self.commit_or_reserve(Owner::Host, address, size, allocation_type, protect, level)
-        })
+        self.traced(
+            call,
+            #[inline(always)]
+            || self.commit_or_reserve(Owner::Host, address, size, allocation_type, protect, level),
+        )
     }
 
     #[inline(always)]
@@ -692,11 +705,18 @@ impl HostMemoryManager {
             size,
             free_type,
         };
-        self.traced(call, || {
-            self.call(Method::VirtualFree, || {
-                self.decommit_or_release(Owner::Runtime, address, size, free_type)
-            })
-        })
+        // Inlined, as in `virtual_alloc`.
+        self.traced(
+            call,
+            #[inline(always)]
+            || {
+                self.call(
+                    Method::VirtualFree,
+                    #[inline(always)]
+                    || self.decommit_or_release(Owner::Runtime, address, size, free_type),
+                )
+            },
+        )
     }
 
     /// `VirtualFree` under the manager's rules, without counting a call of
@@ -715,9 +735,11 @@ impl HostMemoryManager {
             size,
             free_type,
         };
-        self.traced(call, || {
-            self.decommit_or_release(Owner::Host, address, size, free_type)
-        })
+        self.traced(
+            call,
+            #[inline(always)]
+            || self.decommit_or_release(Owner::Host, address, size, free_type),
+        )
     }
 
     #[inline(always)]
