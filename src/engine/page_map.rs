@@ -151,17 +151,25 @@ fn lane_mask(lo: usize, hi: usize) -> u64 {
     (u64::MAX >> ((PAGES_PER_WORD - hi) * 4)) & (u64::MAX << (lo * 4))
 }
 
+/// The first and last words `range` (not empty) meets, and the lanes it
+/// starts at in the first and ends before in the last.
+#[inline(always)]
+fn word_bounds(range: &Range<usize>) -> (usize, usize, usize, usize) {
+    debug_assert!(!range.is_empty());
+    (
+        range.start / PAGES_PER_WORD,
+        (range.end - 1) / PAGES_PER_WORD,
+        range.start % PAGES_PER_WORD,
+        (range.end - 1) % PAGES_PER_WORD + 1,
+    )
+}
+
 /// The word `range` (not empty) lies in and its lanes there, if it lies
 /// in one.
 #[inline(always)]
 fn one_word(range: &Range<usize>) -> Option<(usize, u64)> {
-    debug_assert!(!range.is_empty());
-    let w = range.start / PAGES_PER_WORD;
-    ((range.end - 1) / PAGES_PER_WORD == w).then(|| {
-        let lo = range.start % PAGES_PER_WORD;
-        let hi = (range.end - 1) % PAGES_PER_WORD + 1;
-        (w, lane_mask(lo, hi))
-    })
+    let (first, last, lo, hi) = word_bounds(range);
+    (first == last).then(|| (first, lane_mask(lo, hi)))
 }
 
 /// The words that `range` (not empty) meets, each with the nibble lanes
@@ -169,13 +177,7 @@ fn one_word(range: &Range<usize>) -> Option<(usize, u64)> {
 /// between whole.
 #[inline]
 fn word_lanes(range: &Range<usize>) -> impl Iterator<Item = (usize, u64)> {
-    debug_assert!(!range.is_empty());
-    let first = range.start / PAGES_PER_WORD;
-    let last = (range.end - 1) / PAGES_PER_WORD;
-    let (lo, hi) = (
-        range.start % PAGES_PER_WORD,
-        (range.end - 1) % PAGES_PER_WORD + 1,
-    );
+    let (first, last, lo, hi) = word_bounds(range);
     (first..=last).map(move |w| {
         let from = if w == first { lo } else { 0 };
         let to = if w == last { hi } else { PAGES_PER_WORD };

@@ -95,7 +95,7 @@ impl Area {
         // two, and a division would cost tens of cycles on every call.
         debug_assert!(self.align.is_power_of_two());
         let mask = self.align - 1;
-        Some(len.checked_add(mask)? & !mask).and_then(|s| s.checked_add(self.gap))
+        (len.checked_add(mask)? & !mask).checked_add(self.gap)
     }
 
     fn hint(&mut self, len: usize) -> usize {
