@@ -33,12 +33,32 @@ mod imp {
 
     /// The slot of the calling thread: a small number, distinct for the
     /// first threads that ask.
+    ///
+    /// A constant-initialised thread local, so that reading it is one
+    /// load from the thread's block (a lazily initialised one is a call
+    /// to its accessor on every read).
+    #[inline(always)]
     pub(crate) fn thread_slot() -> usize {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
-            static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+            static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(UNASSIGNED) };
         }
-        SLOT.with(|slot| *slot)
+        match SLOT.get() {
+            UNASSIGNED => assign_slot(&SLOT),
+            slot => slot,
+        }
+    }
+
+    /// The value of a thread's slot before it first asks.
+    const UNASSIGNED: usize = usize::MAX;
+
+    #[cold]
+    #[inline(never)]
+    fn assign_slot(slot: &'static std::thread::LocalKey<std::cell::Cell<usize>>) -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        // Never UNASSIGNED: that would take usize::MAX threads.
+        let assigned = NEXT.fetch_add(1, Ordering::Relaxed);
+        slot.set(assigned);
+        assigned
     }
 
     /// A reader-writer lock without guards: parking_lot's raw lock, in a
