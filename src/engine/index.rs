@@ -499,7 +499,7 @@ impl ReservationIndex {
     }
 
     /// The reservation holding `addr`.
-    #[inline]
+    #[inline(always)]
     pub fn at(&self, addr: usize) -> Option<&Reservation> {
         let slot = self.slot_at(addr)?;
         self.slots[slot as usize]

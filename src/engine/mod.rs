@@ -1098,8 +1098,29 @@ impl<B: OsBackend> AddressSpace<B> {
         let pages = r.page_indices(range);
         let held = r.hold_pages();
         let map = held.map();
-        let uniform = map.uniform_state();
-        let found = map.survey(pages.clone(), state);
+        // One word of the map, worked out at once, or the whole survey.
+        let word = map.word_change(&pages, state);
+        let (found, revoke_splits) = match &word {
+            Some(change) => (
+                Survey {
+                    committed: change.committed,
+                    differs: change.differs,
+                },
+                change.revoke_splits,
+            ),
+            None => {
+                let found = map.survey(pages.clone(), state);
+                let splits = state == PageState::Reserved
+                    && found.committed > 0
+                    && map.revoking_splits(pages.clone());
+                (found, splits)
+            }
+        };
+        let uniform = if word.is_none() {
+            map.uniform_state()
+        } else {
+            None
+        };
         let after = if let PageState::Committed(_) = state {
             let cost = (pages.len() - found.committed) * PAGE_SIZE;
             let Some(after) = self.charge(cost, |committed| cost == 0 || fits(committed, cost))
@@ -1116,7 +1137,7 @@ impl<B: OsBackend> AddressSpace<B> {
         } else {
             if found.committed > 0 {
                 // As `decommit` does (an unwatched reservation: no marks).
-                if map.revoking_splits(pages.clone()) {
+                if revoke_splits {
                     if let Err(e) = self.set_access(base, range, Access::empty()) {
                         return InPlace::Done(Err(e));
                     }
@@ -1143,9 +1164,14 @@ impl<B: OsBackend> AddressSpace<B> {
             }
             0
         };
-        Reservation::set_held_pages(held, pages, state, found.committed, uniform, || {
-            self.reservations.refresh_shared(r)
-        });
+        match word {
+            Some(change) => Reservation::apply_held_word(held, &change, pages.len(), state),
+            None => {
+                Reservation::set_held_pages(held, pages, state, found.committed, uniform, || {
+                    self.reservations.refresh_shared(r)
+                })
+            }
+        }
         if state == PageState::Reserved {
             self.uncharge(found.committed * PAGE_SIZE);
         }

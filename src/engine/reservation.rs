@@ -1,7 +1,7 @@
 //! `Reservation`: one region reserved by `VirtualAlloc`, with the state of
 //! each of its pages.
 
-use super::page_map::{PageMap, PageState};
+use super::page_map::{PageMap, PageState, WordChange};
 use super::range::PageRange;
 use crate::win32::{MemoryBasicInformation, MemoryState, MemoryType, PAGE_SIZE, Protection};
 use parking_lot::{
@@ -256,6 +256,7 @@ impl Reservation {
 
     /// Holds the pages for a change in place: waits for any other change
     /// in place of this reservation to end; readers go on.
+    #[inline(always)]
     pub fn hold_pages(&self) -> PagesHeld<'_> {
         self.pages.upgradable_read()
     }
@@ -283,6 +284,26 @@ impl Reservation {
             refresh();
             drop(held);
         }
+    }
+
+    /// [`set_held_pages`](Self::set_held_pages) for a [`WordChange`] the
+    /// caller worked out on the held map: ends the hold with one word
+    /// written. Such a change leaves the map per page, so whether it is
+    /// uniform (what the index's summaries follow) cannot change.
+    #[inline(always)]
+    pub fn apply_held_word(
+        held: PagesHeld<'_>,
+        change: &WordChange,
+        pages: usize,
+        state: PageState,
+    ) {
+        let mut write = RecursiveRwLockUpgradableReadGuard::upgrade(held);
+        write.committed = match state {
+            PageState::Reserved => write.committed - change.committed,
+            PageState::Committed(_) => write.committed + pages - change.committed,
+        };
+        write.map.apply(change);
+        debug_assert!(write.map.uniform_state().is_none());
     }
 
     /// Sets the state of page indices `pages`, of which `committed_before`
