@@ -416,7 +416,14 @@ impl PageMap {
     /// own.
     pub fn revoking_splits(&self, pages: Range<usize>) -> bool {
         debug_assert!(!pages.is_empty() && pages.end <= self.pages);
-        let access = |page: usize| access_code(self.nibble(page) & 7);
+        self.splits_on_revoke(&pages, |page| self.nibble(page))
+    }
+
+    /// The rule of [`revoking_splits`](Self::revoking_splits), with each
+    /// page's nibble read by `nibble`.
+    #[inline(always)]
+    fn splits_on_revoke(&self, pages: &Range<usize>, nibble: impl Fn(usize) -> u64) -> bool {
+        let access = |page: usize| access_code(nibble(page) & 7);
         let first = access(pages.start);
         let last = access(pages.end - 1);
         let at_start = first != 0 && (pages.start == 0 || access(pages.start - 1) == first);
@@ -458,19 +465,18 @@ impl PageMap {
     /// `w` (which holds `word`) of a map that keeps words.
     #[inline(always)]
     fn revoking_splits_at(&self, pages: &Range<usize>, w: usize, word: u64) -> bool {
-        let code = |page: usize| {
-            let word = if page / PAGES_PER_WORD == w {
-                word
-            } else {
-                self.words[page / PAGES_PER_WORD]
-            };
-            access_code((word >> ((page % PAGES_PER_WORD) * 4)) & 7)
-        };
-        let first = code(pages.start);
-        let last = code(pages.end - 1);
-        let at_start = first != 0 && (pages.start == 0 || code(pages.start - 1) == first);
-        let at_end = last != 0 && (pages.end == self.pages || code(pages.end) == last);
-        at_start || at_end
+        self.splits_on_revoke(
+            pages,
+            #[inline(always)]
+            |page| {
+                let word = if page / PAGES_PER_WORD == w {
+                    word
+                } else {
+                    self.words[page / PAGES_PER_WORD]
+                };
+                (word >> ((page % PAGES_PER_WORD) * 4)) & 0xF
+            },
+        )
     }
 
     /// Writes a [`WordChange`] that [`word_change`](Self::word_change)
