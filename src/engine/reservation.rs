@@ -73,11 +73,18 @@ impl Pages {
 
     fn set(&mut self, pages: Range<usize>, state: PageState, committed_before: usize) {
         debug_assert_eq!(committed_before, self.map.committed_pages(pages.clone()));
+        self.recount(pages.len(), state, committed_before);
+        self.map.set_state(pages, state);
+    }
+
+    /// Keeps the committed count for `pages` pages set to `state`, of
+    /// which `committed_before` were committed.
+    #[inline(always)]
+    fn recount(&mut self, pages: usize, state: PageState, committed_before: usize) {
         self.committed = match state {
             PageState::Reserved => self.committed - committed_before,
-            PageState::Committed(_) => self.committed + pages.len() - committed_before,
+            PageState::Committed(_) => self.committed + pages - committed_before,
         };
-        self.map.set_state(pages, state);
     }
 }
 
@@ -298,10 +305,7 @@ impl Reservation {
         state: PageState,
     ) {
         let mut write = RecursiveRwLockUpgradableReadGuard::upgrade(held);
-        write.committed = match state {
-            PageState::Reserved => write.committed - change.committed,
-            PageState::Committed(_) => write.committed + pages - change.committed,
-        };
+        write.recount(pages, state, change.committed);
         write.map.apply(change);
         debug_assert!(write.map.uniform_state().is_none());
     }
