@@ -1100,26 +1100,24 @@ impl<B: OsBackend> AddressSpace<B> {
         let map = held.map();
         // One word of the map, worked out at once, or the whole survey.
         let word = map.word_change(&pages, state);
-        let (found, revoke_splits) = match &word {
+        // (A one-word change leaves the map per page: no uniform state to
+        // carry to the write.)
+        let (found, revoke_splits, uniform) = match &word {
             Some(change) => (
                 Survey {
                     committed: change.committed,
                     differs: change.differs,
                 },
                 change.revoke_splits,
+                None,
             ),
             None => {
                 let found = map.survey(pages.clone(), state);
                 let splits = state == PageState::Reserved
                     && found.committed > 0
                     && map.revoking_splits(pages.clone());
-                (found, splits)
+                (found, splits, map.uniform_state())
             }
-        };
-        let uniform = if word.is_none() {
-            map.uniform_state()
-        } else {
-            None
         };
         let after = if let PageState::Committed(_) = state {
             let cost = (pages.len() - found.committed) * PAGE_SIZE;

@@ -161,6 +161,12 @@ fn lanes_set(lanes: u64) -> usize {
     (pairs.wrapping_mul(0x0101_0101_0101_0101) >> 56) as usize
 }
 
+/// The nibble of `page` in `word`, the word of the map that holds it.
+#[inline(always)]
+fn nibble_in(word: u64, page: usize) -> u64 {
+    (word >> ((page % PAGES_PER_WORD) * 4)) & 0xF
+}
+
 /// A page's kernel access as a number: reserved and `PAGE_NOACCESS`
 /// pages both have none (0); the other codes each have their own.
 #[inline(always)]
@@ -271,7 +277,7 @@ impl PageMap {
 
     fn nibble(&self, page: usize) -> u64 {
         debug_assert!(page < self.pages);
-        (self.word(page / PAGES_PER_WORD) >> ((page % PAGES_PER_WORD) * 4)) & 0xF
+        nibble_in(self.word(page / PAGES_PER_WORD), page)
     }
 
     /// The state of `page`.
@@ -474,7 +480,7 @@ impl PageMap {
                 } else {
                     self.words[page / PAGES_PER_WORD]
                 };
-                (word >> ((page % PAGES_PER_WORD) * 4)) & 0xF
+                nibble_in(word, page)
             },
         )
     }
