@@ -15,13 +15,14 @@
 //! share a kernel page-table page:
 //!
 //! - reservations under 2 MiB go to the *small* area, packed 64 KiB
-//!   apart. Its first granule is kept for an *anchor*: one `PROT_NONE`
-//!   page the engine maps there, so that the kernel's page tables for the
-//!   area's first 2 MiB outlive the reservations placed there (without
-//!   it, every reserve/touch/release allocates and frees page-table
-//!   pages). Releasing the most recently placed reservation moves the
-//!   cursor back over it, so that a reserve/release loop reuses the same
-//!   addresses and page tables.
+//!   apart. Its first granule is kept for an *anchor*: a `PROT_NONE`
+//!   mapping the engine makes there, so that the kernel's page tables for
+//!   the area's first 2 MiB outlive the reservations placed there
+//!   (without it, every reserve/touch/release allocates and frees
+//!   page-table pages), and whose reverse-map root the reservations next
+//!   to it share (see `AddressSpace::map_anchor`). Releasing the most
+//!   recently placed reservation moves the cursor back over it, so that a
+//!   reserve/release loop reuses the same addresses and page tables.
 //! - reservations of 2 MiB and more go to the *large* area, which starts
 //!   on a 1 GiB boundary: each starts on a 2 MiB boundary (the span of one
 //!   last-level page table, and of a transparent huge page) and is
@@ -169,8 +170,8 @@ impl Default for Placement {
 }
 
 impl Placement {
-    /// Where the anchor page goes: the small area's first granule, which
-    /// no hint ever points into.
+    /// Where the anchor goes: the small area's first granule, which no
+    /// hint ever points into.
     pub fn anchor(&self) -> usize {
         self.anchor
     }
@@ -205,8 +206,8 @@ impl Placement {
     }
 
     /// Records that no reservation is left: both cursors go back to their
-    /// area's start, so the next small reservation lands in the anchor's
-    /// 2 MiB, whose page table the anchor keeps alive. (Left where churn
+    /// area's start, so the next small reservation lands next to the
+    /// anchor, in the 2 MiB whose page table it keeps alive. (Left where churn
     /// took it, the cursor would put a reserve/touch/release loop in a
     /// 2 MiB span of its own, and each cycle would make the kernel
     /// allocate and free a page-table page: a third more time.)

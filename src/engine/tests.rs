@@ -353,8 +353,74 @@ fn the_placement_anchor_is_foreign_memory_and_goes_with_the_space() {
             .any(|m| m.start <= addr && addr < m.end)
     };
     assert!(mapped(anchor));
+    // The anchor is the whole first granule, inaccessible, and holds no
+    // page: the one written to prime it was dropped at once.
+    let maps = crate::os::UnixBackend.mappings().unwrap();
+    let kernel = maps.iter().find(|m| m.start <= anchor && anchor < m.end);
+    let kernel = kernel.expect("the anchor is mapped");
+    assert_eq!(kernel.start, anchor);
+    assert!(kernel.end >= anchor + ANCHOR_LEN);
+    assert_eq!(kernel.access, Access::empty());
+    assert_eq!(resident_kib(anchor), Some(0));
     drop(space);
     assert!(!mapped(anchor), "dropping the space unmaps the anchor");
+    assert!(!mapped(anchor + ANCHOR_LEN - 1));
+}
+
+/// The resident kilobytes (`Rss` of `/proc/self/smaps`) of the kernel
+/// mapping holding `addr`.
+fn resident_kib(addr: usize) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((start, end)) = range.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = start <= addr && addr < end;
+        } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
+            return kib.trim().trim_end_matches("kB").trim().parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn an_anchor_that_cannot_be_primed_is_not_kept_and_placement_goes_on() {
+    for operation in [
+        OsOperation::KeepContents,
+        OsOperation::Discard,
+        OsOperation::Protect,
+    ] {
+        let mut space = faulty();
+        space.backend().inject(FaultPlan {
+            operation,
+            nth: 0,
+            error: OsError::ENOMEM,
+        });
+        let base = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+        assert_eq!(space.backend().injected(), 1, "{operation:?}");
+        assert_eq!(space.anchor, Some(None), "{operation:?}");
+        let anchor = space.placement.anchor();
+        assert_eq!(
+            kernel_access(&space, anchor),
+            None,
+            "{operation:?}: not left mapped (writable, or holding a page)"
+        );
+        assert_eq!(
+            kernel_access(&space, base),
+            Some(Access::READ | Access::WRITE)
+        );
+        space.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+        // Tried once only: later reservations do not map it again.
+        let again = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+        assert_eq!(space.backend().calls(OsOperation::MapFixed), 1);
+        assert_eq!(kernel_access(&space, anchor), None);
+        space.virtual_free(again, 0, FreeType::RELEASE).unwrap();
+    }
 }
 
 #[test]
