@@ -86,6 +86,8 @@ pub mod heap;
 pub mod host;
 mod os;
 mod sync;
+#[cfg(test)]
+mod test_random;
 pub mod trace;
 pub mod win32;
 

@@ -1347,14 +1347,7 @@ mod tests {
 
     #[test]
     fn random_inserts_and_removes_agree_with_a_scan() {
-        // A small deterministic generator: no dependency for one test.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut next = crate::test_random::below(0x9E37_79B9_7F4A_7C15);
         let g = ALLOCATION_GRANULARITY;
         let mut index = ReservationIndex::new();
         let mut live: Vec<(usize, usize)> = Vec::new();

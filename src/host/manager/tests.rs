@@ -520,13 +520,9 @@ fn queries_and_foreign_refusals_answer_while_a_change_holds_the_lock() {
 #[test]
 fn lock_free_answers_equal_locked_answers_over_random_changes() {
     let m = HostMemoryManager::default();
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move |n: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % n as u64) as usize
-    };
+    let mut next = crate::test_random::below(0x2545_F491_4F6C_DD1D);
+    // A foreign address: a variable on this thread's stack.
+    let on_stack = 0u64;
     let page = 0x1000;
     let mut live: Vec<(usize, usize)> = Vec::new();
     let (mut answered, mut refused) = (0, 0);
@@ -582,7 +578,7 @@ fn lock_free_answers_equal_locked_answers_over_random_changes() {
         }
         // Probes: in, at the edges of and just past every live region,
         // and a foreign address.
-        let mut probes = vec![0x10000, &x as *const u64 as usize];
+        let mut probes = vec![0x10000, &on_stack as *const u64 as usize];
         for &(b, s) in &live {
             probes.extend([
                 b,
