@@ -13,22 +13,24 @@ use std::sync::atomic::{AtomicU8, Ordering};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UnixBackend;
 
+// `Access` has the kernel's `PROT_*` bits, so it converts by value.
+const _: () = {
+    assert!(Access::READ.bits() as u32 == ProtFlags::READ.bits());
+    assert!(Access::WRITE.bits() as u32 == ProtFlags::WRITE.bits());
+    assert!(Access::EXEC.bits() as u32 == ProtFlags::EXEC.bits());
+    assert!(ProtFlags::READ.bits() == MprotectFlags::READ.bits());
+    assert!(ProtFlags::WRITE.bits() == MprotectFlags::WRITE.bits());
+    assert!(ProtFlags::EXEC.bits() == MprotectFlags::EXEC.bits());
+};
+
 #[inline(always)]
 fn prot_flags(access: Access) -> ProtFlags {
-    let mut prot = ProtFlags::empty();
-    prot.set(ProtFlags::READ, access.contains(Access::READ));
-    prot.set(ProtFlags::WRITE, access.contains(Access::WRITE));
-    prot.set(ProtFlags::EXEC, access.contains(Access::EXEC));
-    prot
+    ProtFlags::from_bits_retain(u32::from(access.bits()))
 }
 
 #[inline(always)]
 fn mprotect_flags(access: Access) -> MprotectFlags {
-    let mut prot = MprotectFlags::empty();
-    prot.set(MprotectFlags::READ, access.contains(Access::READ));
-    prot.set(MprotectFlags::WRITE, access.contains(Access::WRITE));
-    prot.set(MprotectFlags::EXEC, access.contains(Access::EXEC));
-    prot
+    MprotectFlags::from_bits_retain(u32::from(access.bits()))
 }
 
 const ANONYMOUS_FLAGS: MapFlags = MapFlags::PRIVATE.union(MapFlags::NORESERVE);
