@@ -207,9 +207,9 @@ impl Placement {
 
     /// Records that no reservation is left: both cursors go back to their
     /// area's start, so the next small reservation lands next to the
-    /// anchor, in the 2 MiB whose page table it keeps alive. (Left where churn
-    /// took it, the cursor would put a reserve/touch/release loop in a
-    /// 2 MiB span of its own, and each cycle would make the kernel
+    /// anchor, in the 2 MiB whose page table it keeps alive. (Left where
+    /// churn took it, the cursor would put a reserve/touch/release loop in
+    /// a 2 MiB span of its own, and each cycle would make the kernel
     /// allocate and free a page-table page: a third more time.)
     pub fn emptied(&mut self) {
         self.small.next = self.small.start;
