@@ -167,36 +167,8 @@ impl Arena {
     /// `/proc/self/smaps`; `None` if it cannot be read.
     fn huge_kib(&self) -> Option<u64> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-        huge_kib_in(&smaps, self.addr..self.addr + ARENA)
+        crate::os::smaps_kib(&smaps, "AnonHugePages", self.addr..self.addr + ARENA)
     }
-}
-
-/// The `AnonHugePages` of the mappings in `smaps` that meet `range`, in
-/// kilobytes; `None` if a value does not parse.
-fn huge_kib_in(smaps: &str, range: std::ops::Range<usize>) -> Option<u64> {
-    let mut inside = false;
-    let mut kib = 0;
-    for line in smaps.lines() {
-        if let Some(value) = line.strip_prefix("AnonHugePages:") {
-            if inside {
-                kib += value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()?;
-            }
-        } else if let Some((span, _)) = line.split_once(' ')
-            && let Some((start, end)) = span.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            )
-        {
-            inside = start < range.end && end > range.start;
-        }
-    }
-    Some(kib)
 }
 
 impl Drop for Arena {
@@ -342,29 +314,6 @@ mod tests {
         assert_eq!(host.statistics().committed_bytes, ARENA);
         drop(arena);
         assert_eq!(host.statistics().committed_bytes, 0);
-    }
-
-    #[test]
-    fn huge_pages_are_summed_over_the_mappings_that_meet_the_range() {
-        let smaps = "\
-1000-3000 rw-p 00000000 00:00 0
-Size:                  8 kB
-AnonHugePages:      2048 kB
-3000-5000 rw-p 00000000 00:00 0
-AnonHugePages:      4096 kB
-5000-6000 r--p 00000000 08:01 42       /usr/lib/libc.so.6
-AnonHugePages:         0 kB
-7000-8000 rw-p 00000000 00:00 0
-AnonHugePages:       512 kB
-";
-        assert_eq!(huge_kib_in(smaps, 0x2000..0x4000), Some(6144));
-        assert_eq!(huge_kib_in(smaps, 0x3000..0x5000), Some(4096));
-        assert_eq!(huge_kib_in(smaps, 0x6000..0x7000), Some(0));
-        assert_eq!(huge_kib_in(smaps, 0x7fff..0x9000), Some(512));
-        assert_eq!(
-            huge_kib_in("1000-2000 rw-p 0 0 0\nAnonHugePages: x kB\n", 0..0x1800),
-            None
-        );
     }
 
     #[test]

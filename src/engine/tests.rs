@@ -11,12 +11,15 @@ fn faulty() -> AddressSpace<FaultInjectingBackend> {
     AddressSpace::with_backend(FaultInjectingBackend::new())
 }
 
-fn kernel_access(space: &AddressSpace<FaultInjectingBackend>, addr: usize) -> Option<Access> {
+/// The kernel mapping that holds `addr`, if any.
+fn kernel_mapping(addr: usize) -> Option<crate::os::KernelMapping> {
     let maps = crate::os::UnixBackend.mappings().unwrap();
+    maps.into_iter().find(|m| m.start <= addr && addr < m.end)
+}
+
+fn kernel_access(space: &AddressSpace<FaultInjectingBackend>, addr: usize) -> Option<Access> {
     let _ = space;
-    maps.iter()
-        .find(|m| m.start <= addr && addr < m.end)
-        .map(|m| m.access)
+    kernel_mapping(addr).map(|m| m.access)
 }
 
 #[test]
@@ -345,19 +348,11 @@ fn the_placement_anchor_is_foreign_memory_and_goes_with_the_space() {
         space.virtual_alloc(anchor, 0x1000, AllocationType::COMMIT, P::READWRITE),
         Err(Win32Error::INVALID_ADDRESS)
     );
-    let mapped = |addr: usize| {
-        crate::os::UnixBackend
-            .mappings()
-            .unwrap()
-            .iter()
-            .any(|m| m.start <= addr && addr < m.end)
-    };
+    let mapped = |addr: usize| kernel_mapping(addr).is_some();
     assert!(mapped(anchor));
     // The anchor is the whole first granule, inaccessible, and holds no
     // page: the one written to prime it was dropped at once.
-    let maps = crate::os::UnixBackend.mappings().unwrap();
-    let kernel = maps.iter().find(|m| m.start <= anchor && anchor < m.end);
-    let kernel = kernel.expect("the anchor is mapped");
+    let kernel = kernel_mapping(anchor).expect("the anchor is mapped");
     assert_eq!(kernel.start, anchor);
     assert!(kernel.end >= anchor + ANCHOR_LEN);
     assert_eq!(kernel.access, Access::empty());
@@ -371,21 +366,7 @@ fn the_placement_anchor_is_foreign_memory_and_goes_with_the_space() {
 /// mapping holding `addr`.
 fn resident_kib(addr: usize) -> Option<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ')
-            && let Some((start, end)) = range.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            )
-        {
-            inside = start <= addr && addr < end;
-        } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
-            return kib.trim().trim_end_matches("kB").trim().parse().ok();
-        }
-    }
-    None
+    crate::os::smaps_kib(&smaps, "Rss", addr..addr + 1)
 }
 
 #[test]

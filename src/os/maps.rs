@@ -37,6 +37,36 @@ pub fn parse_maps(text: &str) -> Vec<KernelMapping> {
     text.lines().filter_map(parse_line).collect()
 }
 
+/// The sum, in kilobytes, of `field` (`Rss`, `AnonHugePages`, …) over the
+/// mappings in `smaps` (the text of `/proc/<pid>/smaps`) that meet
+/// `range`; `None` if one of those values does not parse.
+#[cfg(any(test, feature = "cli"))]
+pub fn smaps_kib(smaps: &str, field: &str, range: std::ops::Range<usize>) -> Option<u64> {
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        if let Some(value) = line.strip_prefix(field).and_then(|v| v.strip_prefix(':')) {
+            if inside {
+                kib += value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()?;
+            }
+        } else if let Some((span, _)) = line.split_once(' ')
+            && let Some((start, end)) = span.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = start < range.end && end > range.start;
+        }
+    }
+    Some(kib)
+}
+
 fn parse_line(line: &str) -> Option<KernelMapping> {
     let mut fields = line.splitn(6, ' ');
     let range = fields.next()?;
@@ -68,6 +98,35 @@ fn parse_line(line: &str) -> Option<KernelMapping> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smaps_values_are_summed_over_the_mappings_that_meet_the_range() {
+        let smaps = "\
+1000-3000 rw-p 00000000 00:00 0
+Size:                  8 kB
+AnonHugePages:      2048 kB
+3000-5000 rw-p 00000000 00:00 0
+AnonHugePages:      4096 kB
+5000-6000 r--p 00000000 08:01 42       /usr/lib/libc.so.6
+AnonHugePages:         0 kB
+7000-8000 rw-p 00000000 00:00 0
+AnonHugePages:       512 kB
+";
+        let huge = |range| smaps_kib(smaps, "AnonHugePages", range);
+        assert_eq!(huge(0x2000..0x4000), Some(6144));
+        assert_eq!(huge(0x3000..0x5000), Some(4096));
+        assert_eq!(huge(0x6000..0x7000), Some(0));
+        assert_eq!(huge(0x7fff..0x9000), Some(512));
+        assert_eq!(smaps_kib(smaps, "Size", 0x1000..0x1001), Some(8));
+        assert_eq!(
+            smaps_kib(
+                "1000-2000 rw-p 0 0 0\nAnonHugePages: x kB\n",
+                "AnonHugePages",
+                0..0x1800
+            ),
+            None
+        );
+    }
 
     #[test]
     fn parses_lines_of_every_kind() {

@@ -21,6 +21,8 @@ mod watch;
 
 pub use backend::Backend;
 pub use faulty::{FaultInjectingBackend, FaultPlan, OsOperation};
+#[cfg(any(test, feature = "cli"))]
+pub use maps::smaps_kib;
 pub use maps::{KernelMapping, parse_maps};
 pub use unix::UnixBackend;
 pub use watch::{huge_page_size, supported as write_watch_supported};
