@@ -207,8 +207,27 @@ fn measure_engine(plan: &Plan, number: u8) -> [Vec<f64>; 2] {
     }
 }
 
+/// Figure 3 through the C API against the same system calls made through
+/// libc's wrappers ([`ops::libc_commit_touch_decommit`]).
+#[allow(unsafe_code)] // calls the writer of figure 3 on a reservation of its own
+fn measure_libc_reference(plan: &Plan) -> [Vec<f64>; 2] {
+    let base = ops::flat::commit_reservation();
+    let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    let samples = pair(
+        plan,
+        plan.syscall_batch,
+        // SAFETY: `base` is the reservation made just above for this
+        // measurement alone.
+        &mut || unsafe { ops::flat::commit_touch_decommit(base) },
+        &mut || ops::libc_commit_touch_decommit(&mut raw),
+    );
+    assert!(ops::flat::free(base, 0, crate::win32::FreeType::RELEASE));
+    samples
+}
+
 /// Figure `number` (1–3) from its conditions: a row for each (information),
-/// the bare engine's, and the worst condition's, which carries the target.
+/// the bare engine's, for figure 3 the C API's against the calls made
+/// through libc, and the worst condition's, which carries the target.
 pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure {
     let (title, reference, target, note) = match number {
         1 => (
@@ -279,7 +298,21 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
         Some(paired_ratio(&engine, &raw)),
         None,
     ));
+    if number == 3 {
+        let [host, libc] = measure_libc_reference(plan);
+        rows.push(Row::new(
+            "C API, reference through libc",
+            Unit::Nanoseconds,
+            Some(median(&host)),
+            Some(median(&libc)),
+            Some(paired_ratio(&host, &libc)),
+            None,
+        ));
+    }
     let mut notes = vec![note.to_string()];
+    if number == 3 {
+        notes.push("the reference makes its three system calls inline in one function, while each API call returns after its system call, as libc's wrappers do; the first return after a system call can cost far more than others (about 120 cycles on the machine docs/performance.md describes): the last row compares the C API with the calls made through libc".into());
+    }
     if number == 2 {
         notes.push(format!(
             "a 256 MiB reservation has {} pages, all in one state: hostmem's page map keeps one fill word for it until a part of it changes",

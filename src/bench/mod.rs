@@ -251,4 +251,23 @@ mod tests {
             assert!(figure.rows[0].ratio.is_some_and(|r| r > 0.0));
         }
     }
+
+    #[test]
+    fn figure_3_also_measures_the_c_api_against_libc() {
+        let _serial = crate::ffi::flat::tests::serial();
+        let report = run(&BenchOptions {
+            quick: true,
+            trials: Some(2),
+            figures: vec![3],
+        });
+        let rows = &report.figures[0].rows;
+        let libc = rows
+            .iter()
+            .find(|row| row.label == "C API, reference through libc")
+            .expect("the libc row");
+        assert!(libc.hostmem.is_some_and(|ns| ns > 0.0));
+        assert!(libc.reference.is_some_and(|ns| ns > 0.0));
+        assert!(libc.target.is_none(), "information, not the target");
+        assert!(rows[0].target.is_some(), "the worst condition carries it");
+    }
 }

@@ -227,6 +227,30 @@ pub unsafe fn raw_commit_touch_decommit_shared(raw: &RawMapping) {
     }
 }
 
+/// Figure 3's raw sequence through libc's wrappers (`mprotect`,
+/// `madvise`), each a function call that returns after its system call,
+/// as a C program makes them; the reference above makes the system calls
+/// inline. Information beside the target, not its reference.
+///
+/// # Panics
+///
+/// If `raw` is smaller than [`COMMIT_RESERVATION`], or a call fails.
+pub fn libc_commit_touch_decommit(raw: &mut RawMapping) {
+    assert!(raw.len >= COMMIT_RESERVATION, "figure 3 needs 1 MiB");
+    let at = (raw.addr + COMMIT_OFFSET) as *mut libc::c_void;
+    // SAFETY: inside a mapping `raw` owns and borrows exclusively, whose
+    // memory nothing references (only these functions reach it).
+    unsafe {
+        assert_eq!(
+            libc::mprotect(at, SMALL, libc::PROT_READ | libc::PROT_WRITE),
+            0
+        );
+        touch(at as usize);
+        assert_eq!(libc::madvise(at, SMALL, libc::MADV_DONTNEED), 0);
+        assert_eq!(libc::mprotect(at, SMALL, libc::PROT_NONE), 0);
+    }
+}
+
 /// Figure 3, host: in a reservation at `base` ([`COMMIT_RESERVATION`]
 /// bytes), `VirtualAlloc(MEM_COMMIT)` 64 KiB, touch,
 /// `VirtualFree(MEM_DECOMMIT)`.
