@@ -67,6 +67,11 @@ fn fig3_commit_decommit(c: &mut Criterion) {
     g.bench_function("raw_mprotect_madvise", |b| {
         b.iter(|| ops::raw_commit_touch_decommit(&mut raw))
     });
+    // The same calls through libc's wrappers (figure 3's information row).
+    let mut through_libc = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    g.bench_function("libc_mprotect_madvise", |b| {
+        b.iter(|| ops::libc_commit_touch_decommit(&mut through_libc))
+    });
     g.finish();
 }
 
