@@ -111,7 +111,6 @@ fn pair(plan: &Plan, batch: usize, host: &mut dyn FnMut(), raw: &mut dyn FnMut()
 /// `state`. Through the C API the default manager is used as it is: the
 /// caller churns it between the fresh and the churned runs
 /// ([`ops::flat::churn`]).
-#[allow(unsafe_code)] // calls the writers of figure 3, each on a reservation of its own
 pub fn measure_syscall(plan: &Plan, number: u8, face: Face, state: State) -> Measured {
     let manager = host();
     if state == State::Churned && face == Face::Rust {
@@ -142,30 +141,8 @@ pub fn measure_syscall(plan: &Plan, number: u8, face: Face, state: State) -> Mea
             &mut ops::flat::reserve_release,
             &mut ops::raw_reserve_release,
         ),
-        (_, face) => {
-            let base = match face {
-                Face::Rust => ops::host_commit_reservation(&manager),
-                Face::C => ops::flat::commit_reservation(),
-            };
-            let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
-            let samples = pair(
-                plan,
-                plan.syscall_batch,
-                // SAFETY: `base` is the reservation made just above for
-                // this figure alone.
-                &mut || unsafe {
-                    match face {
-                        Face::Rust => ops::host_commit_touch_decommit(&manager, base),
-                        Face::C => ops::flat::commit_touch_decommit(base),
-                    }
-                },
-                &mut || ops::raw_commit_touch_decommit(&mut raw),
-            );
-            if face == Face::C {
-                assert!(ops::flat::free(base, 0, crate::win32::FreeType::RELEASE));
-            }
-            samples
-        }
+        (_, Face::Rust) => commit_samples(plan, Some(&manager), ops::raw_commit_touch_decommit),
+        (_, Face::C) => commit_samples(plan, None, ops::raw_commit_touch_decommit),
     };
     Measured {
         face,
@@ -207,21 +184,37 @@ fn measure_engine(plan: &Plan, number: u8) -> [Vec<f64>; 2] {
     }
 }
 
-/// Figure 3 through the C API against the same system calls made through
-/// libc's wrappers ([`ops::libc_commit_touch_decommit`]).
-#[allow(unsafe_code)] // calls the writer of figure 3 on a reservation of its own
-fn measure_libc_reference(plan: &Plan) -> [Vec<f64>; 2] {
-    let base = ops::flat::commit_reservation();
+/// Figure 3's samples: hostmem's, in a reservation made for them on
+/// `host` through the Rust API (`None`: through the C API, on the
+/// process's default manager, and released afterwards), against
+/// `reference` in a raw mapping of the same size.
+#[allow(unsafe_code)] // calls the writers of figure 3, each on a reservation of its own
+fn commit_samples(
+    plan: &Plan,
+    host: Option<&HostMemoryManager>,
+    reference: impl Fn(&mut ops::RawMapping),
+) -> [Vec<f64>; 2] {
+    let base = match host {
+        Some(manager) => ops::host_commit_reservation(manager),
+        None => ops::flat::commit_reservation(),
+    };
     let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
     let samples = pair(
         plan,
         plan.syscall_batch,
-        // SAFETY: `base` is the reservation made just above for this
-        // measurement alone.
-        &mut || unsafe { ops::flat::commit_touch_decommit(base) },
-        &mut || ops::libc_commit_touch_decommit(&mut raw),
+        // SAFETY: `base` is the reservation made just above for these
+        // samples alone.
+        &mut || unsafe {
+            match host {
+                Some(manager) => ops::host_commit_touch_decommit(manager, base),
+                None => ops::flat::commit_touch_decommit(base),
+            }
+        },
+        &mut || reference(&mut raw),
     );
-    assert!(ops::flat::free(base, 0, crate::win32::FreeType::RELEASE));
+    if host.is_none() {
+        assert!(ops::flat::free(base, 0, crate::win32::FreeType::RELEASE));
+    }
     samples
 }
 
@@ -299,7 +292,7 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
         None,
     ));
     if number == 3 {
-        let [host, libc] = measure_libc_reference(plan);
+        let [host, libc] = commit_samples(plan, None, ops::libc_commit_touch_decommit);
         rows.push(Row::new(
             "C API, reference through libc",
             Unit::Nanoseconds,
