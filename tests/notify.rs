@@ -451,46 +451,53 @@ fn held(callbacks: &[Arc<Recorder>]) -> Vec<&Arc<Recorder>> {
 
 #[test]
 fn racing_registrations_leave_one_registered_and_notified_under_a_budget() {
-    within("racing registrations under a budget", || {
-        let page = 0x10000;
-        for round in 0..4000 {
-            let m = HostMemoryManager::new(HostConfig {
-                budget_bytes: Some(10 * page as u64),
-                ..HostConfig::default()
-            })
-            .unwrap();
-            let callbacks = race_once(&m, round);
-            let held = held(&callbacks);
-            assert!(
-                held.len() <= 1,
-                "round {round}: {} callbacks held",
-                held.len()
-            );
-            let p = m
-                .virtual_alloc(
-                    0,
-                    9 * page,
-                    AllocationType::RESERVE | AllocationType::COMMIT,
-                    Protection::READWRITE,
-                    MemoryCriticalLevel::ProcessCritical,
-                )
+    // 4,000 rounds, in eight parts that must each answer within the limit:
+    // the whole takes 8–9 s in a debug build on a slow day, too close to
+    // the limit to tell a deadlock from a slow machine.
+    const ROUNDS: usize = 4000;
+    const PARTS: usize = 8;
+    for part in 0..PARTS {
+        within("racing registrations under a budget", move || {
+            let page = 0x10000;
+            for round in part * ROUNDS / PARTS..(part + 1) * ROUNDS / PARTS {
+                let m = HostMemoryManager::new(HostConfig {
+                    budget_bytes: Some(10 * page as u64),
+                    ..HostConfig::default()
+                })
                 .unwrap();
-            if let Some(cb) = held.first() {
-                assert_eq!(
-                    *cb.0.lock(),
-                    vec![MemoryAvailable::Low],
-                    "round {round}: the registered callback is told memory is low"
+                let callbacks = race_once(&m, round);
+                let held = held(&callbacks);
+                assert!(
+                    held.len() <= 1,
+                    "round {round}: {} callbacks held",
+                    held.len()
                 );
+                let p = m
+                    .virtual_alloc(
+                        0,
+                        9 * page,
+                        AllocationType::RESERVE | AllocationType::COMMIT,
+                        Protection::READWRITE,
+                        MemoryCriticalLevel::ProcessCritical,
+                    )
+                    .unwrap();
+                if let Some(cb) = held.first() {
+                    assert_eq!(
+                        *cb.0.lock(),
+                        vec![MemoryAvailable::Low],
+                        "round {round}: the registered callback is told memory is low"
+                    );
+                }
+                let told: usize = callbacks.iter().map(|cb| cb.count()).sum();
+                assert_eq!(
+                    told,
+                    held.len(),
+                    "round {round}: only the registered one is told"
+                );
+                m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
             }
-            let told: usize = callbacks.iter().map(|cb| cb.count()).sum();
-            assert_eq!(
-                told,
-                held.len(),
-                "round {round}: only the registered one is told"
-            );
-            m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
-        }
-    });
+        });
+    }
 }
 
 #[test]
