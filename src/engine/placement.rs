@@ -14,8 +14,8 @@
 //! The window has two areas, so that small and large reservations never
 //! share a kernel page-table page:
 //!
-//! - reservations under 2 MiB go to the *small* area, packed 64 KiB
-//!   apart. Its first granule is kept for an *anchor*: a `PROT_NONE`
+//! - reservations under 2 MiB (less a granule) go to the *small* area,
+//!   packed 64 KiB apart. Its first granule is kept for an *anchor*: a `PROT_NONE`
 //!   mapping the engine makes there, so that the kernel's page tables for
 //!   the area's first 2 MiB outlive the reservations placed there
 //!   (without it, every reserve/touch/release allocates and frees
@@ -23,7 +23,15 @@
 //!   to it share (see `AddressSpace::map_anchor`). Releasing the most
 //!   recently placed reservation moves the cursor back over it, so that a
 //!   reserve/release loop reuses the same addresses and page tables.
-//! - reservations of 2 MiB and more go to the *large* area, which starts
+//!   The last granule of every 2 MiB block of the area stays free, so
+//!   that the kernel never merges neighbouring reservations (or the
+//!   anchor) into a mapping that covers a whole block: when it splits
+//!   or merges a mapping off a 2 MiB boundary, the kernel looks for a
+//!   transparent huge page to split, a page-table walk and a lock, but
+//!   only where the mapping covers the whole block around the address.
+//!   Every commit and decommit is such a split and merge; in a merged
+//!   run that covers a block they cost about 1 % more.
+//! - longer reservations go to the *large* area, which starts
 //!   on a 1 GiB boundary: each starts on a 2 MiB boundary (the span of one
 //!   last-level page table, and of a transparent huge page) and is
 //!   followed by at least 2 MiB of free address space. So no page table
@@ -41,8 +49,9 @@ use crate::win32::ALLOCATION_GRANULARITY;
 /// one last-level page table of x86-64 and AArch64 (4 KiB pages) covers.
 const WINDOW_ALIGN: usize = 2 << 20;
 
-/// Reservations of at least this many bytes go to the large area.
-pub const LARGE_RESERVATION: usize = WINDOW_ALIGN;
+/// The largest span the small area takes: a 2 MiB block less the free
+/// granule at its end. Longer reservations go to the large area.
+const SMALL_SPAN_MAX: usize = WINDOW_ALIGN - ALLOCATION_GRANULARITY;
 
 /// The alignment of the large area's start: what one page-middle
 /// directory covers, so that the small area's page tables end below it.
@@ -76,16 +85,36 @@ struct Area {
     align: usize,
     /// Free bytes left after each reservation.
     gap: usize,
+    /// Whether the last granule of each 2 MiB block stays free (no span
+    /// may be longer than [`SMALL_SPAN_MAX`] then).
+    block_gaps: bool,
 }
 
 impl Area {
-    fn new(start: usize, end: usize, align: usize, gap: usize) -> Self {
+    fn new(start: usize, end: usize, align: usize, gap: usize, block_gaps: bool) -> Self {
         Self {
             start,
             end,
             next: start,
             align,
             gap,
+            block_gaps,
+        }
+    }
+
+    /// The first address from `at` where `span` bytes fit without taking
+    /// the last granule of a 2 MiB block, if the area keeps those free.
+    #[inline]
+    fn fit(&self, at: usize, span: usize) -> usize {
+        if !self.block_gaps {
+            return at;
+        }
+        debug_assert!(span <= SMALL_SPAN_MAX);
+        let block_end = (at | (WINDOW_ALIGN - 1)).saturating_add(1);
+        if at.saturating_add(span) > block_end - ALLOCATION_GRANULARITY {
+            block_end
+        } else {
+            at
         }
     }
 
@@ -103,13 +132,15 @@ impl Area {
         let Some(span) = self.span(len) else {
             return 0;
         };
-        if self.next.saturating_add(span) > self.end {
+        let mut at = self.fit(self.next, span);
+        if at.saturating_add(span) > self.end {
             self.next = self.start;
+            at = self.fit(self.start, span);
         }
-        if self.next.saturating_add(span) > self.end {
+        if at.saturating_add(span) > self.end {
             0
         } else {
-            self.next
+            at
         }
     }
 
@@ -141,10 +172,10 @@ impl Area {
 pub struct Placement {
     /// The anchor's address: the small area's first granule.
     anchor: usize,
-    /// Reservations under [`LARGE_RESERVATION`] bytes, from the granule
+    /// Reservations of up to [`SMALL_SPAN_MAX`] bytes, from the granule
     /// after the anchor's.
     small: Area,
-    /// Reservations of [`LARGE_RESERVATION`] bytes and more.
+    /// Longer reservations.
     large: Area,
 }
 
@@ -163,8 +194,9 @@ impl Default for Placement {
                 small_end,
                 ALLOCATION_GRANULARITY,
                 0,
+                true,
             ),
-            large: Area::new(large_start, large_end, WINDOW_ALIGN, WINDOW_ALIGN),
+            large: Area::new(large_start, large_end, WINDOW_ALIGN, WINDOW_ALIGN, false),
         }
     }
 }
@@ -177,7 +209,7 @@ impl Placement {
     }
 
     fn area(&mut self, len: usize) -> &mut Area {
-        if len >= LARGE_RESERVATION {
+        if len > SMALL_SPAN_MAX {
             &mut self.large
         } else {
             &mut self.small
@@ -278,11 +310,15 @@ mod tests {
         let mut p = Placement::default();
         let small = p.hint(0x10000);
         p.placed(small, small, 0x10000);
-        let just_under = p.hint(LARGE_RESERVATION - 0x1000);
-        p.placed(just_under, just_under, LARGE_RESERVATION - 0x1000);
-        assert_eq!(just_under, small + 0x10000, "under 2 MiB: the small area");
+        let just_under = p.hint(SMALL_SPAN_MAX);
+        p.placed(just_under, just_under, SMALL_SPAN_MAX);
+        assert_eq!(
+            just_under,
+            p.anchor() + WINDOW_ALIGN,
+            "2 MiB less a granule: the small area, in a block of its own"
+        );
         let mut large = Vec::new();
-        for len in [LARGE_RESERVATION, 0x30_1000, 256 << 20, LARGE_RESERVATION] {
+        for len in [SMALL_SPAN_MAX + 0x1000, 0x30_1000, 256 << 20, WINDOW_ALIGN] {
             let at = p.hint(len);
             assert_ne!(at, 0);
             p.placed(at, at, len);
@@ -309,29 +345,77 @@ mod tests {
         // Releasing the last large one gives its place back; releasing a
         // small one does not move the large cursor.
         let (last, len) = large[3];
-        p.released(just_under, LARGE_RESERVATION - 0x1000);
+        p.released(just_under, SMALL_SPAN_MAX);
         p.released(last, len);
         assert_eq!(p.hint(len), last);
         assert_eq!(p.hint(0x10000), just_under);
     }
 
+    /// Places reservations of `lens` one after another, as the engine
+    /// does when every hint is honoured, and returns them.
+    fn place_all(p: &mut Placement, lens: impl IntoIterator<Item = usize>) -> Vec<(usize, usize)> {
+        lens.into_iter()
+            .map(|len| {
+                let at = p.hint(len);
+                assert_ne!(at, 0);
+                p.placed(at, at, len);
+                (at, len)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_granule_of_every_small_block_stays_free() {
+        let mut p = Placement::default();
+        // Sizes that land on a block's end in every way: one granule,
+        // several, a page more than a granule, half a block, the most.
+        let lens =
+            (0..200).map(|i| [0x1000, 0x10000, 0x30000, 0x11000, 1 << 20, SMALL_SPAN_MAX][i % 6]);
+        let placed = place_all(&mut p, lens);
+        for &(at, len) in &placed {
+            assert_eq!(at % ALLOCATION_GRANULARITY, 0);
+            let end = at + len.next_multiple_of(ALLOCATION_GRANULARITY);
+            let gap = (at | (WINDOW_ALIGN - 1)) + 1 - ALLOCATION_GRANULARITY;
+            assert!(
+                end <= gap,
+                "{at:#x}+{len:#x} takes the free granule at {gap:#x}"
+            );
+        }
+        for w in placed.windows(2) {
+            assert!(w[0].0 < w[1].0, "the cursor still climbs");
+        }
+        // Granules packed: the first block holds the anchor and 30
+        // granules of reservations before its free one.
+        let mut q = Placement::default();
+        let packed = place_all(&mut q, std::iter::repeat_n(0x10000, 31));
+        assert_eq!(
+            packed[29].0,
+            q.anchor() + WINDOW_ALIGN - 2 * ALLOCATION_GRANULARITY
+        );
+        assert_eq!(
+            packed[30].0,
+            q.anchor() + WINDOW_ALIGN,
+            "the free granule skipped"
+        );
+    }
+
     #[test]
     fn an_emptied_space_places_from_the_start_again() {
         let mut p = Placement::default();
-        for len in [0x10000, 0x30000, LARGE_RESERVATION, 0x10000] {
+        for len in [0x10000, 0x30000, WINDOW_ALIGN, 0x10000] {
             let at = p.hint(len);
             p.placed(at, at, len);
         }
         p.emptied();
         assert_eq!(p.hint(0x10000), p.anchor() + ALLOCATION_GRANULARITY);
-        assert_eq!(p.hint(LARGE_RESERVATION), p.large.start);
+        assert_eq!(p.hint(WINDOW_ALIGN), p.large.start);
     }
 
     #[test]
     fn the_large_area_wraps_inside_itself() {
         let mut p = Placement::default();
         p.large.next = p.large.end - WINDOW_ALIGN;
-        assert_eq!(p.hint(LARGE_RESERVATION), p.large.start);
+        assert_eq!(p.hint(WINDOW_ALIGN), p.large.start);
         assert!(p.large.end <= USER_ADDRESS_END / 2);
     }
 }

@@ -532,6 +532,36 @@ fn once_every_reservation_is_released_placement_starts_over_next_to_the_anchor()
 }
 
 #[test]
+fn no_kernel_mapping_of_small_reservations_covers_a_whole_2_mib_block() {
+    const BLOCK: usize = 2 << 20;
+    let mut space = AddressSpace::new();
+    // Reserved, then committed: neighbours with the same access merge
+    // into one kernel mapping (the first run with the anchor), and each
+    // run of 50 granules is longer than a block.
+    let bases: Vec<usize> = (0..100)
+        .map(|i| {
+            let kind = if i < 50 { AllocationType::RESERVE } else { RC };
+            space.virtual_alloc(0, 0x10000, kind, P::READWRITE).unwrap()
+        })
+        .collect();
+    let blocks: std::collections::BTreeSet<usize> = bases.iter().map(|b| b / BLOCK).collect();
+    assert!(blocks.len() >= 3, "the reservations span several blocks");
+    for &b in &bases {
+        let m = kernel_mapping(b).expect("a reservation is mapped");
+        let first_whole = m.start.next_multiple_of(BLOCK);
+        assert!(
+            first_whole + BLOCK > m.end,
+            "{:#x}-{:#x} holds the reservation at {b:#x} and covers the block at {first_whole:#x}",
+            m.start,
+            m.end
+        );
+    }
+    for b in bases {
+        space.virtual_free(b, 0, FreeType::RELEASE).unwrap();
+    }
+}
+
+#[test]
 fn large_reservations_are_2_mib_aligned_away_from_small_ones() {
     let mut space = AddressSpace::new();
     let small = space
