@@ -35,6 +35,8 @@ extern "C" {
 #define HOSTMEM_MEM_RESERVE       UINT32_C(0x00002000) /* take address space; State of reserved pages */
 #define HOSTMEM_MEM_DECOMMIT      UINT32_C(0x00004000) /* VirtualFree: committed pages become reserved */
 #define HOSTMEM_MEM_RELEASE       UINT32_C(0x00008000) /* VirtualFree: the whole reservation becomes free */
+#define HOSTMEM_MEM_COALESCE_PLACEHOLDERS UINT32_C(0x00000001) /* VirtualFree, with MEM_RELEASE: join placeholders; hostmem makes none, so it fails */
+#define HOSTMEM_MEM_PRESERVE_PLACEHOLDER  UINT32_C(0x00000002) /* VirtualFree, with MEM_RELEASE: split a placeholder; hostmem makes none, so it fails */
 #define HOSTMEM_MEM_FREE          UINT32_C(0x00010000) /* State of address space nobody holds */
 #define HOSTMEM_MEM_PRIVATE       UINT32_C(0x00020000) /* Type: anonymous memory of the process */
 #define HOSTMEM_MEM_MAPPED        UINT32_C(0x00040000) /* Type: a view of a file */
@@ -134,7 +136,8 @@ HOSTMEM_STATIC_ASSERT_(offsetof(hostmem_MEMORY_BASIC_INFORMATION, Type) == 40,
  * address: NULL to let hostmem choose (64 KiB aligned), else the desired
  * address (reservations are rounded down to 64 KiB, commits to the page).
  * Returns the base of the reservation or the page-rounded start of the
- * pages committed; NULL on failure (size 0, a bad type or protection:
+ * pages committed; NULL on failure (size 0, a bad type or protection, or a
+ * range past the user address space, or at NULL a size larger than it:
  * HOSTMEM_ERROR_INVALID_PARAMETER; a conflicting or wrong-state address:
  * HOSTMEM_ERROR_INVALID_ADDRESS; out of memory:
  * HOSTMEM_ERROR_NOT_ENOUGH_MEMORY). Newly committed pages read as zero. */
@@ -145,7 +148,11 @@ void* hostmem_VirtualAlloc(void* address, size_t size, uint32_t allocation_type,
  * region); HOSTMEM_MEM_RELEASE frees the whole reservation, given its base
  * and size 0. Returns 1 (TRUE), or 0 (FALSE) on failure (another type, or
  * RELEASE with size != 0: HOSTMEM_ERROR_INVALID_PARAMETER; not a
- * reservation's base, or not hostmem's: HOSTMEM_ERROR_INVALID_ADDRESS). */
+ * reservation's base, or not hostmem's: HOSTMEM_ERROR_INVALID_ADDRESS).
+ * RELEASE with a placeholder flag fails as Windows fails it on memory that
+ * is not a placeholder (hostmem makes none): HOSTMEM_ERROR_INVALID_ADDRESS,
+ * or HOSTMEM_ERROR_INVALID_PARAMETER for size 0 at the base or a split
+ * past the reservation's end. */
 int32_t hostmem_VirtualFree(void* address, size_t size, uint32_t free_type);
 
 /* VirtualQuery: writes a hostmem_MEMORY_BASIC_INFORMATION (exactly 48
@@ -159,7 +166,8 @@ size_t hostmem_VirtualQuery(const void* address, void* mbi, size_t length);
 /* VirtualProtect: changes the protection of committed pages touched by
  * [address, address + size) to new_protect and stores the protection the
  * first page had in *old_protect. Returns 1 (TRUE), or 0 (FALSE) on
- * failure (a bad protection: HOSTMEM_ERROR_INVALID_PARAMETER; old_protect
+ * failure (a bad protection, or a range that reaches past the user
+ * address space: HOSTMEM_ERROR_INVALID_PARAMETER; old_protect
  * NULL: HOSTMEM_ERROR_NOACCESS; a page not committed, pages of two
  * reservations, or not hostmem's: HOSTMEM_ERROR_INVALID_ADDRESS). A
  * failure changes nothing. */

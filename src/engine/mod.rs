@@ -246,14 +246,8 @@ impl<B: OsBackend> AddressSpace<B> {
             return Err(Win32Error::INVALID_PARAMETER);
         }
         let request = alloc_request(allocation_type, address)?;
-        if address != 0 {
-            // Windows refuses the low 64 KiB, ranges that wrap, and ranges
-            // that reach past the user address space, whatever the type.
-            let in_user_space = address >= ALLOCATION_GRANULARITY
-                && PageRange::touched(address, size).is_ok_and(|r| r.end() <= USER_ADDRESS_END);
-            if !in_user_space {
-                return Err(Win32Error::INVALID_PARAMETER);
-            }
+        if !alloc_in_user_space(address, size) {
+            return Err(Win32Error::INVALID_PARAMETER);
         }
         match request {
             AllocRequest::Reset | AllocRequest::ResetUndo => {
@@ -298,7 +292,7 @@ impl<B: OsBackend> AddressSpace<B> {
         size: usize,
         allocation_type: AllocationType,
     ) -> usize {
-        if size == 0 {
+        if size == 0 || !alloc_in_user_space(address, size) {
             return 0;
         }
         match alloc_request(allocation_type, address) {
@@ -812,6 +806,10 @@ impl<B: OsBackend> AddressSpace<B> {
             true
         } else if free_type == FreeType::DECOMMIT {
             false
+        } else if free_type == FreeType::RELEASE | FreeType::PRESERVE_PLACEHOLDER
+            || free_type == FreeType::RELEASE | FreeType::COALESCE_PLACEHOLDERS
+        {
+            return Err(self.refuse_placeholder_free(owner, address, size, free_type));
         } else {
             return Err(Win32Error::INVALID_PARAMETER);
         };
@@ -843,6 +841,42 @@ impl<B: OsBackend> AddressSpace<B> {
             range
         };
         self.decommit(base, range)
+    }
+
+    /// The refusal of a `VirtualFree` that splits a placeholder
+    /// (`MEM_RELEASE | MEM_PRESERVE_PLACEHOLDER`) or joins placeholders
+    /// (`MEM_RELEASE | MEM_COALESCE_PLACEHOLDERS`): hostmem makes no
+    /// placeholders, so each fails as Windows fails it on a reservation
+    /// that is not one. The range is checked as for any free (no
+    /// reservation, or size 0 off its base: `ERROR_INVALID_ADDRESS`; a
+    /// split past the reservation's end: `ERROR_INVALID_PARAMETER`), then
+    /// size 0 is an invalid parameter and any other size names memory that
+    /// is no placeholder (`STATUS_CONFLICTING_ADDRESSES`,
+    /// `ERROR_INVALID_ADDRESS`).
+    fn refuse_placeholder_free(
+        &self,
+        owner: Owner,
+        address: usize,
+        size: usize,
+        free_type: FreeType,
+    ) -> Win32Error {
+        let page = page_floor(address);
+        let Some(r) = self.reservation_of(owner, page) else {
+            return Win32Error::INVALID_ADDRESS;
+        };
+        if size == 0 {
+            return if page == r.base() {
+                Win32Error::INVALID_PARAMETER
+            } else {
+                Win32Error::INVALID_ADDRESS
+            };
+        }
+        let past_end =
+            PageRange::touched(address, size).map_or(true, |range| range.end() > r.end());
+        if past_end && free_type.contains(FreeType::PRESERVE_PLACEHOLDER) {
+            return Win32Error::INVALID_PARAMETER;
+        }
+        Win32Error::INVALID_ADDRESS
     }
 
     #[allow(unsafe_code)]
@@ -961,6 +995,9 @@ impl<B: OsBackend> AddressSpace<B> {
         // committed (its protection is the old one) but nothing changes,
         // as in Windows' NtProtectVirtualMemory.
         let first_page = PageRange::touched(address, 1)?;
+        if !protect_in_user_space(address, size) {
+            return Err(Win32Error::INVALID_PARAMETER);
+        }
         if size == 0 && address.is_multiple_of(PAGE_SIZE) {
             let r = self
                 .reservation_of(Owner::Runtime, address)
@@ -1219,13 +1256,40 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 }
 
-/// Whether `VirtualProtect(address, size, new_protect, ..)` passes every
-/// check the engine makes before it looks the address up: if so, an
-/// address outside the engine's reservations fails for that reason alone
-/// (`ERROR_INVALID_ADDRESS`), and a caller may refuse it without asking
-/// the engine for a change.
+/// Whether a `VirtualAlloc` of `size` (not 0) bytes at `address` passes
+/// Windows' checks of the range, whatever the type: at an address, not
+/// in the low 64 KiB, not wrapping, and not reaching past the user
+/// address space; at NULL, no larger than the user address space
+/// (`NtAllocateVirtualMemory` refuses a size beyond the top of user
+/// space less the base with an invalid parameter, before it looks for
+/// room).
+#[inline(always)]
+fn alloc_in_user_space(address: usize, size: usize) -> bool {
+    if address == 0 {
+        size <= USER_ADDRESS_END
+    } else {
+        address >= ALLOCATION_GRANULARITY
+            && PageRange::touched(address, size).is_ok_and(|r| r.end() <= USER_ADDRESS_END)
+    }
+}
+
+/// Whether `VirtualProtect(address, size, new_protect, ..)` has a valid
+/// protection and a range that does not wrap: if so, the engine refuses
+/// a range outside its reservations for where it lies alone
+/// (`ERROR_INVALID_ADDRESS`, or `ERROR_INVALID_PARAMETER` past the user
+/// address space), and a host may refuse it as memory it did not
+/// allocate without asking the engine for a change.
 pub fn protect_arguments_valid(address: usize, size: usize, new_protect: Protection) -> bool {
     private_protection(new_protect).is_ok() && PageRange::touched(address, size.max(1)).is_ok()
+}
+
+/// Whether the range of a `VirtualProtect(address, size, ..)` lies in the
+/// user address space: `NtProtectVirtualMemory` refuses a base above it,
+/// or a size that reaches past its top, with an invalid parameter before
+/// it looks at what is mapped (a size that wraps is refused the same way).
+#[inline(always)]
+fn protect_in_user_space(address: usize, size: usize) -> bool {
+    PageRange::touched(address, size.max(1)).is_ok_and(|r| r.end() <= USER_ADDRESS_END)
 }
 
 /// Whether `VirtualAlloc` arguments that work on existing pages (a commit

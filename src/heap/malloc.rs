@@ -10,7 +10,7 @@ use super::pages::{Pages, PagesUsage};
 use super::registry::{self, HeapCalls, Hit};
 use crate::host::{HostError, HostMemoryManager, MemoryCriticalLevel, Method, StopWatcher};
 use crate::sync::fork::{self, ForkLocks, Rank};
-use crate::win32::{AllocationType, FreeType, Protection};
+use crate::win32::{AllocationType, FreeType, Protection, Win32Error};
 use parking_lot::Mutex;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -581,6 +581,11 @@ impl HostMalloc {
         level: MemoryCriticalLevel,
         debug: Option<(Option<&CStr>, i32)>,
     ) -> Result<usize, HostError> {
+        // Larger than the user address space: no room, as a heap answers
+        // (VirtualAlloc refuses such a size as an invalid parameter).
+        if size > crate::engine::USER_ADDRESS_END {
+            return Err(HostError::Win32(Win32Error::NOT_ENOUGH_MEMORY));
+        }
         let base = self.manager.alloc_pages(
             &super::KEY,
             0,

@@ -40,6 +40,14 @@ bitflags! {
         const DECOMMIT = 0x4000;
         /// `MEM_RELEASE`: the whole reservation becomes free.
         const RELEASE = 0x8000;
+        /// `MEM_COALESCE_PLACEHOLDERS`: with `MEM_RELEASE`, joins
+        /// neighbouring placeholders (Windows 10+). hostmem makes no
+        /// placeholders, so it always fails.
+        const COALESCE_PLACEHOLDERS = 0x1;
+        /// `MEM_PRESERVE_PLACEHOLDER`: with `MEM_RELEASE`, splits a
+        /// placeholder (Windows 10+). hostmem makes no placeholders, so it
+        /// always fails.
+        const PRESERVE_PLACEHOLDER = 0x2;
     }
 }
 

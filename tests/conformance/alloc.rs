@@ -353,21 +353,43 @@ fn size_granule_plus_one() {
     expect_q(&s, base, reserved(base, base, RW, GR + PG));
 }
 
-/// spec §2 / W-impl: a size so large that rounding wraps must fail (the
-/// sources allow ERROR_INVALID_PARAMETER or ERROR_NOT_ENOUGH_MEMORY).
+/// NT's NtAllocateVirtualMemory (a size beyond the top of user space less
+/// the base is STATUS_INVALID_PARAMETER_4, before any search for room):
+/// at NULL, a size so large that rounding wraps → 87, whatever the type.
 #[test]
 fn size_max_at_null_fails() {
     let mut s = space();
-    let r = s.virtual_alloc(0, usize::MAX, A::RESERVE, NA);
-    assert!(r == Err(IP) || r == Err(E::NOT_ENOUGH_MEMORY), "got {r:?}");
+    for ty in [
+        A::RESERVE,
+        A::COMMIT,
+        A::RESERVE | A::COMMIT,
+        A::RESERVE | A::TOP_DOWN,
+    ] {
+        assert_eq!(s.virtual_alloc(0, usize::MAX, ty, NA), Err(IP), "{ty:?}");
+    }
 }
 
-/// PAL VirtualAlloc/test22: a size beyond any address space fails.
+/// PAL VirtualAlloc/test22 (2,147,483,647,000,000 bytes at NULL fails),
+/// with NT's code for it: larger than the user address space → 87, not
+/// "out of memory"; a size that fits in it but finds no room → 8.
 #[test]
 fn size_beyond_address_space_at_null_fails() {
     let mut s = space();
-    let r = s.virtual_alloc(0, 1 << 62, A::COMMIT, RW);
-    assert!(r == Err(IP) || r == Err(E::NOT_ENOUGH_MEMORY), "got {r:?}");
+    let user_end = hostmem::unstable::engine::USER_ADDRESS_END;
+    for size in [2_147_483_647_000_000, 1 << 62, user_end + 1, user_end + GR] {
+        for ty in [A::COMMIT, A::RESERVE, A::RESERVE | A::COMMIT] {
+            assert_eq!(
+                s.virtual_alloc(0, size, ty, RW),
+                Err(IP),
+                "{size:#x} {ty:?}"
+            );
+        }
+    }
+    assert_eq!(
+        s.virtual_alloc(0, user_end, A::RESERVE, NA),
+        Err(E::NOT_ENOUGH_MEMORY),
+        "the whole user address space is never free"
+    );
 }
 
 // ------------------------------------------------------------ fixed reservations

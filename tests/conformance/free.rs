@@ -37,6 +37,51 @@ fn invalid_free_types() {
     }
 }
 
+/// Wine's kernelbase test_VirtualAlloc2: MEM_RELEASE |
+/// MEM_PRESERVE_PLACEHOLDER of half of a reservation that is no
+/// placeholder fails with 487; Wine's NtFreeVirtualMemory for the order
+/// of the checks (the range as for any free; size 0 is
+/// STATUS_INVALID_PARAMETER_3; a split past the end is
+/// STATUS_UNABLE_TO_FREE_VM; coalescing skips that check; memory that is
+/// no placeholder conflicts). hostmem makes no placeholders (spec §3), so
+/// every row fails, and nothing changes.
+#[test]
+fn placeholder_frees_of_memory_that_is_no_placeholder() {
+    const PRESERVE: u32 = 0x8000 | 0x2;
+    const COALESCE: u32 = 0x8000 | 0x1;
+    let rows: &[(u32, usize, usize, E)] = &[
+        (PRESERVE, 0, 8 * GR, IA), // Wine's call: the first half
+        (PRESERVE, GR, GR, IA),
+        (PRESERVE, GR + 0x123, PG, IA),
+        (PRESERVE, GR, 0, IA),       // size 0 off the base
+        (PRESERVE, 0x123, 0, IP),    // size 0 in the base's page
+        (PRESERVE, GR, 16 * GR, IP), // past the end
+        (PRESERVE, 0, 16 * GR, IA),  // the whole reservation
+        (COALESCE, 0, 16 * GR, IA),
+        (COALESCE, GR, 32 * GR, IA), // no end check for a coalesce
+        (COALESCE, 0, 0, IP),
+        (COALESCE, GR, 0, IA),
+    ];
+    for &(t, offset, size, err) in rows {
+        let mut s = space();
+        let base = alloc(&mut s, 16 * GR, RW);
+        poke(base, 7);
+        poke(base + 15 * GR, 8);
+        fails(&mut s, (base, 16 * GR), err, |s| {
+            s.virtual_free(base + offset, size, ft(t))
+        });
+        assert_eq!(peek(base, 1), [7], "{t:#x} +{offset:#x} {size:#x}");
+        assert_eq!(peek(base + 15 * GR, 1), [8]);
+    }
+    // At an address in no reservation: 487 like any free there.
+    let mut s = space();
+    let gone = alloc(&mut s, GR, RW);
+    s.virtual_free(gone, 0, FreeType::RELEASE).unwrap();
+    for t in [PRESERVE, COALESCE] {
+        assert_eq!(s.virtual_free(gone, GR, ft(t)), Err(IA), "{t:#x}");
+    }
+}
+
 // ------------------------------------------------------------ MEM_RELEASE
 
 /// W-k32 test_VirtualAlloc: "if the type is MEM_RELEASE, size must be 0".

@@ -170,6 +170,48 @@ fn unaligned_address_single_page() {
     assert_kernel(base, 0x2000, "rw-");
 }
 
+/// NT's NtProtectVirtualMemory: a base above user space
+/// (STATUS_INVALID_PARAMETER_2) or a size reaching past its top
+/// (STATUS_INVALID_PARAMETER_3) → 87 before anything is looked up, as a
+/// wrapping size is; nothing changes.
+#[test]
+fn range_past_user_space() {
+    let mut s = space();
+    let base = alloc(&mut s, GR, RW);
+    poke(base, 5);
+    let user_end = hostmem::unstable::engine::USER_ADDRESS_END;
+    for size in [
+        user_end - base + 1,
+        (1 << 48) - base,
+        usize::MAX - base,
+        usize::MAX,
+    ] {
+        let mut old = None;
+        fails(&mut s, (base, GR), IP, |s| {
+            s.virtual_protect(base, size, P::READONLY)
+                .map(|p| old = Some(p))
+        });
+        assert_eq!(old, None);
+    }
+    for address in [ABOVE_USER, user_end, user_end + 0x123] {
+        assert_eq!(
+            s.virtual_protect(address, PG, P::READONLY),
+            Err(IP),
+            "{address:#x}"
+        );
+        assert_eq!(
+            s.virtual_protect(address, 0, P::READONLY),
+            Err(IP),
+            "{address:#x}"
+        );
+    }
+    // The last page of user space is still a user address: in no
+    // reservation, so 487.
+    assert_eq!(s.virtual_protect(user_end - PG, PG, P::READONLY), Err(IA));
+    assert_eq!(peek(base, 1), [5]);
+    assert_kernel(base, GR, "rw-");
+}
+
 /// spec §5: data survives a protection round trip.
 #[test]
 fn data_survives_protection_changes() {

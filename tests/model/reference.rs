@@ -78,6 +78,8 @@ const MEM_COMMIT: u32 = 0x1000;
 const MEM_RESERVE: u32 = 0x2000;
 const MEM_DECOMMIT: u32 = 0x4000;
 const MEM_RELEASE: u32 = 0x8000;
+const MEM_COALESCE_PLACEHOLDERS: u32 = 0x1;
+const MEM_PRESERVE_PLACEHOLDER: u32 = 0x2;
 const MEM_RESET: u32 = 0x8_0000;
 const MEM_TOP_DOWN: u32 = 0x10_0000;
 const MEM_RESET_UNDO: u32 = 0x100_0000;
@@ -663,6 +665,33 @@ impl Model {
         let page = round_down(address, PAGE);
         let owner = self.owner_base(page);
         let bits = ty.bits();
+        if bits == MEM_RELEASE | MEM_PRESERVE_PLACEHOLDER
+            || bits == MEM_RELEASE | MEM_COALESCE_PLACEHOLDERS
+        {
+            // Splitting or joining placeholders: hostmem makes none, so
+            // each fails as Windows fails it on memory that is not one
+            // (Wine's NtFreeVirtualMemory and kernelbase's VirtualAlloc2
+            // test): the range checked first, then size 0 is an invalid
+            // parameter and any other range conflicts.
+            let Some(base) = owner else {
+                return Expect(Err(INVALID_ADDRESS));
+            };
+            if size == 0 {
+                return Expect(Err(if page == base {
+                    INVALID_PARAMETER
+                } else {
+                    INVALID_ADDRESS
+                }));
+            }
+            let past_end = page_span(address, size)
+                .is_none_or(|(_, end)| end > self.reservations[&base].end());
+            if past_end && bits == MEM_RELEASE | MEM_PRESERVE_PLACEHOLDER {
+                // STATUS_UNABLE_TO_FREE_VM.
+                return Expect(Err(INVALID_PARAMETER));
+            }
+            // STATUS_CONFLICTING_ADDRESSES.
+            return Expect(Err(INVALID_ADDRESS));
+        }
         if bits != MEM_DECOMMIT && bits != MEM_RELEASE {
             return match owner {
                 Some(_) => Expect(Err(INVALID_PARAMETER)),
