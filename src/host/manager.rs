@@ -3,7 +3,7 @@
 use super::budget::MemoryBudget;
 use super::lifecycle::Lifecycle;
 use super::load::{MachineMemory, MemoryLoad};
-use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher};
+use super::notify::{MemoryNotificationCallback, Notifier, Thresholds, Watcher, WatcherSlot};
 use super::stats::CallCounters;
 use super::{ConfigError, HostConfig, HostError, Method, Statistics};
 use crate::engine::{
@@ -14,7 +14,6 @@ use crate::os::{Backend, OsBackend, UnixBackend};
 use crate::sync::{LockError, ShardedLock};
 use crate::trace::{Call, TraceSink, Traced, Tracer};
 use crate::win32::{AllocationType, FreeType, MemoryBasicInformation, Protection, Win32Error};
-use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -115,7 +114,7 @@ pub struct HostMemoryManager {
     /// starts or stops the watcher under it, so registrations are
     /// linearisable (the last one wins, whole). It is held for no call
     /// out and no join, and never with the state lock.
-    watcher: Arc<Mutex<Option<Watcher>>>,
+    watcher: Arc<WatcherSlot>,
     /// Records every call when tracing is on (`HOSTMEM_TRACE`, or
     /// [`with_trace`](Self::with_trace)); `None` costs one branch a call.
     tracer: Option<Tracer>,
@@ -206,7 +205,7 @@ impl HostMemoryManager {
         // The registration lock: the write path takes it (to wake the
         // watcher) after the state lock is released, so a fork must hold
         // it too, or a child could find it held by a thread it lacks.
-        let watcher = Arc::new(Mutex::new(None));
+        let watcher = Arc::new(WatcherSlot::default());
         #[cfg(not(loom))]
         crate::sync::fork::register(
             crate::sync::fork::Rank::Watcher,

@@ -250,6 +250,38 @@ impl crate::sync::fork::ForkLocks for Notifier {
     }
 }
 
+/// The slot of a manager's load watcher, behind the registration lock (a
+/// fork takes it). In a fork's child, the parent's watcher thread is also
+/// forgotten in parking_lot's wait queues.
+#[derive(Default)]
+pub struct WatcherSlot(parking_lot::Mutex<Option<Watcher>>);
+
+impl std::ops::Deref for WatcherSlot {
+    type Target = parking_lot::Mutex<Option<Watcher>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[cfg(not(loom))]
+impl crate::sync::fork::ForkLocks for WatcherSlot {
+    fn lock_for_fork(&self, fork: &crate::sync::fork::InFork) {
+        self.0.lock_for_fork(fork);
+    }
+
+    fn unlock_in_parent(&self, fork: &crate::sync::fork::InFork) {
+        self.0.unlock_in_parent(fork);
+    }
+
+    fn reset_in_child(&self, fork: &crate::sync::fork::InFork) {
+        self.0.reset_in_child(fork);
+        if let Some(watcher) = &*self.0.lock() {
+            watcher.forget_waiters(fork);
+        }
+    }
+}
+
 /// Forks this process is a child of (counted in the child, by the fork
 /// handler): a watcher started before the last of them has no thread.
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -329,6 +361,17 @@ impl Watcher {
             thread: Some(thread),
             forks: forks(),
         })
+    }
+
+    /// Forgets, in a fork's child, the parent's watcher thread in
+    /// parking_lot's wait queues, where it waits on this watcher's
+    /// condition variable or mutex (see `sync::fork`): before the child
+    /// starts a watcher of its own, whose stack may be the ghost's.
+    #[cfg(not(loom))]
+    fn forget_waiters(&self, fork: &crate::sync::fork::InFork) {
+        let (lock, wake) = &*self.control;
+        fork.forget_condvar_waiters(wake);
+        fork.forget_mutex_waiters(lock);
     }
 
     /// Whether its thread exists: false in a fork's child (the thread

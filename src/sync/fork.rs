@@ -12,6 +12,16 @@
 //! shards are set back to unlocked without waking anyone: the threads
 //! that waited for them are not in the child).
 //!
+//! The threads of the parent that were waiting stay in parking_lot's wait
+//! queues in the child (they are process-wide, keyed by a lock's
+//! address), so the child handler also forgets them, lock by lock
+//! ([`forget_waiters`]). Left there, such a ghost would take a wake-up
+//! meant for a thread of the child (which would sleep on), be handed a
+//! lock at a fair unlock (which nobody could take again), or, once glibc
+//! gives its stack to a new thread of the child (the load watcher), share
+//! that thread's queue entry and corrupt the queue. Ghosts waiting on
+//! locks that are not hostmem's are beyond its reach.
+//!
 //! The locks register here when their owner is made (managers' state
 //! locks, heaps, the process-wide lists of heaps and stop watchers), each
 //! with a [`Rank`]: the prepare handler takes lower ranks first, so that
@@ -49,7 +59,33 @@ pub(crate) enum Rank {
 /// make one, so only they can call [`ForkLocks`]' methods, in the order
 /// the handlers guarantee (lock before the fork on the forking thread,
 /// then unlock in the parent or reset in the child on the same thread).
-pub(crate) struct InFork(());
+pub(crate) struct InFork {
+    /// In the child, on its only thread (the child handler).
+    in_child: bool,
+}
+
+impl InFork {
+    /// In a fork's child: forgets the parent's threads that waited on
+    /// `mutex` (see [`forget_waiters`]). Does nothing elsewhere.
+    pub(crate) fn forget_mutex_waiters<T: ?Sized>(&self, mutex: &Mutex<T>) {
+        if self.in_child {
+            // SAFETY: the child handler, on the process's only thread;
+            // the mutex is hostmem's (only hostmem's code holds an
+            // `InFork`).
+            unsafe { forget_waiters(mutex_key(mutex)) };
+        }
+    }
+
+    /// In a fork's child: forgets the parent's threads that waited on
+    /// `condvar`. Does nothing elsewhere.
+    pub(crate) fn forget_condvar_waiters(&self, condvar: &parking_lot::Condvar) {
+        if self.in_child {
+            // SAFETY: as in `forget_mutex_waiters`; parking_lot queues a
+            // condition variable's waiters under its raw part's address.
+            unsafe { forget_waiters(std::ptr::from_ref(condvar.raw()).addr()) };
+        }
+    }
+}
 
 /// Something whose locks a fork must not split. Its methods are called
 /// only by the fork handlers (they need an [`InFork`]).
@@ -75,6 +111,33 @@ enum Entry {
     Static(&'static dyn ForkLocks),
     /// The shards of a [`ShardedLock`](super::ShardedLock), held weakly.
     Shards(Weak<[Shard]>),
+}
+
+/// Forgets every thread that parking_lot's wait queues hold under `key`,
+/// the address of a lock or condition variable (a lock word's second key
+/// for a reader-writer lock): in a fork's child, where all of them are
+/// the parent's and do not exist. Each is dequeued and "woken" at its own
+/// parking word, which the child holds a copy of; no thread runs.
+///
+/// # Safety
+///
+/// The calling thread is the process's only one (a fork's child handler),
+/// and `key` is the address under which one of hostmem's locks or
+/// condition variables queues its waiters.
+pub(crate) unsafe fn forget_waiters(key: usize) {
+    // SAFETY: `key` belongs to one of hostmem's own locks (the contract),
+    // so no other primitive's queue is touched; every thread queued under
+    // it is a ghost of the parent whose parking word lies in memory the
+    // child inherited, so unparking writes only there.
+    unsafe { parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN) };
+}
+
+/// The key parking_lot queues a mutex's waiters under: its raw lock's
+/// address.
+fn mutex_key<T: ?Sized>(mutex: &Mutex<T>) -> usize {
+    // SAFETY: the raw lock is only looked at, for its address; it is
+    // neither locked nor unlocked through this reference.
+    std::ptr::from_ref(unsafe { mutex.raw() }).addr()
 }
 
 impl Entry {
@@ -192,7 +255,7 @@ extern "C" fn prepare() {
         .collect();
     live.sort_by_key(|(rank, _)| *rank);
     for (_, held) in &live {
-        held.lock(&InFork(()));
+        held.lock(&InFork { in_child: false });
     }
     registry.held = live.into_iter().map(|(_, held)| held).collect();
     // Held across the fork; `parent` and `child` release it.
@@ -215,7 +278,7 @@ extern "C" fn parent() {
     // SAFETY: `prepare` ran on this thread before the fork.
     let held = unsafe { take_held() };
     for held in held.iter().rev() {
-        held.unlock_in_parent(&InFork(()));
+        held.unlock_in_parent(&InFork { in_child: false });
     }
     // SAFETY: `prepare` locked the registry on this thread and forgot the
     // guard; nothing else unlocks it.
@@ -231,10 +294,13 @@ extern "C" fn child() {
     // the fork.
     let held = unsafe { take_held() };
     for held in held.iter().rev() {
-        held.reset_in_child(&InFork(()));
+        held.reset_in_child(&InFork { in_child: true });
     }
+    // SAFETY: the child's only thread; the registry is hostmem's lock.
+    unsafe { forget_waiters(mutex_key(&REGISTRY)) };
     // SAFETY: `prepare` locked the registry on this thread (the child's
-    // only one) and forgot the guard.
+    // only one) and forgot the guard; with no waiter queued, unlocking
+    // only clears the lock word.
     unsafe { REGISTRY.force_unlock(Default::default()) }
     crate::host::after_fork_in_child();
     drop(held);
@@ -255,11 +321,12 @@ impl<T: Send> ForkLocks for Mutex<T> {
         unsafe { self.force_unlock(Default::default()) }
     }
 
-    fn reset_in_child(&self, _: &InFork) {
+    fn reset_in_child(&self, fork: &InFork) {
+        fork.forget_mutex_waiters(self);
         // SAFETY: as in `unlock_in_parent`: the child's only thread is the
-        // one that locked it. Usually only the lock word changes; if a
-        // thread of the parent was waiting, parking_lot also looks at its
-        // wait queue for that thread (which is not in the child).
+        // one that locked it. With no waiter queued any more, unlocking
+        // only clears the lock word (it cannot hand the lock to a thread
+        // that is not in the child).
         unsafe { self.force_unlock(Default::default()) }
     }
 }

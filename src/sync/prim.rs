@@ -140,16 +140,25 @@ mod imp {
             unsafe { self.raw().unlock_exclusive(Default::default()) }
         }
 
-        /// Sets the lock back to unlocked without waking anyone: for a
-        /// fork's child, where the threads that waited for it do not exist
-        /// (waking them would touch parking_lot's wait queues, which a
-        /// thread that is gone may have left locked).
+        /// Sets the lock back to unlocked without waking anyone, and
+        /// forgets the threads parking_lot's queues hold for it: for a
+        /// fork's child, where the threads that waited for it do not
+        /// exist (see `sync::fork`).
         ///
         /// # Safety
         ///
         /// The calling thread is the process's only one, and nothing uses
         /// the lock meanwhile.
         pub(crate) unsafe fn reset(&self) {
+            // parking_lot queues readers and writers under the lock's
+            // address, and a writer waiting for readers to leave under the
+            // next one.
+            let key = self.0.get().addr();
+            for key in [key, key + 1] {
+                // SAFETY: the process's only thread (the contract), and
+                // keys of this lock, hostmem's own.
+                unsafe { crate::sync::fork::forget_waiters(key) };
+            }
             // SAFETY: nothing else uses the lock meanwhile (the contract),
             // so no borrow from `raw` is live; the raw lock has no
             // destructor to skip.
