@@ -38,6 +38,7 @@ use placement::Placement;
 use request::{AllocRequest, PrivateProtection, alloc_request, private_protection};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// The length of the placement's anchor: the small area's first granule,
 /// so that the first small reservation lies right next to it.
@@ -107,6 +108,9 @@ pub enum InPlace<T> {
     /// than one reservation's pages, or its answer is one that path
     /// decides): nothing changed.
     Structural,
+    /// Another change in place held the reservation's pages longer than
+    /// the caller would wait: nothing changed.
+    Busy,
 }
 
 impl<T> InPlace<T> {
@@ -116,6 +120,7 @@ impl<T> InPlace<T> {
             Self::Done(done) => InPlace::Done(done.map(f)),
             Self::OverBudget => InPlace::OverBudget,
             Self::Structural => InPlace::Structural,
+            Self::Busy => InPlace::Busy,
         }
     }
 }
@@ -1074,7 +1079,11 @@ impl<B: OsBackend> AddressSpace<B> {
     /// carries the start of the pages and the committed count right after
     /// this call's charge (for the peak). At an address in no reservation
     /// (with arguments the exclusive path would take) it answers
-    /// `ERROR_INVALID_ADDRESS` itself.
+    /// `ERROR_INVALID_ADDRESS` itself. It waits at most `wait` for another
+    /// change in place of the same reservation ([`InPlace::Busy`]).
+    // Each argument is one of VirtualAlloc's, or of the wait and budget
+    // the caller decides; a struct would only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn commit_in_place(
         &self,
@@ -1084,6 +1093,7 @@ impl<B: OsBackend> AddressSpace<B> {
         allocation_type: AllocationType,
         protect: Protection,
         fits: &dyn Fn(usize, usize) -> bool,
+        wait: Duration,
     ) -> InPlace<(usize, usize)> {
         if size == 0
             || address < ALLOCATION_GRANULARITY
@@ -1104,7 +1114,7 @@ impl<B: OsBackend> AddressSpace<B> {
             return InPlace::Structural;
         }
         let state = PageState::Committed(protection.page);
-        self.change_in_place(owner, range.start(), range.len(), state, fits)
+        self.change_in_place(owner, range.start(), range.len(), state, fits, wait)
             .map(|after| (range.start(), after))
     }
 
@@ -1112,7 +1122,8 @@ impl<B: OsBackend> AddressSpace<B> {
     /// only `MEM_DECOMMIT`. At an address in no reservation it answers
     /// `ERROR_INVALID_ADDRESS` itself, as [`virtual_free_as`](Self::virtual_free_as)
     /// would (a decommit's size and address are valid whatever they are
-    /// until a reservation is found).
+    /// until a reservation is found). It waits at most `wait` for another
+    /// change in place of the same reservation ([`InPlace::Busy`]).
     #[inline(always)]
     pub fn decommit_in_place(
         &self,
@@ -1120,6 +1131,7 @@ impl<B: OsBackend> AddressSpace<B> {
         address: usize,
         size: usize,
         free_type: FreeType,
+        wait: Duration,
     ) -> InPlace<()> {
         if free_type != FreeType::DECOMMIT {
             return InPlace::Structural;
@@ -1140,6 +1152,7 @@ impl<B: OsBackend> AddressSpace<B> {
             len,
             PageState::Reserved,
             &|_, _| true,
+            wait,
         )
         .map(drop)
     }
@@ -1159,6 +1172,7 @@ impl<B: OsBackend> AddressSpace<B> {
         len: usize,
         state: PageState,
         fits: &dyn Fn(usize, usize) -> bool,
+        wait: Duration,
     ) -> InPlace<usize> {
         let Some(r) = self.reservation_at(start) else {
             return InPlace::Done(Err(Win32Error::INVALID_ADDRESS));
@@ -1175,7 +1189,9 @@ impl<B: OsBackend> AddressSpace<B> {
         let end = if len == 0 { r.end() } else { start + len };
         let range = PageRange::new(start, end).expect("a page-aligned range inside a reservation");
         let pages = r.page_indices(range);
-        let held = r.hold_pages();
+        let Some(held) = r.hold_pages(wait) else {
+            return InPlace::Busy;
+        };
         let map = held.map();
         // One word of the map, worked out at once, or the whole survey.
         let word = map.word_change(&pages, state);

@@ -9,6 +9,7 @@ use parking_lot::{
     RecursiveRwLockUpgradableReadGuard, RecursiveRwLockWriteGuard,
 };
 use std::ops::Range;
+use std::time::Duration;
 
 /// Who a reservation belongs to. The runtime's calls (`VirtualAlloc`,
 /// `VirtualFree`, `VirtualProtect` through any face) work only on the
@@ -262,10 +263,12 @@ impl Reservation {
     }
 
     /// Holds the pages for a change in place: waits for any other change
-    /// in place of this reservation to end; readers go on.
+    /// in place of this reservation to end, at most `wait` (`None` after
+    /// that: the other change's thread may be suspended half-way, and a
+    /// caller with a lock timeout must not wait for ever); readers go on.
     #[inline(always)]
-    pub fn hold_pages(&self) -> PagesHeld<'_> {
-        self.pages.upgradable_read()
+    pub fn hold_pages(&self, wait: Duration) -> Option<PagesHeld<'_>> {
+        self.pages.try_upgradable_read_for(wait)
     }
 
     /// [`set_pages`](Self::set_pages) on pages held for a change in place,

@@ -466,15 +466,32 @@ impl HostMemoryManager {
                         budget.allows(used, cost as u64, level)
                     })
                 };
-                space.commit_in_place(owner, address, size, allocation_type, protect, &fits)
+                space.commit_in_place(
+                    owner,
+                    address,
+                    size,
+                    allocation_type,
+                    protect,
+                    &fits,
+                    self.config.lock_timeout,
+                )
             }
             PageChange::Decommit => space
-                .decommit_in_place(owner, address, size, FreeType::DECOMMIT)
+                .decommit_in_place(
+                    owner,
+                    address,
+                    size,
+                    FreeType::DECOMMIT,
+                    self.config.lock_timeout,
+                )
                 .map(|()| (0, 0)),
         };
         let result = match done {
             InPlace::Structural => return None,
             InPlace::OverBudget => Err(HostError::OverBudget),
+            // Another change of the reservation's pages outlasted the
+            // lock timeout (its thread may be suspended half-way).
+            InPlace::Busy => Err(HostError::Timeout),
             InPlace::Done(Ok((answer, committed))) => {
                 self.note_peak(committed);
                 Ok(answer)

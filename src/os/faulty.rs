@@ -141,6 +141,13 @@ impl FaultInjectingBackend {
         };
     }
 
+    /// How many calls have arrived at the last
+    /// [`rendezvous`](Self::rendezvous) (those still waiting, until all
+    /// have come).
+    pub fn rendezvous_arrived(&self) -> usize {
+        self.meeting.lock().arrived
+    }
+
     /// Whether the calls of the last [`rendezvous`](Self::rendezvous) all
     /// waited at once.
     pub fn rendezvous_met(&self) -> bool {

@@ -662,3 +662,62 @@ fn commits_in_different_reservations_reach_the_kernel_together() {
     }
     assert_eq!(m.statistics().committed_bytes, 0);
 }
+
+/// A change in place whose thread stops half-way (here: inside its
+/// `mprotect`, as a suspended thread would) holds its reservation's
+/// pages; another change of the same reservation waits for them no longer
+/// than the lock timeout, answers `HOST_E_TIMEOUT` and changes nothing,
+/// while the stopped change completes when its thread goes on.
+#[test]
+fn a_change_stuck_in_the_same_reservation_times_out_instead_of_waiting_for_ever() {
+    let os = Arc::new(FaultInjectingBackend::new());
+    let config = HostConfig {
+        lock_timeout: Duration::from_millis(200),
+        ..HostConfig::default()
+    };
+    let m = HostMemoryManager::with_backend(config, Box::new(os.clone())).unwrap();
+    let base = m
+        .virtual_alloc(0, 0x40000, RESERVE, Protection::NOACCESS, LEVEL)
+        .unwrap();
+    let commit = |at: usize| {
+        m.virtual_alloc(
+            at,
+            0x1000,
+            AllocationType::COMMIT,
+            Protection::READWRITE,
+            LEVEL,
+        )
+    };
+    // The first commit's mprotect waits 3 s for a second party that never
+    // comes.
+    os.rendezvous(OsOperation::Protect, 2, Duration::from_secs(3));
+    std::thread::scope(|s| {
+        let stuck = s.spawn(|| commit(base));
+        while os.rendezvous_arrived() == 0 {
+            std::thread::yield_now();
+        }
+        let asked = std::time::Instant::now();
+        assert_eq!(hr(commit(base + 0x2000)), HResult::HOST_E_TIMEOUT);
+        assert_eq!(
+            hr(m.virtual_free(base, 0x1000, FreeType::DECOMMIT)),
+            HResult::HOST_E_TIMEOUT
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(2500),
+            "waited for the stuck change: {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(
+            m.virtual_query(base + 0x2000).unwrap().state,
+            MemoryState::RESERVE,
+            "the timed-out commit changed nothing"
+        );
+        assert_eq!(stuck.join().unwrap(), Ok(base));
+    });
+    assert!(!os.rendezvous_met());
+    assert_eq!(m.virtual_query(base).unwrap().state, MemoryState::COMMIT);
+    assert_eq!(m.statistics().committed_bytes, 0x1000);
+    // Once the stuck change is over, the same calls go through.
+    assert_eq!(commit(base + 0x2000), Ok(base + 0x2000));
+    assert!(!m.has_failed());
+}
