@@ -960,12 +960,24 @@ impl<B: OsBackend> AddressSpace<B> {
     /// at `address` — from the engine's map inside its reservations, from
     /// the kernel's view elsewhere.
     pub fn virtual_query(&self, address: usize) -> Result<MemoryBasicInformation, Win32Error> {
+        self.virtual_query_within(address, Duration::MAX)
+    }
+
+    /// [`virtual_query`](Self::virtual_query), waiting at most `wait` for a
+    /// change in place that is writing the reservation's page map
+    /// (`ERROR_TIMEOUT` after that: the changing thread may be suspended
+    /// in the middle of its write).
+    pub fn virtual_query_within(
+        &self,
+        address: usize,
+        wait: Duration,
+    ) -> Result<MemoryBasicInformation, Win32Error> {
         if address >= USER_ADDRESS_END {
             return Err(Win32Error::INVALID_PARAMETER);
         }
         match self.reservations.lookup(address) {
             Lookup::Answered(mbi) => return Ok(mbi),
-            Lookup::In(r) => return Ok(r.query(address)),
+            Lookup::In(r) => return r.query_within(address, wait).ok_or(Win32Error::TIMEOUT),
             Lookup::Outside => {}
         }
         let below = self

@@ -352,18 +352,25 @@ impl Reservation {
     /// `VirtualQuery` of an address inside: the run of pages from its page
     /// with the same state and protection.
     pub fn query(&self, addr: usize) -> MemoryBasicInformation {
+        self.query_within(addr, Duration::MAX)
+            .expect("a wait with no deadline ends with the lock")
+    }
+
+    /// [`query`](Self::query), waiting at most `wait` for a change in place
+    /// that is writing the page map (`None` after that).
+    pub fn query_within(&self, addr: usize, wait: Duration) -> Option<MemoryBasicInformation> {
         debug_assert!(self.contains(addr));
         let index = (addr - self.base) / PAGE_SIZE;
-        let pages = self.pages();
+        let pages = RecursiveRwLockReadGuard::map(self.pages.try_read_for(wait)?, |p| &p.map);
         let state = pages.state(index);
         let end = pages.run_end(index, pages.len());
-        describe(
+        Some(describe(
             self.page_address(index),
             self.page_address(end),
             self.base,
             self.allocation_protect,
             state,
-        )
+        ))
     }
 }
 
@@ -393,5 +400,35 @@ pub fn describe(
             PageState::Committed(p) => p.protection() | allocation_protect.modifiers(),
         },
         type_: MemoryType::PRIVATE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::win32::MemoryState;
+
+    /// A thread stopped while it writes the page map (a change in place
+    /// whose thread was suspended there) makes a query give up after its
+    /// wait, not hang; once the write ends, the same query answers.
+    #[test]
+    fn a_query_gives_up_on_a_page_map_written_too_long() {
+        let r = Reservation::new(0x10_0000, 0x4000, Protection::NOACCESS, PageState::Reserved);
+        let writing = r.pages.write();
+        std::thread::scope(|s| {
+            let asked = std::time::Instant::now();
+            let query = s.spawn(|| r.query_within(0x10_1000, Duration::from_millis(100)));
+            assert_eq!(query.join().unwrap(), None);
+            assert!(asked.elapsed() >= Duration::from_millis(100));
+        });
+        drop(writing);
+        let mbi = r
+            .query_within(0x10_1000, Duration::from_millis(100))
+            .expect("no writer");
+        assert_eq!(
+            (mbi.base_address, mbi.state),
+            (0x10_1000, MemoryState::RESERVE)
+        );
+        assert_eq!(r.query(0x10_1000), mbi);
     }
 }

@@ -43,10 +43,14 @@ pub enum HostError {
 const ERROR_NOT_OWNER: Win32Error = Win32Error(288);
 
 impl HostError {
-    /// The failure the engine reported, with its catastrophic code lifted.
+    /// The failure the engine reported, with its catastrophic code and its
+    /// timeout lifted.
     pub fn from_engine(e: Win32Error) -> Self {
         if e == Win32Error::INTERNAL_ERROR {
             Self::Catastrophic
+        } else if e == Win32Error::TIMEOUT {
+            // Only a wait the engine gave up (the host's lock timeout).
+            Self::Timeout
         } else {
             Self::Win32(e)
         }
@@ -116,5 +120,10 @@ mod tests {
             Win32Error::INVALID_ADDRESS
         );
         assert_eq!(HostError::Unavailable.hresult().bits(), 0x8013_1023);
+        // The engine's given-up wait is the host's timeout.
+        assert_eq!(
+            HostError::from_engine(Win32Error::TIMEOUT).hresult(),
+            HResult::HOST_E_TIMEOUT
+        );
     }
 }

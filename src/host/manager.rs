@@ -852,7 +852,7 @@ impl HostMemoryManager {
                 self.read(|state| {
                     state
                         .space
-                        .virtual_query(address)
+                        .virtual_query_within(address, self.config.lock_timeout)
                         .map_err(HostError::from_engine)
                 })
             })
