@@ -20,7 +20,12 @@
 //! lock at a fair unlock (which nobody could take again), or, once glibc
 //! gives its stack to a new thread of the child (the load watcher), share
 //! that thread's queue entry and corrupt the queue. Ghosts waiting on
-//! locks that are not hostmem's are beyond its reach.
+//! locks that are not hostmem's are beyond its reach. So is a thread that
+//! held one of parking_lot's own bucket locks at the instant of the fork
+//! (for the few instructions of a park or unpark): the child inherits it
+//! held, and the first park or unpark that meets it there, forgetting
+//! waiters included, waits for ever, as it would in any program that
+//! forks while parking_lot is in use.
 //!
 //! The locks register here when their owner is made (managers' state
 //! locks, heaps, the process-wide lists of heaps and stop watchers), each
