@@ -1007,25 +1007,27 @@ impl<B: OsBackend> AddressSpace<B> {
         new_protect: Protection,
     ) -> Result<Protection, Win32Error> {
         let protection = private_protection(new_protect)?;
-        // The pages of [address, address + size): none when size is 0 and
-        // the address is page aligned. The first page must still be
-        // committed (its protection is the old one) but nothing changes,
-        // as in Windows' NtProtectVirtualMemory.
-        let first_page = PageRange::touched(address, 1)?;
-        if !protect_in_user_space(address, size) {
+        // The pages of [address, address + size) (at least the first).
+        // NtProtectVirtualMemory refuses a range that wraps, starts above
+        // the user address space or reaches past its top as an invalid
+        // parameter, before it looks at what is mapped.
+        let range = PageRange::touched(address, size.max(1))?;
+        if range.end() > USER_ADDRESS_END {
             return Err(Win32Error::INVALID_PARAMETER);
         }
+        // None when size is 0 and the address is page aligned: the page
+        // must still be committed (its protection is the old one) but
+        // nothing changes, as in Windows' NtProtectVirtualMemory.
         if size == 0 && address.is_multiple_of(PAGE_SIZE) {
             let r = self
                 .reservation_of(Owner::Runtime, address)
                 .ok_or(Win32Error::INVALID_ADDRESS)?;
-            let state = r.pages().state(r.page_indices(first_page).start);
+            let state = r.pages().state(r.page_indices(range).start);
             return match state {
                 PageState::Reserved => Err(Win32Error::INVALID_ADDRESS),
                 PageState::Committed(_) => Ok(r.protection_of(state)),
             };
         }
-        let range = PageRange::touched(address, size.max(1))?;
         let base = self.reservation_holding(Owner::Runtime, range)?;
         self.whole_large_pages(base, range)?;
         let r = &self.reservation(base);
@@ -1309,15 +1311,6 @@ fn alloc_in_user_space(address: usize, size: usize) -> bool {
 /// allocate without asking the engine for a change.
 pub fn protect_arguments_valid(address: usize, size: usize, new_protect: Protection) -> bool {
     private_protection(new_protect).is_ok() && PageRange::touched(address, size.max(1)).is_ok()
-}
-
-/// Whether the range of a `VirtualProtect(address, size, ..)` lies in the
-/// user address space: `NtProtectVirtualMemory` refuses a base above it,
-/// or a size that reaches past its top, with an invalid parameter before
-/// it looks at what is mapped (a size that wraps is refused the same way).
-#[inline(always)]
-fn protect_in_user_space(address: usize, size: usize) -> bool {
-    PageRange::touched(address, size.max(1)).is_ok_and(|r| r.end() <= USER_ADDRESS_END)
 }
 
 /// Whether `VirtualAlloc` arguments that work on existing pages (a commit
