@@ -285,9 +285,8 @@ extern "C" fn parent() {
     for held in held.iter().rev() {
         held.unlock_in_parent(&InFork { in_child: false });
     }
-    // SAFETY: `prepare` locked the registry on this thread and forgot the
-    // guard; nothing else unlocks it.
-    unsafe { REGISTRY.force_unlock(Default::default()) }
+    // `prepare` locked the registry on this thread too.
+    REGISTRY.unlock_in_parent(&InFork { in_child: false });
     // Dropped with no lock held: one may be the last reference.
     drop(held);
 }
@@ -301,12 +300,8 @@ extern "C" fn child() {
     for held in held.iter().rev() {
         held.reset_in_child(&InFork { in_child: true });
     }
-    // SAFETY: the child's only thread; the registry is hostmem's lock.
-    unsafe { forget_waiters(mutex_key(&REGISTRY)) };
-    // SAFETY: `prepare` locked the registry on this thread (the child's
-    // only one) and forgot the guard; with no waiter queued, unlocking
-    // only clears the lock word.
-    unsafe { REGISTRY.force_unlock(Default::default()) }
+    // `prepare` locked the registry on this thread too.
+    REGISTRY.reset_in_child(&InFork { in_child: true });
     crate::host::after_fork_in_child();
     drop(held);
 }
