@@ -283,22 +283,18 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
         );
     }
     let [engine, raw] = measure_engine(plan, number);
-    rows.push(Row::new(
+    rows.push(Row::paired(
         "bare engine (AddressSpace), fresh",
-        Unit::Nanoseconds,
-        Some(median(&engine)),
-        Some(median(&raw)),
-        Some(paired_ratio(&engine, &raw)),
+        &engine,
+        &raw,
         None,
     ));
     if number == 3 {
         let [host, libc] = commit_samples(plan, None, ops::libc_commit_touch_decommit);
-        rows.push(Row::new(
+        rows.push(Row::paired(
             "C API, reference through libc",
-            Unit::Nanoseconds,
-            Some(median(&host)),
-            Some(median(&libc)),
-            Some(paired_ratio(&host, &libc)),
+            &host,
+            &libc,
             None,
         ));
     }
@@ -703,27 +699,18 @@ pub fn fig8(plan: &Plan) -> Figure {
             Side::new(b, &mut g),
         ],
     );
-    let mut rows = vec![Row::new(
+    let mut rows = vec![Row::paired(
         if heap.is_com() {
             "IHostMalloc via COM vtable"
         } else {
             "IHostMalloc via Rust API"
         },
-        Unit::Nanoseconds,
-        Some(median(&s[0])),
-        Some(median(&s[2])),
-        Some(paired_ratio(&s[0], &s[2])),
+        &s[0],
+        &s[2],
         Some(Target::ratio_at_most(1.2)),
     )];
     if heap.is_com() {
-        rows.push(Row::new(
-            "IHostMalloc via Rust API",
-            Unit::Nanoseconds,
-            Some(median(&s[1])),
-            Some(median(&s[2])),
-            Some(paired_ratio(&s[1], &s[2])),
-            None,
-        ));
+        rows.push(Row::paired("IHostMalloc via Rust API", &s[1], &s[2], None));
     }
     Figure {
         number: 8,

@@ -2,6 +2,7 @@
 //! verdict; a table for people (`Display`) and JSON for machines
 //! (`serde::Serialize`).
 
+use super::measure::{median, paired_ratio};
 use serde::Serialize;
 use std::fmt;
 
@@ -129,6 +130,25 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row of times in nanoseconds from interleaved samples: the median
+    /// of each side and the median of their paired ratios (hostmem over
+    /// the reference), judged against `target`.
+    pub fn paired(
+        label: impl Into<String>,
+        hostmem: &[f64],
+        reference: &[f64],
+        target: Option<Target>,
+    ) -> Self {
+        Self::new(
+            label,
+            Unit::Nanoseconds,
+            Some(median(hostmem)),
+            Some(median(reference)),
+            Some(paired_ratio(hostmem, reference)),
+            target,
+        )
+    }
+
     /// A row, judged against `target`.
     pub fn new(
         label: impl Into<String>,

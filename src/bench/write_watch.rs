@@ -10,8 +10,8 @@
 //! (`benches/engine.rs`) time the same work.
 #![allow(unsafe_code)]
 
-use super::measure::{Side, interleaved, median, paired_ratio};
-use super::report::{Figure, Row, Unit};
+use super::measure::{Side, interleaved};
+use super::report::{Figure, Row};
 use crate::engine::AddressSpace;
 use crate::host::{HostConfig, HostMemoryManager, MemoryCriticalLevel};
 use crate::win32::{AllocationType, FreeType, PAGE_SIZE, Protection, WRITE_WATCH_FLAG_RESET};
@@ -362,12 +362,10 @@ pub fn fig11(trials: usize, batch: usize) -> Figure {
                 trials,
                 &mut [Side::new(batch, &mut w), Side::new(batch, &mut s)],
             );
-            rows.push(Row::new(
+            rows.push(Row::paired(
                 format!("{label} soft-dirty"),
-                Unit::Nanoseconds,
-                Some(median(&samples[0])),
-                Some(median(&samples[1])),
-                Some(paired_ratio(&samples[0], &samples[1])),
+                &samples[0],
+                &samples[1],
                 None,
             ));
         }
@@ -387,12 +385,10 @@ pub fn fig11(trials: usize, batch: usize) -> Figure {
             trials,
             &mut [Side::new(batch, &mut w), Side::new(batch, &mut g)],
         );
-        rows.push(Row::new(
+        rows.push(Row::paired(
             format!("{label} mprotect + SIGSEGV"),
-            Unit::Nanoseconds,
-            Some(median(&samples[0])),
-            Some(median(&samples[1])),
-            Some(paired_ratio(&samples[0], &samples[1])),
+            &samples[0],
+            &samples[1],
             None,
         ));
     }
@@ -433,12 +429,10 @@ pub fn fig12(trials: usize, batch: usize) -> Figure {
         title,
         reference,
         ratio_means,
-        rows: vec![Row::new(
+        rows: vec![Row::paired(
             "MEM_WRITE_WATCH reservation (bare engine)",
-            Unit::Nanoseconds,
-            Some(median(&samples[0])),
-            Some(median(&samples[1])),
-            Some(paired_ratio(&samples[0], &samples[1])),
+            &samples[0],
+            &samples[1],
             None,
         )],
         notes: vec![
