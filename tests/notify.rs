@@ -9,7 +9,8 @@
 //! ([`within`]).
 
 use hostmem::host::{
-    HostConfig, HostMemoryManager, MemoryAvailable, MemoryCriticalLevel, MemoryNotificationCallback,
+    HostConfig, HostError, HostMemoryManager, MemoryAvailable, MemoryCriticalLevel,
+    MemoryNotificationCallback,
 };
 use hostmem::win32::{AllocationType, FreeType, Protection};
 use parking_lot::Mutex;
@@ -379,33 +380,43 @@ fn a_callback_that_panics_on_the_watcher_thread_still_gets_later_changes() {
     });
 }
 
+/// What the budget tests count in.
+const GRANULE: usize = 0x10000;
+
+/// A manager whose budget is ten granules.
+fn ten_granule_budget() -> Arc<HostMemoryManager> {
+    HostMemoryManager::new(HostConfig {
+        budget_bytes: Some(10 * GRANULE as u64),
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+/// Reserves and commits nine granules at the most critical level: 90 % of
+/// a ten-granule budget, where memory is low.
+fn commit_nine_granules(m: &HostMemoryManager) -> Result<usize, HostError> {
+    m.virtual_alloc(
+        0,
+        9 * GRANULE,
+        AllocationType::RESERVE | AllocationType::COMMIT,
+        Protection::READWRITE,
+        MemoryCriticalLevel::ProcessCritical,
+    )
+}
+
 #[test]
 fn a_callback_that_panics_on_a_callers_thread_fails_nothing() {
     within("a panicking callback on the caller's thread", || {
-        let page = 0x10000;
-        let m = HostMemoryManager::new(HostConfig {
-            budget_bytes: Some(10 * page as u64),
-            ..HostConfig::default()
-        })
-        .unwrap();
+        let m = ten_granule_budget();
         let cb = Arc::new(PanicsOnce::default());
         m.register_memory_notification(Some(cb.clone())).unwrap();
-        let commit = |m: &HostMemoryManager| {
-            m.virtual_alloc(
-                0,
-                9 * page,
-                AllocationType::RESERVE | AllocationType::COMMIT,
-                Protection::READWRITE,
-                MemoryCriticalLevel::ProcessCritical,
-            )
-        };
         // 90 %: low, and the callback panics; the commit still succeeded.
-        let p = commit(&m).expect("the commit that made memory low succeeds");
+        let p = commit_nine_granules(&m).expect("the commit that made memory low succeeds");
         assert_eq!(cb.calls.load(Ordering::SeqCst), 1);
-        assert_eq!(m.statistics().committed_bytes, 9 * page);
+        assert_eq!(m.statistics().committed_bytes, 9 * GRANULE);
         m.virtual_free(p, 0, FreeType::RELEASE)
             .expect("the manager still works");
-        let p = commit(&m).expect("and commits again");
+        let p = commit_nine_granules(&m).expect("and commits again");
         m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
         use MemoryAvailable::*;
         assert_eq!(*cb.recorded.0.lock(), vec![High, Low, High]);
@@ -458,13 +469,8 @@ fn racing_registrations_leave_one_registered_and_notified_under_a_budget() {
     const PARTS: usize = 8;
     for part in 0..PARTS {
         within("racing registrations under a budget", move || {
-            let page = 0x10000;
             for round in part * ROUNDS / PARTS..(part + 1) * ROUNDS / PARTS {
-                let m = HostMemoryManager::new(HostConfig {
-                    budget_bytes: Some(10 * page as u64),
-                    ..HostConfig::default()
-                })
-                .unwrap();
+                let m = ten_granule_budget();
                 let callbacks = race_once(&m, round);
                 let held = held(&callbacks);
                 assert!(
@@ -472,15 +478,7 @@ fn racing_registrations_leave_one_registered_and_notified_under_a_budget() {
                     "round {round}: {} callbacks held",
                     held.len()
                 );
-                let p = m
-                    .virtual_alloc(
-                        0,
-                        9 * page,
-                        AllocationType::RESERVE | AllocationType::COMMIT,
-                        Protection::READWRITE,
-                        MemoryCriticalLevel::ProcessCritical,
-                    )
-                    .unwrap();
+                let p = commit_nine_granules(&m).unwrap();
                 if let Some(cb) = held.first() {
                     assert_eq!(
                         *cb.0.lock(),
@@ -549,12 +547,7 @@ impl Drop for SlowToRelease {
 #[test]
 fn a_registration_made_while_another_releases_the_old_callback_is_notified() {
     within("a registration during another's release", || {
-        let page = 0x10000;
-        let m = HostMemoryManager::new(HostConfig {
-            budget_bytes: Some(10 * page as u64),
-            ..HostConfig::default()
-        })
-        .unwrap();
+        let m = ten_granule_budget();
         m.register_memory_notification(Some(Arc::new(SlowToRelease)))
             .unwrap();
         // One thread unregisters (and so releases the slow callback) ...
@@ -568,15 +561,7 @@ fn a_registration_made_while_another_releases_the_old_callback_is_notified() {
         m.register_memory_notification(Some(cb.clone())).unwrap();
         unregister.join().unwrap();
         assert_eq!(Arc::strong_count(&cb), 2, "the last registration holds");
-        let p = m
-            .virtual_alloc(
-                0,
-                9 * page,
-                AllocationType::RESERVE | AllocationType::COMMIT,
-                Protection::READWRITE,
-                MemoryCriticalLevel::ProcessCritical,
-            )
-            .unwrap();
+        let p = commit_nine_granules(&m).unwrap();
         assert_eq!(
             *cb.0.lock(),
             vec![MemoryAvailable::Low],
