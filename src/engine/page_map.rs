@@ -120,6 +120,22 @@ const STATE_BITS: u64 = 0x7777_7777_7777_7777;
 const RESET_BITS: u64 = 0x8888_8888_8888_8888;
 const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
 
+/// Words summed up by one entry of [`PageMap`]'s block summaries: 1,024
+/// pages (4 MiB). Tests use two words, so that small maps have several
+/// blocks and a partial last one.
+const BLOCK_WORDS: usize = if cfg!(test) { 2 } else { 64 };
+/// A block summary for a block whose words differ.
+const MIXED: u8 = 0xFF;
+const BYTE_ONES: u64 = 0x0101_0101_0101_0101;
+const BYTE_STATE_BITS: u64 = 0x0707_0707_0707_0707;
+
+/// The nibble every lane of `word` holds, if they all hold one.
+#[inline(always)]
+fn repeated_nibble(word: u64) -> Option<u8> {
+    let nibble = word & 0xF;
+    (word == nibble * NIBBLE_ONES).then_some(nibble as u8)
+}
+
 /// What a range of pages holds, found by [`PageMap::survey`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Survey {
@@ -183,6 +199,11 @@ fn access_code(code: u64) -> u64 {
 pub struct PageMap {
     /// One word per 16 pages; empty while the map is uniform.
     words: Box<[u64]>,
+    /// When the words are more than one block: for each block of
+    /// [`BLOCK_WORDS`] words, the nibble all its lanes hold, or [`MIXED`].
+    /// A query in a large reservation skips the blocks of its run whole
+    /// (a reservation of 256 GiB has 64 Ki of them and 4 Mi words).
+    blocks: Box<[u8]>,
     /// While uniform: the word every word would hold.
     fill: u64,
     pages: usize,
@@ -239,6 +260,7 @@ impl PageMap {
     pub fn new(pages: usize, initial: PageState) -> Self {
         Self {
             words: Box::default(),
+            blocks: Box::default(),
             fill: initial.code() * NIBBLE_ONES,
             pages,
         }
@@ -306,16 +328,62 @@ impl PageMap {
             if changed == self.fill {
                 return;
             }
-            self.words = vec![self.fill; self.pages.div_ceil(PAGES_PER_WORD)].into_boxed_slice();
+            let words = self.pages.div_ceil(PAGES_PER_WORD);
+            self.words = vec![self.fill; words].into_boxed_slice();
+            if words > BLOCK_WORDS {
+                let block = repeated_nibble(self.fill).unwrap_or(MIXED);
+                self.blocks = vec![block; words.div_ceil(BLOCK_WORDS)].into_boxed_slice();
+            }
         }
         if let Some((w, mask)) = one_word(&range) {
             // The common change (64 KiB is one word): no loop.
             self.words[w] = f(self.words[w], mask);
+            self.word_changed(w);
             return;
         }
         for (w, mask) in word_lanes(&range) {
             self.words[w] = f(self.words[w], mask);
         }
+        if !self.blocks.is_empty() {
+            let (first, last, _, _) = word_bounds(&range);
+            for b in first / BLOCK_WORDS..=last / BLOCK_WORDS {
+                self.blocks[b] = self.summary_of_block(b);
+            }
+        }
+    }
+
+    /// The summary of block `b`, from its words.
+    fn summary_of_block(&self, b: usize) -> u8 {
+        let start = b * BLOCK_WORDS;
+        let words = &self.words[start..(start + BLOCK_WORDS).min(self.words.len())];
+        match repeated_nibble(words[0]) {
+            Some(nibble) if words.iter().all(|&w| w == words[0]) => nibble,
+            _ => MIXED,
+        }
+    }
+
+    /// Keeps the summary of word `w`'s block true after a change of that
+    /// word alone: a uniform block whose word now differs is mixed; a
+    /// mixed one is looked at again only if the word is one nibble
+    /// repeated (then the block may have become uniform).
+    #[inline(always)]
+    fn word_changed(&mut self, w: usize) {
+        let b = w / BLOCK_WORDS;
+        let Some(&block) = self.blocks.get(b) else {
+            return;
+        };
+        let word = self.words[w];
+        let summary = if block != MIXED {
+            if u64::from(block) * NIBBLE_ONES == word {
+                return;
+            }
+            MIXED
+        } else if repeated_nibble(word).is_some() {
+            self.summary_of_block(b)
+        } else {
+            return;
+        };
+        self.blocks[b] = summary;
     }
 
     fn fold<T>(&self, range: Range<usize>, init: T, mut f: impl FnMut(T, u64, u64) -> T) -> T {
@@ -355,6 +423,7 @@ impl PageMap {
             };
             if marked != u64::MAX {
                 self.words = Box::default();
+                self.blocks = Box::default();
                 self.fill = pattern | marked;
                 return;
             }
@@ -490,6 +559,7 @@ impl PageMap {
     #[inline(always)]
     pub fn apply(&mut self, change: &WordChange) {
         self.words[change.word] = change.new;
+        self.word_changed(change.word);
     }
 
     /// Whether any page of `range` is marked reset.
@@ -509,12 +579,38 @@ impl PageMap {
         if self.words.is_empty() {
             return limit;
         }
-        let pattern = (self.nibble(page) & 7) * NIBBLE_ONES;
-        for (w, mask) in word_lanes(&(page..limit)) {
-            let diff = (self.words[w] ^ pattern) & STATE_BITS & mask;
+        let code = self.nibble(page) & 7;
+        let pattern = code * NIBBLE_ONES;
+        let (first, last, lo, hi) = word_bounds(&(page..limit));
+        let mut w = first;
+        while w <= last {
+            // Whole blocks before the last word whose pages all have the
+            // state (reset marks aside) are skipped at once.
+            if w % BLOCK_WORDS == 0 && !self.blocks.is_empty() {
+                // MIXED's low three bits are 7, which is no state's code,
+                // so `& 7 == code` also stops at a mixed block; eight
+                // summaries are compared at once.
+                let mut b = w / BLOCK_WORDS;
+                let end = last / BLOCK_WORDS;
+                while b + 8 <= end {
+                    let eight = u64::from_le_bytes(self.blocks[b..b + 8].try_into().unwrap());
+                    if eight & BYTE_STATE_BITS != code * BYTE_ONES {
+                        break;
+                    }
+                    b += 8;
+                }
+                while b < end && u64::from(self.blocks[b] & 7) == code {
+                    b += 1;
+                }
+                w = w.max(b * BLOCK_WORDS);
+            }
+            let from = if w == first { lo } else { 0 };
+            let to = if w == last { hi } else { PAGES_PER_WORD };
+            let diff = (self.words[w] ^ pattern) & STATE_BITS & lane_mask(from, to);
             if diff != 0 {
                 return w * PAGES_PER_WORD + diff.trailing_zeros() as usize / 4;
             }
+            w += 1;
         }
         limit
     }
@@ -624,9 +720,9 @@ mod tests {
     proptest! {
         #[test]
         fn matches_a_byte_per_page_model(
-            pages in 1usize..70,
+            pages in 1usize..300,
             initial in state_strategy(),
-            ops in proptest::collection::vec((0usize..70, 0usize..70, state_strategy(), 0u8..4, any::<bool>()), 1..30)
+            ops in proptest::collection::vec((0usize..300, 0usize..300, state_strategy(), 0u8..4, any::<bool>()), 1..30)
         ) {
             let mut map = PageMap::new(pages, initial);
             let mut model = vec![(initial, false); pages];
@@ -679,11 +775,25 @@ mod tests {
                         *m = (state, if state == PageState::Reserved { false } else { m.1 });
                     }
                 }
+                // Each block's summary is what its words say (whatever
+                // the change: one word, several, the whole map).
+                for b in 0..map.blocks.len() {
+                    prop_assert_eq!(map.blocks[b], map.summary_of_block(b), "block {}", b);
+                }
+                prop_assert_eq!(
+                    map.blocks.is_empty(),
+                    map.words.len() <= BLOCK_WORDS,
+                    "blocks exactly when the words are more than one block"
+                );
                 for (p, m) in model.iter().enumerate() {
                     prop_assert_eq!(map.state(p), m.0);
                     prop_assert_eq!(map.is_reset(p), m.1);
                     let end = (p..pages).find(|&q| model[q].0 != m.0).unwrap_or(pages);
                     prop_assert_eq!(map.run_end(p, pages), end);
+                }
+                for p in lo..hi {
+                    let end = (p..hi).find(|&q| model[q].0 != model[p].0).unwrap_or(hi);
+                    prop_assert_eq!(map.run_end(p, hi), end, "from {} to {}", p, hi);
                 }
                 let committed = model.iter().filter(|m| m.0 != PageState::Reserved).count();
                 prop_assert_eq!(map.committed_pages(0..pages), committed);

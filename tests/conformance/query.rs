@@ -465,3 +465,89 @@ fn tail_of_last_granule_is_free() {
     expect_q(&s, w + 0x3000, free_mbi(w + 0x3000, 2 * GR - 0x3000));
     expect_q(&s, w + 0x2fff, reserved(w + 0x2000, w, NA, PG));
 }
+
+/// spec §4: RegionSize is the run of pages, from the queried page, with the
+/// state and protection of that page, up to the reservation's end, however
+/// far that is. A 1 GiB reservation changed at, across and between 4 MiB
+/// boundaries (whole 4 MiB stretches committed, reprotected, reset and
+/// decommitted again) is queried around every change and compared with a
+/// page-by-page model.
+#[test]
+fn regions_across_a_large_reservation() {
+    const MIB: usize = 1 << 20;
+    let size = 1 << 30;
+    let mut s = space();
+    let base = reserve(&mut s, size, NA);
+    // One entry per page: None reserved, Some(p) committed with p.
+    let mut model: Vec<Option<P>> = vec![None; size / PG];
+    let mut edges = vec![0, size - PG];
+    let set = |model: &mut [Option<P>], at: usize, len: usize, p: Option<P>| {
+        model[at / PG..(at + len) / PG].fill(p);
+    };
+    let ro = P::READONLY;
+    // (offset, length, what): 0 commit RW, 1 protect RO, 2 decommit, 3 reset.
+    let changes: &[(usize, usize, u8)] = &[
+        (4 * MIB - PG, 2 * PG, 0),       // across the first boundary
+        (8 * MIB, 4 * MIB, 0),           // exactly one 4 MiB stretch
+        (8 * MIB, 4 * MIB, 1),           // and reprotected whole
+        (12 * MIB, 8 * MIB, 0),          // two stretches after it, RW
+        (16 * MIB, 4 * MIB, 3),          // the second reset (state unchanged)
+        (13 * MIB, PG, 1),               // one page inside the first
+        (13 * MIB, PG, 0),               // and back: the stretch is whole again
+        (100 * MIB, 64 * MIB, 0),        // many stretches
+        (132 * MIB, 4 * MIB, 2),         // a hole of one stretch in them
+        (300 * MIB + 3 * PG, 5 * PG, 0), // a few pages far away
+        (512 * MIB, 512 * MIB, 0),       // the whole second half
+        (512 * MIB, 256 * MIB, 2),       // a quarter decommitted again
+        (1020 * MIB, 4 * MIB, 1),        // the last stretch
+    ];
+    for &(at, len, what) in changes {
+        let addr = base + at;
+        match what {
+            0 => {
+                commit(&mut s, addr, len, RW, addr);
+                set(&mut model, at, len, Some(RW));
+            }
+            1 => {
+                let old = model[at / PG].expect("protect only committed pages");
+                protect(&mut s, addr, len, ro, old);
+                set(&mut model, at, len, Some(ro));
+            }
+            2 => {
+                decommit(&mut s, addr, len);
+                set(&mut model, at, len, None);
+            }
+            _ => assert_eq!(s.virtual_alloc(addr, len, A::RESET, NA), Ok(addr)),
+        }
+        for edge in [at, at + len] {
+            edges.extend([edge.saturating_sub(PG), edge, edge + PG]);
+        }
+    }
+    // Every 4 MiB boundary, its neighbours, and every 1 MiB.
+    for b in (0..size).step_by(MIB) {
+        edges.extend([b.saturating_sub(PG), b, b + PG]);
+    }
+    edges.retain(|&e| e < size);
+    edges.sort_unstable();
+    edges.dedup();
+    // The end of each page's run, from the back.
+    let pages = model.len();
+    let mut run_end = vec![pages; pages];
+    for p in (0..pages - 1).rev() {
+        run_end[p] = if model[p] == model[p + 1] {
+            run_end[p + 1]
+        } else {
+            p + 1
+        };
+    }
+    for at in edges {
+        let page = at / PG;
+        let addr = base + at;
+        let len = (run_end[page] - page) * PG;
+        let want = match model[page] {
+            None => reserved(addr, base, NA, len),
+            Some(p) => committed(addr, base, NA, len, p),
+        };
+        assert_eq!(q(&s, addr + 123), want, "query at offset {at:#x}");
+    }
+}
