@@ -237,19 +237,6 @@ fn one_word(range: &Range<usize>) -> Option<(usize, u64)> {
     (first == last).then(|| (first, lane_mask(lo, hi)))
 }
 
-/// The words that `range` (not empty) meets, each with the nibble lanes
-/// of it that fall inside: the first and last words in part, those
-/// between whole.
-#[inline]
-fn word_lanes(range: &Range<usize>) -> impl Iterator<Item = (usize, u64)> {
-    let (first, last, lo, hi) = word_bounds(range);
-    (first..=last).map(move |w| {
-        let from = if w == first { lo } else { 0 };
-        let to = if w == last { hi } else { PAGES_PER_WORD };
-        (w, lane_mask(from, to))
-    })
-}
-
 /// Bit 3 of each lane whose state is committed (state bits non-zero).
 fn committed_lanes(word: u64) -> u64 {
     ((word & STATE_BITS) + STATE_BITS) & RESET_BITS
@@ -341,15 +328,42 @@ impl PageMap {
             self.word_changed(w);
             return;
         }
-        for (w, mask) in word_lanes(&range) {
-            self.words[w] = f(self.words[w], mask);
-        }
-        if !self.blocks.is_empty() {
-            let (first, last, _, _) = word_bounds(&range);
-            for b in first / BLOCK_WORDS..=last / BLOCK_WORDS {
-                self.blocks[b] = self.summary_of_block(b);
+        let (first, last, lo, hi) = word_bounds(&range);
+        let mut w = first;
+        while w <= last {
+            if let Some(b) = self.whole_block_at(w, first, last) {
+                // A block whose pages are alike changes alike (`f` treats
+                // each lane on its own): one word and one summary.
+                let word = u64::from(self.blocks[b]) * NIBBLE_ONES;
+                let new = f(word, u64::MAX);
+                if new != word {
+                    self.words[w..w + BLOCK_WORDS].fill(new);
+                    self.blocks[b] = (new & 0xF) as u8;
+                }
+                w += BLOCK_WORDS;
+                continue;
             }
+            let from = if w == first { lo } else { 0 };
+            let to = if w == last { hi } else { PAGES_PER_WORD };
+            self.words[w] = f(self.words[w], lane_mask(from, to));
+            if !self.blocks.is_empty() && (w == last || (w + 1).is_multiple_of(BLOCK_WORDS)) {
+                self.blocks[w / BLOCK_WORDS] = self.summary_of_block(w / BLOCK_WORDS);
+            }
+            w += 1;
         }
+    }
+
+    /// If word `w` starts a block whose pages are alike and that lies
+    /// wholly between words `first` and `last` (exclusive, so that every
+    /// lane of it is in the range): the block.
+    #[inline(always)]
+    fn whole_block_at(&self, w: usize, first: usize, last: usize) -> Option<usize> {
+        let b = w / BLOCK_WORDS;
+        (w.is_multiple_of(BLOCK_WORDS)
+            && w > first
+            && w + BLOCK_WORDS <= last
+            && self.blocks.get(b).is_some_and(|&s| s != MIXED))
+        .then_some(b)
     }
 
     /// The summary of block `b`, from its words.
@@ -386,15 +400,46 @@ impl PageMap {
         self.blocks[b] = summary;
     }
 
-    fn fold<T>(&self, range: Range<usize>, init: T, mut f: impl FnMut(T, u64, u64) -> T) -> T {
+    /// Folds `f(acc, word, lanes, repeat)` over the words of `range`:
+    /// `repeat` words alike, each with those lanes (more than one for a
+    /// block whose pages are alike, read from its summary alone).
+    fn fold<T>(
+        &self,
+        range: Range<usize>,
+        init: T,
+        mut f: impl FnMut(T, u64, u64, usize) -> T,
+    ) -> T {
         debug_assert!(range.end <= self.pages);
         if range.is_empty() {
             return init;
         }
         if let Some((w, mask)) = one_word(&range) {
-            return f(init, self.word(w), mask);
+            return f(init, self.word(w), mask, 1);
         }
-        word_lanes(&range).fold(init, |acc, (w, mask)| f(acc, self.word(w), mask))
+        let (first, last, lo, hi) = word_bounds(&range);
+        let mut acc = init;
+        let mut w = first;
+        while w <= last {
+            if let Some(b) = self.whole_block_at(w, first, last) {
+                // This block and the whole ones after it with the same
+                // summary, at once.
+                let whole = (last - w) / BLOCK_WORDS;
+                let summary = self.blocks[b];
+                let alike = self.blocks[b..b + whole]
+                    .iter()
+                    .take_while(|&&s| s == summary)
+                    .count();
+                let word = u64::from(summary) * NIBBLE_ONES;
+                acc = f(acc, word, u64::MAX, alike * BLOCK_WORDS);
+                w += alike * BLOCK_WORDS;
+                continue;
+            }
+            let from = if w == first { lo } else { 0 };
+            let to = if w == last { hi } else { PAGES_PER_WORD };
+            acc = f(acc, self.words[w], lane_mask(from, to), 1);
+            w += 1;
+        }
+        acc
     }
 
     /// Sets the state of the pages in `range`. Pages made committed keep
@@ -453,8 +498,8 @@ impl PageMap {
                 0
             };
         }
-        self.fold(range, 0, |n, word, mask| {
-            n + (committed_lanes(word) & mask).count_ones() as usize
+        self.fold(range, 0, |n, word, mask, repeat| {
+            n + (committed_lanes(word) & mask).count_ones() as usize * repeat
         })
     }
 
@@ -475,8 +520,9 @@ impl PageMap {
         self.fold(
             range,
             Survey::default(),
-            |Survey { committed, differs }, word, mask| Survey {
-                committed: committed + (committed_lanes(word) & mask).count_ones() as usize,
+            |Survey { committed, differs }, word, mask, repeat| Survey {
+                committed: committed
+                    + (committed_lanes(word) & mask).count_ones() as usize * repeat,
                 differs: differs || (word ^ pattern) & STATE_BITS & mask != 0,
             },
         )
@@ -567,7 +613,7 @@ impl PageMap {
         if self.words.is_empty() {
             return !range.is_empty() && self.fill & RESET_BITS != 0;
         }
-        self.fold(range, false, |any, word, mask| {
+        self.fold(range, false, |any, word, mask, _| {
             any || word & RESET_BITS & mask != 0
         })
     }
@@ -586,7 +632,7 @@ impl PageMap {
         while w <= last {
             // Whole blocks before the last word whose pages all have the
             // state (reset marks aside) are skipped at once.
-            if w % BLOCK_WORDS == 0 && !self.blocks.is_empty() {
+            if w.is_multiple_of(BLOCK_WORDS) && !self.blocks.is_empty() {
                 // MIXED's low three bits are 7, which is no state's code,
                 // so `& 7 == code` also stops at a mixed block; eight
                 // summaries are compared at once.

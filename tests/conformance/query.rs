@@ -471,7 +471,7 @@ fn tail_of_last_granule_is_free() {
 /// far that is. A 1 GiB reservation changed at, across and between 4 MiB
 /// boundaries (whole 4 MiB stretches committed, reprotected, reset and
 /// decommitted again) is queried around every change and compared with a
-/// page-by-page model.
+/// page-by-page model, as is the count of committed bytes.
 #[test]
 fn regions_across_a_large_reservation() {
     const MIB: usize = 1 << 20;
@@ -519,6 +519,12 @@ fn regions_across_a_large_reservation() {
             }
             _ => assert_eq!(s.virtual_alloc(addr, len, A::RESET, NA), Ok(addr)),
         }
+        let committed = model.iter().filter(|p| p.is_some()).count() * PG;
+        assert_eq!(
+            s.totals().committed_bytes,
+            committed,
+            "after {at:#x}+{len:#x}"
+        );
         for edge in [at, at + len] {
             edges.extend([edge.saturating_sub(PG), edge, edge + PG]);
         }
@@ -550,4 +556,6 @@ fn regions_across_a_large_reservation() {
         };
         assert_eq!(q(&s, addr + 123), want, "query at offset {at:#x}");
     }
+    release(&mut s, base);
+    assert_eq!(s.totals().committed_bytes, 0);
 }
