@@ -237,6 +237,16 @@ fn one_word(range: &Range<usize>) -> Option<(usize, u64)> {
     (first == last).then(|| (first, lane_mask(lo, hi)))
 }
 
+/// The lanes of word `w` inside a range whose bounds are
+/// `(first, last, lo, hi)` ([`word_bounds`]): the first and last words in
+/// part, those between whole.
+#[inline(always)]
+fn lanes_of(w: usize, first: usize, last: usize, lo: usize, hi: usize) -> u64 {
+    let from = if w == first { lo } else { 0 };
+    let to = if w == last { hi } else { PAGES_PER_WORD };
+    lane_mask(from, to)
+}
+
 /// Bit 3 of each lane whose state is committed (state bits non-zero).
 fn committed_lanes(word: u64) -> u64 {
     ((word & STATE_BITS) + STATE_BITS) & RESET_BITS
@@ -343,9 +353,7 @@ impl PageMap {
                 w += BLOCK_WORDS;
                 continue;
             }
-            let from = if w == first { lo } else { 0 };
-            let to = if w == last { hi } else { PAGES_PER_WORD };
-            self.words[w] = f(self.words[w], lane_mask(from, to));
+            self.words[w] = f(self.words[w], lanes_of(w, first, last, lo, hi));
             if !self.blocks.is_empty() && (w == last || (w + 1).is_multiple_of(BLOCK_WORDS)) {
                 self.blocks[w / BLOCK_WORDS] = self.summary_of_block(w / BLOCK_WORDS);
             }
@@ -434,9 +442,7 @@ impl PageMap {
                 w += alike * BLOCK_WORDS;
                 continue;
             }
-            let from = if w == first { lo } else { 0 };
-            let to = if w == last { hi } else { PAGES_PER_WORD };
-            acc = f(acc, self.words[w], lane_mask(from, to), 1);
+            acc = f(acc, self.words[w], lanes_of(w, first, last, lo, hi), 1);
             w += 1;
         }
         acc
@@ -650,9 +656,7 @@ impl PageMap {
                 }
                 w = w.max(b * BLOCK_WORDS);
             }
-            let from = if w == first { lo } else { 0 };
-            let to = if w == last { hi } else { PAGES_PER_WORD };
-            let diff = (self.words[w] ^ pattern) & STATE_BITS & lane_mask(from, to);
+            let diff = (self.words[w] ^ pattern) & STATE_BITS & lanes_of(w, first, last, lo, hi);
             if diff != 0 {
                 return w * PAGES_PER_WORD + diff.trailing_zeros() as usize / 4;
             }
