@@ -67,14 +67,25 @@ const FANOUT: [usize; 3] = [
 ];
 const BOTTOM: usize = SHIFT.len() - 1;
 const _: () = assert!(1 << SHIFT[BOTTOM] == ALLOCATION_GRANULARITY);
+const _: () = assert!(
+    BOTTOM == 2,
+    "the walks down are written out for three levels"
+);
 
 /// An entry. Its low 32 bits: 0 is empty, `TABLE | t` points to table
 /// `t`, and anything else is `slot + 1` of the one reservation that meets
 /// the entry's span. Its high 32 bits, in a granule entry, may hold the
-/// reservation's [`Summary`].
+/// reservation's [`Summary`]; in a table's, where the table lies: its
+/// chunk (the top [`CHUNK_BITS`] bits) and its place in the chunk (the
+/// rest), so that a walk down finds it with no arithmetic on `t`.
 type Entry = u64;
 const EMPTY: Entry = 0;
 const TABLE: u32 = 1 << 31;
+
+/// Bits of a table entry's high half that hold the table's chunk.
+const CHUNK_BITS: u32 = 5;
+/// Bits of a table entry's high half that hold its place in the chunk.
+const PLACE_BITS: u32 = 32 - CHUNK_BITS;
 
 enum Kind {
     Empty,
@@ -97,8 +108,11 @@ fn owner(slot: u32, summary: u32) -> Entry {
     (u64::from(summary) << 32) | u64::from(slot + 1)
 }
 
-fn table_entry(t: u32) -> Entry {
-    u64::from(TABLE | t)
+/// The entry pointing to table `t` of `level`.
+fn table_entry(level: usize, t: u32) -> Entry {
+    let (k, place) = chunk_of(t as usize, FIRST[level]);
+    debug_assert!(k < 1 << CHUNK_BITS && place < 1 << PLACE_BITS);
+    ((k as u64) << (32 + PLACE_BITS)) | ((place as u64) << 32) | u64::from(TABLE | t)
 }
 
 /// A reservation seen from one of its granules, in 32 bits (0 only in
@@ -225,8 +239,25 @@ impl Summary {
 const FIRST: [usize; 3] = [1, 1, 64];
 const _: () =
     assert!(FIRST[0].is_power_of_two() && FIRST[1].is_power_of_two() && FIRST[2].is_power_of_two());
-/// Chunks a level may have: enough for 2^31 tables at any level.
-const CHUNKS: usize = 32;
+/// Chunks a level may have (all a table entry can name).
+const CHUNKS: usize = 1 << CHUNK_BITS;
+
+/// Tables a level may have: as many as the chunks whose every table's
+/// place fits in a table entry hold (over 2^27 at every level; 2^27
+/// granule tables take 32 GiB).
+const fn max_tables(first: usize) -> usize {
+    let mut k = 0;
+    while k + 1 < CHUNKS && first << (k + 1) <= 1 << PLACE_BITS {
+        k += 1;
+    }
+    first * ((2 << k) - 1)
+}
+const _: () = assert!(
+    max_tables(FIRST[0]) <= TABLE as usize
+        && max_tables(FIRST[1]) <= TABLE as usize
+        && max_tables(FIRST[2]) <= TABLE as usize,
+    "a table's number fits beside the TABLE bit"
+);
 
 /// The chunk holding table `t` of a level whose first chunk holds `first`
 /// tables (a power of two), and the table's place in it.
@@ -329,16 +360,32 @@ impl Tables {
     /// under way).
     #[inline(always)]
     fn entry_at(&self, addr: usize) -> Option<Entry> {
-        let mut e = self.slot(0, 0, addr >> SHIFT[0])?.load(Ordering::Acquire);
-        for level in 1..SHIFT.len() {
-            if (e as u32) & TABLE == 0 {
-                break;
+        // Level by level, not in a loop: each level's shift and fanout
+        // are then constants.
+        let top = self.chunks[0][0].get()?;
+        let mut e = top.get(addr >> SHIFT[0])?.load(Ordering::Acquire);
+        if (e as u32) & TABLE != 0 {
+            let i = (addr >> SHIFT[1]) & (FANOUT[1] - 1);
+            e = self.below(1, e, i)?.load(Ordering::Acquire);
+            if (e as u32) & TABLE != 0 {
+                let i = (addr >> SHIFT[2]) & (FANOUT[2] - 1);
+                e = self.below(2, e, i)?.load(Ordering::Acquire);
             }
-            let table = ((e as u32) & !TABLE) as usize;
-            let i = (addr >> SHIFT[level]) & (FANOUT[level] - 1);
-            e = self.slot(level, table, i)?.load(Ordering::Acquire);
         }
         Some(e)
+    }
+
+    /// Entry `i` of the table at `level` that the table entry `e` points
+    /// to, found from where `e` says the table lies (no arithmetic on
+    /// its number); `None` if that chunk is not allocated.
+    #[inline(always)]
+    fn below(&self, level: usize, e: Entry, i: usize) -> Option<&AtomicU64> {
+        let k = (e >> (32 + PLACE_BITS)) as usize;
+        let place = ((e >> 32) as usize) & ((1 << PLACE_BITS) - 1);
+        self.chunks[level]
+            .get(k)?
+            .get()?
+            .get(place * FANOUT[level] + i)
     }
 
     /// The sequence number a read starts from, or `None` while a change
@@ -853,8 +900,8 @@ impl ReservationIndex {
         }
         let t = u32::try_from(self.live[level].len())
             .ok()
-            .filter(|&t| t < TABLE)
-            .expect("fewer than 2^31 tables");
+            .filter(|&t| (t as usize) < max_tables(FIRST[level]))
+            .expect("fewer tables at a level than a table entry can place");
         self.tables.ensure(level, t);
         self.live[level].push(0);
         t
@@ -941,7 +988,7 @@ impl ReservationIndex {
                     let theirs = Self::granules(self.reservation(other));
                     let theirs = theirs.start.max(span.start)..theirs.end.min(span.end);
                     self.insert_in(child, level + 1, span.start, theirs, other);
-                    self.set(level, table, i, table_entry(child));
+                    self.set(level, table, i, table_entry(level + 1, child));
                     self.insert_in(child, level + 1, span.start, sub, slot);
                 }
                 Kind::Table(child) => self.insert_in(child, level + 1, span.start, sub, slot),
@@ -1323,8 +1370,17 @@ mod tests {
                 };
             }
         }
-        let (k, _) = chunk_of(TABLE as usize - 1, 1);
-        assert!(k < CHUNKS, "2^31 tables fit");
+        for (level, &first) in FIRST.iter().enumerate() {
+            let last = max_tables(first) - 1;
+            let (k, place) = chunk_of(last, first);
+            assert!(k < CHUNKS && place < 1 << PLACE_BITS, "level {level}");
+            assert!(last >= 1 << 27, "level {level}: {last}");
+            // The entry names the table's chunk and place, and its number.
+            let e = table_entry(level, last as u32);
+            assert_eq!(e >> (32 + PLACE_BITS), k as u64);
+            assert_eq!((e >> 32) as usize & ((1 << PLACE_BITS) - 1), place);
+            assert!(matches!(kind(e), Kind::Table(t) if t as usize == last));
+        }
     }
 
     #[test]
