@@ -268,7 +268,7 @@ fn fig8_malloc(c: &mut Criterion) {
 /// in 8 MiB chunks, or 64 KiB steps each written at once) and from a
 /// plain mapping, with and without `MADV_HUGEPAGE`.
 fn fig10_numeric_kernel(c: &mut Criterion) {
-    use hostmem::unstable::bench::kernel::{Arena, Making, gather};
+    use hostmem::unstable::bench::kernel::{Arena, Making, SEED, gather};
     let mut g = c.benchmark_group("fig10_gather_64m");
     for huge in [false, true] {
         for (name, making) in [
@@ -278,8 +278,9 @@ fn fig10_numeric_kernel(c: &mut Criterion) {
         ] {
             let arena = Arena::new(making, huge);
             let id = BenchmarkId::new(name, if huge { "hugepage" } else { "system" });
+            let mut seed = SEED;
             g.bench_function(id, |b| {
-                b.iter(|| black_box(gather(black_box(arena.words()))))
+                b.iter(|| black_box(gather(black_box(arena.words()), &mut seed)))
             });
         }
     }

@@ -180,10 +180,18 @@ impl Drop for Arena {
     }
 }
 
-/// The kernel: [`GATHERS`] loads from pseudo-random words, summed.
-pub fn gather(words: &[u64]) -> u64 {
+/// Where a run of [`gather`]s starts its pseudo-random sequence.
+pub const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The kernel: [`GATHERS`] loads from pseudo-random words, summed. The
+/// sequence goes on from `seed` and leaves it where it stopped, so that
+/// calls in turn read new words: a kernel that read the same 2^18 words
+/// at every call (about 16 MiB of lines) would find part of them still in
+/// the cache from its previous call, as much or as little as the other
+/// side's call in between left there.
+pub fn gather(words: &[u64], seed: &mut u64) -> u64 {
     let mask = words.len() - 1;
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x = *seed;
     let mut sum = 0u64;
     for _ in 0..GATHERS {
         x = x
@@ -191,6 +199,7 @@ pub fn gather(words: &[u64]) -> u64 {
             .wrapping_add(1_442_695_040_888_963_407);
         sum = sum.wrapping_add(words[(x >> 33) as usize & mask]);
     }
+    *seed = x;
     sum
 }
 
@@ -206,28 +215,59 @@ fn thp_mode() -> Option<String> {
 /// One row: the kernel over an arena made as `making` vs over a plain
 /// mapping, both advised for huge pages if `huge`; and the huge-page
 /// backing of each, for the notes.
+///
+/// Two pairs of arenas, each measured for half the trials: one with
+/// hostmem's made first, one with the plain mapping made first. Of two
+/// plain mappings made one after the other, the kernel ran 1–2 % slower
+/// over the first in most runs (the pages the kernel hands out first),
+/// which one pair made in a fixed order would count for or against
+/// hostmem.
 fn row(trials: usize, making: Making, huge: bool) -> ([Vec<f64>; 2], [Option<u64>; 2]) {
-    let host = Arena::new(making, huge);
-    let raw = Arena::new(Making::Raw, huge);
-    let backing = [host.huge_kib(), raw.huge_kib()];
-    let mut h = || {
-        black_box(gather(black_box(host.words())));
-    };
-    let mut r = || {
-        black_box(gather(black_box(raw.words())));
-    };
-    let mut samples = interleaved(trials, &mut [Side::new(1, &mut h), Side::new(1, &mut r)]);
-    let raw_samples = samples.pop().expect("two sides");
-    let host_samples = samples.pop().expect("two sides");
-    ([host_samples, raw_samples], backing)
+    let mut samples = [Vec::new(), Vec::new()];
+    let mut backing = [None, None];
+    for host_first in [true, false] {
+        let (host, raw) = if host_first {
+            let host = Arena::new(making, huge);
+            (host, Arena::new(Making::Raw, huge))
+        } else {
+            let raw = Arena::new(Making::Raw, huge);
+            (Arena::new(making, huge), raw)
+        };
+        if host_first {
+            backing = [host.huge_kib(), raw.huge_kib()];
+        }
+        let (mut hs, mut rs) = (SEED, SEED);
+        let mut h = || {
+            black_box(gather(black_box(host.words()), &mut hs));
+        };
+        let mut r = || {
+            black_box(gather(black_box(raw.words()), &mut rs));
+        };
+        let mut pair = interleaved(
+            trials.div_ceil(2),
+            &mut [Side::new(1, &mut h), Side::new(1, &mut r)],
+        );
+        samples[1].append(&mut pair.pop().expect("two sides"));
+        samples[0].append(&mut pair.pop().expect("two sides"));
+    }
+    (samples, backing)
 }
 
 fn kib(v: Option<u64>) -> String {
     v.map_or_else(|| "unknown".to_string(), |k| format!("{k} kB"))
 }
 
+/// Trials of figure 10 for each trial of the others. One unit's time
+/// varies by a tenth from trial to trial on either side (whatever else
+/// uses the machine's memory), so that the median of 32 paired ratios of
+/// two plain mappings (the control row) read 0.97–1.03 in six runs, and
+/// of 124, 0.98–1.01 in five: a unit takes about 2 ms, and 124 pairs of
+/// them half a second a row.
+const TRIAL_FACTOR: usize = 4;
+
 /// Figure 10: the kernel over hostmem's memory vs over a plain mapping.
 pub fn fig10(trials: usize) -> Figure {
+    let trials = trials * TRIAL_FACTOR;
     let mode = thp_mode();
     let huge_possible = mode.as_deref().is_some_and(|m| m != "never");
     let mut rows = Vec::new();
@@ -235,7 +275,7 @@ pub fn fig10(trials: usize) -> Figure {
         "a unit: {GATHERS} loads of random words of a 64 MiB arena; transparent huge pages: {}",
         mode.as_deref().unwrap_or("unknown")
     )];
-    let cases: [(Making, bool, &str, Option<Target>); 3] = [
+    let cases: [(Making, bool, &str, Option<Target>); 4] = [
         (
             Making::HostChunks,
             false,
@@ -252,6 +292,12 @@ pub fn fig10(trials: usize) -> Figure {
             Making::HostSteps,
             true,
             "commit and first write 64 KiB at a time, both MADV_HUGEPAGE",
+            None,
+        ),
+        (
+            Making::Raw,
+            false,
+            "control: two plain mmaps, THP as the system has it",
             None,
         ),
     ];
@@ -275,6 +321,12 @@ pub fn fig10(trials: usize) -> Figure {
             kib(rk)
         ));
     }
+    notes.push(
+        "the control row runs the kernel over two plain mmaps made alike: how far two \
+         arenas differ by the pages they were given and the run's noise, with nothing of \
+         hostmem's"
+            .into(),
+    );
     notes.push(
         "pages first written while their commit is narrower than 2 MiB fault in as small \
          pages (the kernel can map a huge page only where one mapping spans the whole \
@@ -317,13 +369,40 @@ mod tests {
     }
 
     #[test]
+    fn a_row_measures_two_pairs_made_in_both_orders() {
+        // Half the trials (rounded up) on each pair: three trials, two a
+        // pair, four samples a side.
+        let ([host, raw], backing) = row(3, Making::HostChunks, false);
+        assert_eq!((host.len(), raw.len()), (4, 4));
+        assert!(host.iter().chain(&raw).all(|&ns| ns > 0.0));
+        assert!(backing.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn the_figure_ends_with_a_control_of_two_plain_mappings() {
+        let figure = fig10(1);
+        let control = figure.rows.last().expect("rows");
+        assert!(control.label.starts_with("control"), "{}", control.label);
+        assert!(control.target.is_none(), "information, not a target");
+        assert!(control.ratio.is_some_and(|r| r > 0.0));
+        assert!(figure.rows[0].target.is_some());
+    }
+
+    #[test]
     fn the_kernel_reads_the_words_it_is_given() {
         let arena = Arena::new(Making::Raw, false);
         assert!(arena.huge_kib().is_some());
         let zeros = vec![0u64; 1 << 10];
         let ones = vec![1u64; 1 << 10];
-        assert_eq!(gather(&zeros), 0);
-        assert_eq!(gather(&ones), GATHERS as u64);
-        assert_eq!(gather(arena.words()), gather(arena.words()));
+        let mut seed = SEED;
+        assert_eq!(gather(&zeros, &mut seed), 0);
+        assert_eq!(gather(&ones, &mut seed), GATHERS as u64);
+        // Calls in turn go on with the sequence; from the same seed they
+        // read the same words.
+        let (mut a, mut b) = (SEED, SEED);
+        let first = gather(arena.words(), &mut a);
+        assert_eq!(first, gather(arena.words(), &mut b));
+        assert_ne!(a, SEED);
+        assert_ne!(gather(arena.words(), &mut a), first);
     }
 }

@@ -15,7 +15,8 @@
 //! 9. figure 3's work on 8 threads, each in its own reservation, vs 8
 //!    threads of the raw sequence;
 //! 10. a numeric kernel (random gathers over 64 MiB) over memory committed
-//!     through hostmem — vs the same kernel over a plain `mmap`;
+//!     through hostmem — vs the same kernel over a plain `mmap`, with a
+//!     control row of two plain mappings (the noise floor);
 //! 11. a collector's round: write 1 % of a 256 MiB `MEM_WRITE_WATCH` heap,
 //!     `GetWriteWatch` with reset — vs soft-dirty bits (`/proc/self/pagemap`
 //!     and `clear_refs`);
