@@ -184,6 +184,35 @@ fn measure_engine(plan: &Plan, number: u8) -> [Vec<f64>; 2] {
     }
 }
 
+/// The reference of syscall figure `number` against itself: the run's
+/// noise floor for the ratios of that figure.
+fn measure_control(plan: &Plan, number: u8) -> [Vec<f64>; 2] {
+    match number {
+        1 => pair(
+            plan,
+            plan.syscall_batch,
+            &mut ops::raw_alloc_touch_free,
+            &mut ops::raw_alloc_touch_free,
+        ),
+        2 => pair(
+            plan,
+            plan.reserve_batch,
+            &mut ops::raw_reserve_release,
+            &mut ops::raw_reserve_release,
+        ),
+        _ => {
+            let mut first = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+            let mut second = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+            pair(
+                plan,
+                plan.syscall_batch,
+                &mut || ops::raw_commit_touch_decommit(&mut first),
+                &mut || ops::raw_commit_touch_decommit(&mut second),
+            )
+        }
+    }
+}
+
 /// Figure 3's samples: hostmem's, in a reservation made for them on
 /// `host` through the Rust API (`None`: through the C API, on the
 /// process's default manager, and released afterwards), against
@@ -220,7 +249,8 @@ fn commit_samples(
 
 /// Figure `number` (1–3) from its conditions: a row for each (information),
 /// the bare engine's, for figure 3 the C API's against the calls made
-/// through libc, and the worst condition's, which carries the target.
+/// through libc, a control (the reference against itself), and the worst
+/// condition's, which carries the target.
 pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure {
     let (title, reference, target, note) = match number {
         1 => (
@@ -298,9 +328,16 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
             None,
         ));
     }
+    let [first, second] = measure_control(plan, number);
+    rows.push(Row::paired(
+        "control: the reference against itself",
+        &first,
+        &second,
+        None,
+    ));
     let mut notes = vec![note.to_string()];
     if number == 3 {
-        notes.push("the reference makes its three system calls inline in one function, while each API call returns after its system call, as libc's wrappers do; the first return after a system call can cost far more than others (about 120 cycles on the machine docs/performance.md describes): the last row compares the C API with the calls made through libc".into());
+        notes.push("the reference makes its three system calls inline in one function, while each API call returns after its system call, as libc's wrappers do; the first return after a system call can cost far more than others (about 120 cycles on the machine docs/performance.md describes): the row \"C API, reference through libc\" compares the C API with the calls made through libc".into());
     }
     if number == 2 {
         notes.push(format!(
@@ -309,6 +346,7 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
         ));
     }
     notes.push("churn: 2,000 reservations of 64 KiB made, touched and released in random order (64 live at a time); the C API runs on the process's default manager, churned once between its fresh and churned runs".into());
+    notes.push("control: the reference's work timed against itself in the same loop (for figure 3, each side in a mapping of its own), with nothing of hostmem's: how far the run's noise alone moves a ratio".into());
     Figure {
         number,
         title: title.into(),

@@ -270,5 +270,20 @@ mod tests {
         assert!(libc.reference.is_some_and(|ns| ns > 0.0));
         assert!(libc.target.is_none(), "information, not the target");
         assert!(rows[0].target.is_some(), "the worst condition carries it");
+        let control = rows
+            .iter()
+            .find(|row| row.label.starts_with("control"))
+            .expect("the control row");
+        assert!(control.ratio.is_some_and(|r| r > 0.0));
+        assert!(control.target.is_none(), "information, not a target");
+        // Only the conditions compete for the worst: not the control,
+        // whose two sides are both the reference.
+        let conditions = rows
+            .iter()
+            .filter(|row| row.label.starts_with("Rust API") || row.label.starts_with("C API, "))
+            .filter(|row| !row.label.contains("libc"))
+            .filter_map(|row| row.ratio)
+            .fold(f64::MIN, f64::max);
+        assert_eq!(rows[0].ratio, Some(conditions));
     }
 }
