@@ -115,6 +115,14 @@ fn table_entry(level: usize, t: u32) -> Entry {
     ((k as u64) << (32 + PLACE_BITS)) | ((place as u64) << 32) | u64::from(TABLE | t)
 }
 
+/// Where the table a table entry points to lies: its chunk and its place
+/// in the chunk (what [`table_entry`] stored).
+#[inline(always)]
+fn table_place(e: Entry) -> (usize, usize) {
+    let k = (e >> (32 + PLACE_BITS)) as usize;
+    (k, ((e >> 32) as usize) & ((1 << PLACE_BITS) - 1))
+}
+
 /// A reservation seen from one of its granules, in 32 bits (0 only in
 /// entries that are not a granule's).
 ///
@@ -380,8 +388,7 @@ impl Tables {
     /// its number); `None` if that chunk is not allocated.
     #[inline(always)]
     fn below(&self, level: usize, e: Entry, i: usize) -> Option<&AtomicU64> {
-        let k = (e >> (32 + PLACE_BITS)) as usize;
-        let place = ((e >> 32) as usize) & ((1 << PLACE_BITS) - 1);
+        let (k, place) = table_place(e);
         self.chunks[level]
             .get(k)?
             .get()?
@@ -1377,8 +1384,7 @@ mod tests {
             assert!(last >= 1 << 27, "level {level}: {last}");
             // The entry names the table's chunk and place, and its number.
             let e = table_entry(level, last as u32);
-            assert_eq!(e >> (32 + PLACE_BITS), k as u64);
-            assert_eq!((e >> 32) as usize & ((1 << PLACE_BITS) - 1), place);
+            assert_eq!(table_place(e), (k, place));
             assert!(matches!(kind(e), Kind::Table(t) if t as usize == last));
         }
     }
