@@ -43,8 +43,8 @@
 //! writer), so a stale table number still leads to memory of the index,
 //! and a sequence number, odd while the writer changes any entry, tells a
 //! reader whether what it read between two readings is as of one moment.
-//! A reader answers only from one entry (a summary, or an empty span), and
-//! never touches a reservation.
+//! A reader answers only from one entry (a summary, an extent, or an
+//! empty span), and never touches a reservation.
 
 use super::page_map::PageProtection;
 use super::range::{USER_ADDRESS_END, page_floor};
@@ -75,7 +75,8 @@ const _: () = assert!(
 /// An entry. Its low 32 bits: 0 is empty, `TABLE | t` points to table
 /// `t`, and anything else is `slot + 1` of the one reservation that meets
 /// the entry's span. Its high 32 bits, in a granule entry, may hold the
-/// reservation's [`Summary`]; in a table's, where the table lies: its
+/// reservation's [`Summary`]; in an owner entry above the granules, its
+/// [`Extent`] or 0; in a table's, where the table lies: its
 /// chunk (the top [`CHUNK_BITS`] bits) and its place in the chunk (the
 /// rest), so that a walk down finds it with no arithmetic on `t`.
 type Entry = u64;
@@ -121,6 +122,51 @@ fn table_entry(level: usize, t: u32) -> Entry {
 fn table_place(e: Entry) -> (usize, usize) {
     let k = (e >> (32 + PLACE_BITS)) as usize;
     (k, ((e >> 32) as usize) & ((1 << PLACE_BITS) - 1))
+}
+
+/// Where a reservation lies, in the high half of an owner entry above
+/// the granules (whose high half holds no [`Summary`]), so that a reader
+/// without the lock can tell an address in the reservation from one
+/// beside it in the same span: bits 29–31 `0b001` (a summary always has
+/// bit 31 or bit 30 set), bits 12–28 the reservation's first granule in
+/// the 8 GiB region of the entry, bits 0–11 how many pages of it lie in
+/// that region. 0 (no extent) when those pages number more than 4,095:
+/// only the reservation can then say.
+struct Extent;
+
+impl Extent {
+    const FLAG: u32 = 1 << 29;
+    /// The largest count of pages an extent holds.
+    const PAGES: usize = 0xFFF;
+    /// Bytes of the region an extent is relative to: a top entry's span.
+    const REGION: usize = 1 << SHIFT[0];
+
+    /// The extent of `r` in the region holding `span_start`.
+    fn of(r: &Reservation, span_start: usize) -> u32 {
+        let region = span_start & !(Self::REGION - 1);
+        let start = r.base().max(region);
+        let end = r.end().min(region + Self::REGION);
+        let pages = (end - start) / PAGE_SIZE;
+        if pages > Self::PAGES {
+            return 0;
+        }
+        let first = (start - region) / ALLOCATION_GRANULARITY;
+        Self::FLAG | (first as u32) << 12 | pages as u32
+    }
+
+    /// Whether the high half of an entry is an extent.
+    #[inline]
+    fn is_extent(high: u32) -> bool {
+        high >> 29 == 1
+    }
+
+    /// Whether `addr` lies in the reservation of extent `high`.
+    #[inline]
+    fn holds(high: u32, addr: usize) -> bool {
+        let region = addr & !(Self::REGION - 1);
+        let start = region + ((high >> 12) & 0x1_FFFF) as usize * ALLOCATION_GRANULARITY;
+        (start..start + (high & 0xFFF) as usize * PAGE_SIZE).contains(&addr)
+    }
 }
 
 /// A reservation seen from one of its granules, in 32 bits (0 only in
@@ -181,6 +227,7 @@ impl Summary {
 
     /// Whether `addr`, in granule `granule`, lies before the reservation's
     /// end.
+    #[inline]
     fn holds(summary: u32, granule: usize, addr: usize) -> bool {
         addr < granule + (summary & 0xFFF) as usize * PAGE_SIZE
     }
@@ -456,16 +503,19 @@ impl IndexView {
     /// Whether `addr` lies in a reservation (of any owner): `Some(false)`
     /// when no reservation holds it, `Some(true)` when one surely does,
     /// `None` when only the reservation itself could say.
-    #[inline]
+    #[inline(always)]
     pub fn holds(&self, addr: usize) -> Option<bool> {
         if addr >= USER_ADDRESS_END {
             return Some(false);
         }
         let e = self.0.stable_entry_at(addr)?;
-        let summary = (e >> 32) as u32;
-        if summary != 0 {
+        let high = (e >> 32) as u32;
+        if Extent::is_extent(high) {
+            return Some(Extent::holds(high, addr));
+        }
+        if high != 0 {
             return Some(Summary::holds(
-                summary,
+                high,
                 addr & !(ALLOCATION_GRANULARITY - 1),
                 addr,
             ));
@@ -512,10 +562,12 @@ pub struct ReservationIndex {
     count: usize,
 }
 
+/// The most memory a vector of the index keeps when it empties.
+const KEEP_BYTES: usize = 4096;
+
 /// Empties `v`, giving its memory back unless it is small: a loop that
 /// reserves and releases one reservation should not allocate each time.
 fn forget<T>(v: &mut Vec<T>) {
-    const KEEP_BYTES: usize = 4096;
     if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
         *v = Vec::new();
     } else {
@@ -709,7 +761,9 @@ impl ReservationIndex {
             self.remove_in(0, 0, 0, granules, slot);
         }
         self.tables.end();
-        if self.count == 0 {
+        // The last one gone: the slab's memory goes back, unless it is
+        // small (one reservation made and released over and over).
+        if self.count == 0 && self.slots.capacity() * size_of::<Slot>() > KEEP_BYTES {
             self.forget_all();
         } else {
             self.free_slots.push(slot);
@@ -936,12 +990,13 @@ impl ReservationIndex {
             let (i, origin) = Self::place(level, granule);
             match kind(self.entry(level, table, i)) {
                 Kind::Empty => {
-                    let summary = if level == BOTTOM {
-                        Summary::of(self.reservation(slot), granule)
+                    let r = self.reservation(slot);
+                    let high = if level == BOTTOM {
+                        Summary::of(r, granule)
                     } else {
-                        0
+                        Extent::of(r, granule)
                     };
-                    return self.set(level, table, i, owner(slot, summary));
+                    return self.set(level, table, i, owner(slot, high));
                 }
                 Kind::Table(child) => (table, level) = (child, level + 1),
                 Kind::Owner(_) => {
@@ -981,12 +1036,13 @@ impl ReservationIndex {
         for (i, span, sub) in Self::spans(level, origin, range) {
             match kind(self.entry(level, table, i)) {
                 Kind::Empty => {
-                    let summary = if level == BOTTOM {
-                        Summary::of(self.reservation(slot), span.start)
+                    let r = self.reservation(slot);
+                    let high = if level == BOTTOM {
+                        Summary::of(r, span.start)
                     } else {
-                        0
+                        Extent::of(r, span.start)
                     };
-                    self.set(level, table, i, owner(slot, summary));
+                    self.set(level, table, i, owner(slot, high));
                 }
                 Kind::Owner(other) => {
                     assert!(level < BOTTOM, "two reservations in one granule");
@@ -1169,7 +1225,10 @@ mod tests {
         index.remove(elsewhere).unwrap();
         check(&index, &[], &probes(&live));
         assert_eq!(index.live[0][0], 0);
-        assert_eq!(index.tables(), [1, 0, 0]);
+        assert!(index.all_empty());
+        // A slab this small is kept, with the tables free for reuse.
+        assert!((1..3).all(|l| index.live[l].len() == index.free_tables[l].len()));
+        assert_eq!(index.free_slots.len(), index.slots.len());
     }
 
     #[test]
@@ -1252,6 +1311,62 @@ mod tests {
     }
 
     #[test]
+    fn entries_above_the_granules_tell_where_their_reservation_lies() {
+        let g = ALLOCATION_GRANULARITY;
+        let region = 16 << 40;
+        let mut index = ReservationIndex::new();
+        let view = index.view();
+        // Alone in its 8 GiB region, 17 pages long (its last granule only
+        // in part): one top entry, which tells the reservation's pages
+        // from the rest of the region without the reservation.
+        let base = region + 5 * g;
+        index.insert(reservation(base, 17 * PAGE_SIZE));
+        assert_eq!(index.tables(), [1, 0, 0]);
+        for (addr, held) in [
+            (region, false),
+            (base - 1, false),
+            (base, true),
+            (base + 17 * PAGE_SIZE - 1, true),
+            (base + 17 * PAGE_SIZE, false),
+            (base + 2 * g, false),
+            (region + (1 << 33) - 1, false),
+        ] {
+            assert_eq!(view.holds(addr), Some(held), "{addr:#x}");
+        }
+        // Across a region's end: an extent on either side, each of the
+        // pages in its own region.
+        let across = region + (1 << 33) - g;
+        index.insert(reservation(across, 3 * g));
+        for (addr, held) in [
+            (across - 1, false),
+            (across, true),
+            (across + g - 1, true),
+            (across + g, true),
+            (across + 3 * g - 1, true),
+            (across + 3 * g, false),
+        ] {
+            assert_eq!(view.holds(addr), Some(held), "{addr:#x}");
+        }
+        // More pages in a region than an extent counts (4,095): the entry
+        // says nothing, and only the reservation can answer.
+        let large = region + (2 << 33);
+        index.insert(reservation(large, 4096 * PAGE_SIZE));
+        assert_eq!(view.holds(large), None);
+        assert_eq!(view.holds(large + 4096 * PAGE_SIZE), None);
+        let just = region + (3 << 33);
+        index.insert(reservation(just, 4095 * PAGE_SIZE));
+        assert_eq!(view.holds(just + 4095 * PAGE_SIZE - 1), Some(true));
+        assert_eq!(view.holds(just + 4095 * PAGE_SIZE), Some(false));
+        // An entry two levels up, in a 2 MiB span, tells it as well.
+        index.insert(reservation(base + (4 << 20), g));
+        assert_eq!(index.tables(), [1, 1, 0], "split into 2 MiB spans");
+        assert_eq!(view.holds(base + 17 * PAGE_SIZE), Some(false));
+        assert_eq!(view.holds(base + 16 * PAGE_SIZE), Some(true));
+        assert_eq!(view.holds(base + (4 << 20) + g), Some(false));
+        assert_eq!(view.holds(base + (4 << 20)), Some(true));
+    }
+
+    #[test]
     fn a_read_overlapping_a_change_is_refused_and_views_fall_back() {
         let g = ALLOCATION_GRANULARITY;
         let origin = 16 << 40;
@@ -1263,8 +1378,12 @@ mod tests {
         // A read that starts, sees the entry, then a change: refused.
         let seq = tables.read_begin().expect("no change under way");
         let before = tables.entry_at(addr).unwrap();
-        assert_eq!(before >> 32, 0, "alone in its 8 GiB span: one top entry");
-        assert_eq!(view.holds(addr), None, "the top entry cannot say");
+        let high = (before >> 32) as u32;
+        assert!(
+            Extent::is_extent(high),
+            "alone in its 8 GiB span: one top entry, with the extent"
+        );
+        assert!(!Summary::answers(high), "which answers no query");
         // A neighbour in the same 2 MiB span splits the entry into a
         // table: the read above saw the old layout.
         index.insert(reservation(origin + g, g));
@@ -1274,7 +1393,10 @@ mod tests {
         let after = tables.entry_at(addr).unwrap();
         assert!(tables.read_valid(seq));
         assert_eq!(after as u32, before as u32, "the same reservation");
-        assert_ne!(after >> 32, 0, "now a summarised granule entry");
+        assert!(
+            Summary::answers((after >> 32) as u32),
+            "now a summarised granule entry"
+        );
         assert_eq!(view.holds(addr), Some(true));
         // A table freed and handed to another span: a reader that
         // followed the old table number is refused as well.
