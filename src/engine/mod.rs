@@ -182,6 +182,7 @@ impl<B: OsBackend> AddressSpace<B> {
     }
 
     /// The reservation holding `addr`, if the engine made it.
+    #[inline]
     pub fn reservation_at(&self, addr: usize) -> Option<&Reservation> {
         self.reservations.at(addr)
     }
@@ -203,6 +204,7 @@ impl<B: OsBackend> AddressSpace<B> {
 
     /// The reservation of `owner` holding `addr`: another owner's is, to
     /// a caller, memory it does not own.
+    #[inline]
     fn reservation_of(&self, owner: Owner, addr: usize) -> Option<&Reservation> {
         self.reservation_at(addr).filter(|r| r.owner() == owner)
     }

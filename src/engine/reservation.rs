@@ -241,6 +241,7 @@ impl Reservation {
     }
 
     /// Whether `addr` lies inside.
+    #[inline]
     pub fn contains(&self, addr: usize) -> bool {
         (self.base..self.end()).contains(&addr)
     }

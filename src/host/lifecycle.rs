@@ -48,6 +48,7 @@ impl std::fmt::Debug for Lifecycle {
 
 impl Lifecycle {
     /// Whether calls may proceed.
+    #[inline]
     pub fn is_running(&self) -> bool {
         self.state.load(Ordering::Acquire) == RUNNING
     }

@@ -331,6 +331,7 @@ impl HostMemoryManager {
     /// address in no reservation is the common case), else under the
     /// shared lock. With tracing on always under the lock, where the
     /// call takes its place in the trace.
+    #[inline(always)]
     fn space_owns(&self, address: usize) -> Result<bool, HostError> {
         let page = page_floor(address);
         if self.tracer.is_none()
@@ -338,6 +339,12 @@ impl HostMemoryManager {
         {
             return Ok(held);
         }
+        self.space_owns_locked(page)
+    }
+
+    /// [`space_owns`](Self::space_owns) under the shared lock.
+    #[inline(never)]
+    fn space_owns_locked(&self, page: usize) -> Result<bool, HostError> {
         self.read(|state| Ok(state.space.owns(page)))
     }
 

@@ -78,6 +78,7 @@ pub(super) unsafe fn reset_in_child(shards: &[Shard]) {
 
 /// The slot of the calling thread: a small number, distinct for the first
 /// threads that ask, used to pick a shard (and per-thread counters).
+#[inline]
 pub fn thread_slot() -> usize {
     prim::thread_slot()
 }
@@ -182,6 +183,7 @@ impl<T> ShardedLock<T> {
     /// Each shard is tried first; the clock is read (for the deadline)
     /// only when one is contended, so an uncontended write allocates
     /// nothing and makes no system call.
+    #[inline(always)]
     pub fn write(&self, timeout: Option<Duration>) -> Result<WriteGuard<'_, T>, LockError> {
         // Kept until the check, so that an abandoned lock is unlocked again
         // when the guard drops.
@@ -193,15 +195,41 @@ impl<T> ShardedLock<T> {
     /// As [`write`](Self::write), but also when the lock is abandoned: for
     /// the one caller that must reach the value whatever a panic left
     /// (shutting down releases every region it still can).
+    ///
+    /// Inlined up to the first contended shard, so that an uncontended
+    /// write is a few instructions in the caller and no call (a call's
+    /// return right after a page fault or a system call is slow on some
+    /// machines); [`write_contended`](Self::write_contended) does the rest.
+    #[inline(always)]
     pub fn write_even_if_abandoned(
         &self,
         timeout: Option<Duration>,
     ) -> Result<WriteGuard<'_, T>, LockError> {
-        // `None` until a shard is contended; then the deadline, if any.
-        let mut deadline: Option<Option<Instant>> = None;
-        for (i, shard) in self.shards.iter().enumerate() {
+        let taken = self
+            .shards
+            .iter()
+            .take_while(|shard| shard.0.try_lock_exclusive())
+            .count();
+        if taken < self.shards.len() {
+            self.write_contended(taken, timeout)?;
+        }
+        Ok(WriteGuard {
+            lock: self,
+            panicking: std::thread::panicking(),
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Takes the shards from `taken` on, the first of them contended,
+    /// the ones before it held by this call already; on a timeout
+    /// releases all of them.
+    #[cold]
+    #[inline(never)]
+    fn write_contended(&self, taken: usize, timeout: Option<Duration>) -> Result<(), LockError> {
+        let deadline = deadline_after(timeout);
+        for (i, shard) in self.shards.iter().enumerate().skip(taken) {
             let locked = shard.0.try_lock_exclusive()
-                || match *deadline.get_or_insert_with(|| deadline_after(timeout)) {
+                || match deadline {
                     None => {
                         shard.0.lock_exclusive();
                         true
@@ -217,11 +245,7 @@ impl<T> ShardedLock<T> {
                 return Err(LockError::Timeout);
             }
         }
-        Ok(WriteGuard {
-            lock: self,
-            panicking: std::thread::panicking(),
-            _not_send: PhantomData,
-        })
+        Ok(())
     }
 }
 
