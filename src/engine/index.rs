@@ -367,6 +367,10 @@ impl Tables {
     /// Entry `i` of table `t` at `level`, if its chunk is allocated.
     #[inline(always)]
     fn slot(&self, level: usize, t: usize, i: usize) -> Option<&AtomicU64> {
+        if level == 0 {
+            // The one top table, the first of its chunk: no arithmetic.
+            return self.chunks[0][0].get()?.get(i).filter(|_| t == 0);
+        }
         let (k, offset) = chunk_of(t, FIRST[level]);
         if i >= FANOUT[level] {
             return None;
