@@ -897,7 +897,7 @@ impl<B: OsBackend> AddressSpace<B> {
             OsError::ENOMEM | OsError::EAGAIN => Win32Error::NOT_ENOUGH_MEMORY,
             _ => Win32Error::INTERNAL_ERROR,
         })?;
-        let r = self
+        let mut r = self
             .reservations
             .remove(base)
             .expect("reservation found above");
@@ -906,7 +906,7 @@ impl<B: OsBackend> AddressSpace<B> {
             self.marks.remove(&base);
         }
         self.reserved_bytes -= r.size();
-        *self.committed_bytes.0.get_mut() -= r.committed_bytes();
+        *self.committed_bytes.0.get_mut() -= r.committed_bytes_alone();
         self.placement.released(base, r.size());
         if self.reservations.len() == 0 {
             self.placement.emptied();

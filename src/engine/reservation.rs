@@ -340,6 +340,18 @@ impl Reservation {
         }
     }
 
+    /// Committed bytes, read without the pages' lock: the caller holds
+    /// the reservation alone (one taken out of the index).
+    #[inline]
+    pub fn committed_bytes_alone(&mut self) -> usize {
+        let pages = self.pages.get_mut();
+        debug_assert_eq!(
+            pages.committed,
+            pages.map.committed_pages(0..pages.map.len())
+        );
+        pages.committed * PAGE_SIZE
+    }
+
     /// Committed bytes.
     pub fn committed_bytes(&self) -> usize {
         let pages = self.pages.read();
