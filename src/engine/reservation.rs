@@ -72,6 +72,14 @@ impl Pages {
         &self.map
     }
 
+    /// Committed bytes, from the count (checked against the map in debug
+    /// builds).
+    #[inline]
+    fn committed_bytes(&self) -> usize {
+        debug_assert_eq!(self.committed, self.map.committed_pages(0..self.map.len()));
+        self.committed * PAGE_SIZE
+    }
+
     fn set(&mut self, pages: Range<usize>, state: PageState, committed_before: usize) {
         debug_assert_eq!(committed_before, self.map.committed_pages(pages.clone()));
         self.recount(pages.len(), state, committed_before);
@@ -344,22 +352,12 @@ impl Reservation {
     /// the reservation alone (one taken out of the index).
     #[inline]
     pub fn committed_bytes_alone(&mut self) -> usize {
-        let pages = self.pages.get_mut();
-        debug_assert_eq!(
-            pages.committed,
-            pages.map.committed_pages(0..pages.map.len())
-        );
-        pages.committed * PAGE_SIZE
+        self.pages.get_mut().committed_bytes()
     }
 
     /// Committed bytes.
     pub fn committed_bytes(&self) -> usize {
-        let pages = self.pages.read();
-        debug_assert_eq!(
-            pages.committed,
-            pages.map.committed_pages(0..pages.map.len())
-        );
-        pages.committed * PAGE_SIZE
+        self.pages.read().committed_bytes()
     }
 
     /// `VirtualQuery` of an address inside: the run of pages from its page
