@@ -72,6 +72,11 @@ const _: () = assert!(
     "the walks down are written out for three levels"
 );
 
+const _: () = assert!(
+    Extent::FIRST_MASK as usize + 1 == Extent::REGION / ALLOCATION_GRANULARITY,
+    "an extent's first-granule field counts a region's granules"
+);
+
 /// An entry. Its low 32 bits: 0 is empty, `TABLE | t` points to table
 /// `t`, and anything else is `slot + 1` of the one reservation that meets
 /// the entry's span. Its high 32 bits, in a granule entry, may hold the
@@ -136,8 +141,11 @@ struct Extent;
 
 impl Extent {
     const FLAG: u32 = 1 << 29;
-    /// The largest count of pages an extent holds.
+    /// The largest count of pages an extent holds (bits 0–11).
     const PAGES: usize = 0xFFF;
+    /// Where the first granule's field starts, and its 17 bits.
+    const FIRST_SHIFT: u32 = 12;
+    const FIRST_MASK: u32 = 0x1_FFFF;
     /// Bytes of the region an extent is relative to: a top entry's span.
     const REGION: usize = 1 << SHIFT[0];
 
@@ -151,21 +159,23 @@ impl Extent {
             return 0;
         }
         let first = (start - region) / ALLOCATION_GRANULARITY;
-        Self::FLAG | (first as u32) << 12 | pages as u32
+        Self::FLAG | (first as u32) << Self::FIRST_SHIFT | pages as u32
     }
 
     /// Whether the high half of an entry is an extent.
     #[inline]
     fn is_extent(high: u32) -> bool {
-        high >> 29 == 1
+        high >> 29 == Self::FLAG >> 29
     }
 
     /// Whether `addr` lies in the reservation of extent `high`.
     #[inline]
     fn holds(high: u32, addr: usize) -> bool {
         let region = addr & !(Self::REGION - 1);
-        let start = region + ((high >> 12) & 0x1_FFFF) as usize * ALLOCATION_GRANULARITY;
-        (start..start + (high & 0xFFF) as usize * PAGE_SIZE).contains(&addr)
+        let first = (high >> Self::FIRST_SHIFT) & Self::FIRST_MASK;
+        let start = region + first as usize * ALLOCATION_GRANULARITY;
+        let pages = high as usize & Self::PAGES;
+        (start..start + pages * PAGE_SIZE).contains(&addr)
     }
 }
 
@@ -984,6 +994,19 @@ impl ReservationIndex {
         }
     }
 
+    /// The entry at `level` naming `slot` over the span starting at
+    /// `span_start`: with the reservation's summary in a granule entry,
+    /// its extent above.
+    fn owner_entry(&self, level: usize, slot: u32, span_start: usize) -> Entry {
+        let r = self.reservation(slot);
+        let high = if level == BOTTOM {
+            Summary::of(r, span_start)
+        } else {
+            Extent::of(r, span_start)
+        };
+        owner(slot, high)
+    }
+
     /// [`insert_in`](Self::insert_in) from the top for a reservation of
     /// the one granule at `granule` (the common small one), walking down
     /// without recursion until it meets an empty entry — or another
@@ -994,13 +1017,8 @@ impl ReservationIndex {
             let (i, origin) = Self::place(level, granule);
             match kind(self.entry(level, table, i)) {
                 Kind::Empty => {
-                    let r = self.reservation(slot);
-                    let high = if level == BOTTOM {
-                        Summary::of(r, granule)
-                    } else {
-                        Extent::of(r, granule)
-                    };
-                    return self.set(level, table, i, owner(slot, high));
+                    let e = self.owner_entry(level, slot, granule);
+                    return self.set(level, table, i, e);
                 }
                 Kind::Table(child) => (table, level) = (child, level + 1),
                 Kind::Owner(_) => {
@@ -1040,13 +1058,8 @@ impl ReservationIndex {
         for (i, span, sub) in Self::spans(level, origin, range) {
             match kind(self.entry(level, table, i)) {
                 Kind::Empty => {
-                    let r = self.reservation(slot);
-                    let high = if level == BOTTOM {
-                        Summary::of(r, span.start)
-                    } else {
-                        Extent::of(r, span.start)
-                    };
-                    self.set(level, table, i, owner(slot, high));
+                    let e = self.owner_entry(level, slot, span.start);
+                    self.set(level, table, i, e);
                 }
                 Kind::Owner(other) => {
                     assert!(level < BOTTOM, "two reservations in one granule");
@@ -1323,10 +1336,15 @@ mod tests {
         // Alone in its 8 GiB region, 17 pages long (its last granule only
         // in part): one top entry, which tells the reservation's pages
         // from the rest of the region without the reservation.
+        let answers = |cases: &[(usize, bool)]| {
+            for &(addr, held) in cases {
+                assert_eq!(view.holds(addr), Some(held), "{addr:#x}");
+            }
+        };
         let base = region + 5 * g;
         index.insert(reservation(base, 17 * PAGE_SIZE));
         assert_eq!(index.tables(), [1, 0, 0]);
-        for (addr, held) in [
+        answers(&[
             (region, false),
             (base - 1, false),
             (base, true),
@@ -1334,23 +1352,19 @@ mod tests {
             (base + 17 * PAGE_SIZE, false),
             (base + 2 * g, false),
             (region + (1 << 33) - 1, false),
-        ] {
-            assert_eq!(view.holds(addr), Some(held), "{addr:#x}");
-        }
+        ]);
         // Across a region's end: an extent on either side, each of the
         // pages in its own region.
         let across = region + (1 << 33) - g;
         index.insert(reservation(across, 3 * g));
-        for (addr, held) in [
+        answers(&[
             (across - 1, false),
             (across, true),
             (across + g - 1, true),
             (across + g, true),
             (across + 3 * g - 1, true),
             (across + 3 * g, false),
-        ] {
-            assert_eq!(view.holds(addr), Some(held), "{addr:#x}");
-        }
+        ]);
         // More pages in a region than an extent counts (4,095): the entry
         // says nothing, and only the reservation can answer.
         let large = region + (2 << 33);
@@ -1359,15 +1373,19 @@ mod tests {
         assert_eq!(view.holds(large + 4096 * PAGE_SIZE), None);
         let just = region + (3 << 33);
         index.insert(reservation(just, 4095 * PAGE_SIZE));
-        assert_eq!(view.holds(just + 4095 * PAGE_SIZE - 1), Some(true));
-        assert_eq!(view.holds(just + 4095 * PAGE_SIZE), Some(false));
+        answers(&[
+            (just + 4095 * PAGE_SIZE - 1, true),
+            (just + 4095 * PAGE_SIZE, false),
+        ]);
         // An entry two levels up, in a 2 MiB span, tells it as well.
         index.insert(reservation(base + (4 << 20), g));
         assert_eq!(index.tables(), [1, 1, 0], "split into 2 MiB spans");
-        assert_eq!(view.holds(base + 17 * PAGE_SIZE), Some(false));
-        assert_eq!(view.holds(base + 16 * PAGE_SIZE), Some(true));
-        assert_eq!(view.holds(base + (4 << 20) + g), Some(false));
-        assert_eq!(view.holds(base + (4 << 20)), Some(true));
+        answers(&[
+            (base + 17 * PAGE_SIZE, false),
+            (base + 16 * PAGE_SIZE, true),
+            (base + (4 << 20) + g, false),
+            (base + (4 << 20), true),
+        ]);
     }
 
     #[test]
