@@ -576,13 +576,16 @@ pub struct ReservationIndex {
     count: usize,
 }
 
-/// The most memory a vector of the index keeps when it empties.
-const KEEP_BYTES: usize = 4096;
+/// Whether `v`'s memory is small enough to keep when it empties (4 KiB):
+/// a loop that reserves and releases one reservation should not allocate
+/// each time.
+fn small<T>(v: &Vec<T>) -> bool {
+    v.capacity() * std::mem::size_of::<T>() <= 4096
+}
 
-/// Empties `v`, giving its memory back unless it is small: a loop that
-/// reserves and releases one reservation should not allocate each time.
+/// Empties `v`, giving its memory back unless it is [`small`].
 fn forget<T>(v: &mut Vec<T>) {
-    if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
+    if !small(v) {
         *v = Vec::new();
     } else {
         v.clear();
@@ -777,7 +780,7 @@ impl ReservationIndex {
         self.tables.end();
         // The last one gone: the slab's memory goes back, unless it is
         // small (one reservation made and released over and over).
-        if self.count == 0 && self.slots.capacity() * size_of::<Slot>() > KEEP_BYTES {
+        if self.count == 0 && !small(&self.slots) {
             self.forget_all();
         } else {
             self.free_slots.push(slot);
