@@ -431,8 +431,7 @@ impl Tables {
     fn entry_at(&self, addr: usize) -> Option<Entry> {
         // Level by level, not in a loop: each level's shift and fanout
         // are then constants.
-        let top = self.chunks[0][0].get()?;
-        let mut e = top.get(addr >> SHIFT[0])?.load(Ordering::Acquire);
+        let mut e = self.slot(0, 0, addr >> SHIFT[0])?.load(Ordering::Acquire);
         if (e as u32) & TABLE != 0 {
             let i = (addr >> SHIFT[1]) & (FANOUT[1] - 1);
             e = self.below(1, e, i)?.load(Ordering::Acquire);
