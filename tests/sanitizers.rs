@@ -15,8 +15,9 @@
 //! (on x86-64 up to 16 TiB + 2 GiB) before `main`, and hostmem's placement
 //! window starts near 16 TiB, so about one manager in 32 finds its window
 //! beginning in the shadow. hostmem never maps over an existing mapping
-//! (`MAP_FIXED_NOREPLACE` for its anchor page, hints for reservations), so
-//! the kernel places those reservations elsewhere; `tests/c/asan_window.c`
+//! (`MAP_FIXED_NOREPLACE` for its anchor page and for the address it picks
+//! for a reservation, then a mere hint when that is taken), so the kernel
+//! places those reservations elsewhere; `tests/c/asan_window.c`
 //! creates a thousand managers to make that case occur in every run.
 //!
 //! When the compiler cannot build an ASan program (no libasan), each test

@@ -257,7 +257,7 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
             "VirtualAlloc(MEM_RESERVE|MEM_COMMIT) 64 KiB, touch one page, VirtualFree(MEM_RELEASE)",
             "mmap(NULL, 64 KiB, RW) + touch + munmap",
             1.03,
-            "both sides map MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE; the raw side takes the kernel's placement (mmap at NULL), hostmem its 64 KiB-aligned hint",
+            "both sides map MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE; the raw side takes the kernel's placement (mmap at NULL), hostmem its own 64 KiB-aligned address (MAP_FIXED_NOREPLACE)",
         ),
         2 => (
             "VirtualAlloc(MEM_RESERVE) 256 MiB, VirtualFree(MEM_RELEASE)",

@@ -420,6 +420,42 @@ fn releasing_the_last_reservation_reuses_its_address() {
 }
 
 #[test]
+#[allow(unsafe_code)]
+fn a_placement_taken_by_someone_else_is_left_alone() {
+    let mut space = AddressSpace::new();
+    let keep = space
+        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
+        .unwrap();
+    let a = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    space.virtual_free(a, 0, FreeType::RELEASE).unwrap();
+    // The next reservation would go to `a` again (see above): someone
+    // else maps a page there first.
+    let os = crate::os::UnixBackend;
+    os.map_fixed(a, PAGE_SIZE, Access::READ | Access::WRITE)
+        .unwrap();
+    // SAFETY: the page just mapped at `a`, the test's own, read-write.
+    unsafe { (a as *mut u8).write(0x5a) };
+    let b = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
+    assert_ne!(b, a);
+    assert_eq!(b % ALLOCATION_GRANULARITY, 0);
+    assert!(b + 0x10000 <= a || b >= a + PAGE_SIZE, "no overlap");
+    // The other mapping is untouched: same extent, access and contents.
+    let theirs = kernel_mapping(a).expect("still mapped");
+    assert_eq!(
+        (theirs.start, theirs.access),
+        (a, Access::READ | Access::WRITE)
+    );
+    assert!(theirs.end >= a + PAGE_SIZE);
+    // SAFETY: the test's page at `a`, still mapped (just checked).
+    assert_eq!(unsafe { (a as *const u8).read() }, 0x5a);
+    assert!(!space.owns(a));
+    space.virtual_free(b, 0, FreeType::RELEASE).unwrap();
+    space.virtual_free(keep, 0, FreeType::RELEASE).unwrap();
+    // SAFETY: the test's own page, which nothing else uses.
+    unsafe { os.unmap(a, PAGE_SIZE) }.unwrap();
+}
+
+#[test]
 fn each_owner_changes_only_its_own_reservations() {
     let mut space = faulty();
     let host = space

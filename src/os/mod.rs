@@ -111,8 +111,9 @@ pub trait OsBackend: Send + Sync {
     /// `EEXIST` (and changing nothing) if any part of the range is mapped.
     fn map_fixed(&self, addr: usize, len: usize, access: Access) -> Result<(), OsError>;
 
-    /// Maps `len` bytes with `access` wherever the kernel likes, preferring
-    /// `hint` (0: no preference). Returns the address.
+    /// Maps `len` bytes with `access` at `hint` if that range is free,
+    /// else wherever the kernel likes (0: no preference). Never replaces
+    /// a mapping. Returns the address.
     fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError>;
 
     /// Unmaps the range.
