@@ -13,8 +13,15 @@ use std::time::Duration;
 /// How much work each figure does.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
-    /// Interleaved trials per figure.
+    /// Interleaved trials per figure, but for figures 1–3.
     pub trials: usize,
+    /// Interleaved trials for figures 1–3, whose targets lie within a few
+    /// per cent of their references and are held by the worst of four
+    /// conditions: the worst of four medians reads high by about the
+    /// uncertainty of one, which shrinks as the trials grow (with 31, an
+    /// API that does nothing but the system calls read up to 1.066 on
+    /// figure 3; with 301, 1.027 at most).
+    pub syscall_trials: usize,
     /// Operations per batch for figures 1 and 3 (a few µs each).
     pub syscall_batch: usize,
     /// Operations per batch for figure 2.
@@ -41,6 +48,7 @@ impl Plan {
         if quick {
             Self {
                 trials: 7,
+                syscall_trials: 7,
                 syscall_batch: 40,
                 reserve_batch: 40,
                 query_batch: 4_000,
@@ -53,6 +61,7 @@ impl Plan {
         } else {
             Self {
                 trials: 31,
+                syscall_trials: 301,
                 syscall_batch: 200,
                 reserve_batch: 200,
                 query_batch: 20_000,
@@ -327,6 +336,20 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
             &libc,
             None,
         ));
+        let mut floor = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+        let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+        let [api, inline] = pair(
+            plan,
+            plan.syscall_batch,
+            &mut || ops::api_floor_commit_touch_decommit(&mut floor),
+            &mut || ops::raw_commit_touch_decommit(&mut raw),
+        );
+        rows.push(Row::paired(
+            "floor: bare calls in two functions",
+            &api,
+            &inline,
+            None,
+        ));
     }
     let [first, second] = measure_control(plan, number);
     rows.push(Row::paired(
@@ -338,6 +361,7 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
     let mut notes = vec![note.to_string()];
     if number == 3 {
         notes.push("the reference makes its three system calls inline in one function, while each API call returns after its system call, as libc's wrappers do; the first return after a system call can cost far more than others (about 120 cycles on the machine docs/performance.md describes): the row \"C API, reference through libc\" compares the C API with the calls made through libc".into());
+        notes.push("floor: the reference's own system calls in a commit function and a decommit function, each returning after its calls, against the same calls inline: an API that does nothing else, so what any API reads here before any work of its own".into());
     }
     if number == 2 {
         notes.push(format!(

@@ -52,7 +52,7 @@ pub struct BenchOptions {
     /// Few trials and small batches (seconds, for tests and CI) instead of
     /// the full run (about a minute).
     pub quick: bool,
-    /// Overrides the number of interleaved trials.
+    /// Overrides the number of interleaved trials, of every figure.
     pub trials: Option<usize>,
     /// The figures to run (1–12); empty: all.
     pub figures: Vec<u8>,
@@ -95,6 +95,7 @@ pub fn run(options: &BenchOptions) -> BenchReport {
     let mut plan = Plan::new(options.quick);
     if let Some(t) = options.trials {
         plan.trials = t.max(1);
+        plan.syscall_trials = t.max(1);
     }
     let machine = Machine {
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
@@ -121,6 +122,10 @@ pub fn run(options: &BenchOptions) -> BenchReport {
     // default manager as the process found it), then after a churn phase
     // (the default manager churned once, between the two).
     let syscall: Vec<u8> = (1..=3).filter(|&f| options.wants(f)).collect();
+    let syscall_plan = Plan {
+        trials: plan.syscall_trials,
+        ..plan
+    };
     let mut measured: Vec<Vec<figures::Measured>> = syscall.iter().map(|_| Vec::new()).collect();
     for state in [figures::State::Fresh, figures::State::Churned] {
         if state == figures::State::Churned && !syscall.is_empty() {
@@ -128,12 +133,12 @@ pub fn run(options: &BenchOptions) -> BenchReport {
         }
         for (i, &number) in syscall.iter().enumerate() {
             for face in [figures::Face::Rust, figures::Face::C] {
-                measured[i].push(figures::measure_syscall(&plan, number, face, state));
+                measured[i].push(figures::measure_syscall(&syscall_plan, number, face, state));
             }
         }
     }
     for (i, &number) in syscall.iter().enumerate() {
-        figures.push(figures::syscall_figure(&plan, number, &measured[i]));
+        figures.push(figures::syscall_figure(&syscall_plan, number, &measured[i]));
     }
     if (4..=7).any(|f| options.wants(f)) {
         let many = if options.wants(4) || options.wants(5) {
@@ -194,6 +199,7 @@ pub fn run(options: &BenchOptions) -> BenchReport {
         version: env!("CARGO_PKG_VERSION"),
         quick: options.quick,
         trials: plan.trials,
+        syscall_trials: plan.syscall_trials,
         machine,
         figures,
         summary,
@@ -247,6 +253,11 @@ mod tests {
             figures: vec![2, 8],
         });
         assert_eq!(report.figures.len(), 2);
+        assert_eq!(
+            (report.trials, report.syscall_trials),
+            (2, 2),
+            "--trials sets both"
+        );
         for figure in &report.figures {
             assert!(figure.rows[0].hostmem.is_some_and(|ns| ns > 0.0));
             assert!(figure.rows[0].ratio.is_some_and(|r| r > 0.0));
@@ -254,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn figure_3_also_measures_the_c_api_against_libc() {
+    fn figure_3_also_measures_the_c_api_against_libc_and_the_floor() {
         let _serial = crate::ffi::flat::tests::serial();
         let report = run(&BenchOptions {
             quick: true,
@@ -269,6 +280,13 @@ mod tests {
         assert!(libc.hostmem.is_some_and(|ns| ns > 0.0));
         assert!(libc.reference.is_some_and(|ns| ns > 0.0));
         assert!(libc.target.is_none(), "information, not the target");
+        let floor = rows
+            .iter()
+            .find(|row| row.label.starts_with("floor"))
+            .expect("the floor row");
+        assert!(floor.hostmem.is_some_and(|ns| ns > 0.0));
+        assert!(floor.ratio.is_some_and(|r| r > 0.0));
+        assert!(floor.target.is_none(), "information, not the target");
         assert!(rows[0].target.is_some(), "the worst condition carries it");
         let control = rows
             .iter()

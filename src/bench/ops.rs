@@ -251,6 +251,50 @@ pub fn libc_commit_touch_decommit(raw: &mut RawMapping) {
     }
 }
 
+/// Figure 3's raw sequence made as an API that does nothing but the
+/// system calls would make it: a commit function and a decommit function,
+/// each called and each returning to its caller after its system calls,
+/// where the reference makes all three inline in one function. What any
+/// API's figure 3 reads at best. Information beside the target.
+///
+/// # Panics
+///
+/// If `raw` is smaller than [`COMMIT_RESERVATION`], or a call fails.
+pub fn api_floor_commit_touch_decommit(raw: &mut RawMapping) {
+    /// The commit: one system call, then back to the caller.
+    ///
+    /// # Safety
+    ///
+    /// As `raw_protect`'s.
+    #[inline(never)]
+    unsafe fn commit(at: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { raw_protect(at, SMALL, MprotectFlags::READ | MprotectFlags::WRITE) }
+    }
+    /// The decommit: two system calls, then back to the caller.
+    ///
+    /// # Safety
+    ///
+    /// As `raw_discard`'s and `raw_protect`'s.
+    #[inline(never)]
+    unsafe fn decommit(at: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            raw_discard(at, SMALL);
+            raw_protect(at, SMALL, MprotectFlags::empty());
+        }
+    }
+    assert!(raw.len >= COMMIT_RESERVATION, "figure 3 needs 1 MiB");
+    let at = raw.addr + COMMIT_OFFSET;
+    // SAFETY: inside a mapping `raw` owns and borrows exclusively, whose
+    // memory nothing references (only these functions reach it).
+    unsafe {
+        commit(at);
+        touch(at);
+        decommit(at);
+    }
+}
+
 /// Figure 3, host: in a reservation at `base` ([`COMMIT_RESERVATION`]
 /// bytes), `VirtualAlloc(MEM_COMMIT)` 64 KiB, touch,
 /// `VirtualFree(MEM_DECOMMIT)`.

@@ -265,8 +265,10 @@ pub struct BenchReport {
     pub version: &'static str,
     /// Whether this was a quick run (few trials).
     pub quick: bool,
-    /// Interleaved trials per figure.
+    /// Interleaved trials per figure, but for figures 1–3.
     pub trials: usize,
+    /// Interleaved trials for figures 1–3.
+    pub syscall_trials: usize,
     /// Where it ran.
     pub machine: Machine,
     /// The figures, in order.
@@ -404,12 +406,24 @@ impl fmt::Display for BenchReport {
             };
             writeln!(f, "load average {load:.2} at start{busy}")?;
         }
-        writeln!(
-            f,
-            "medians of {} interleaved {} (hostmem and its reference alternate in one loop)",
-            self.trials,
-            if self.trials == 1 { "trial" } else { "trials" }
-        )?;
+        let plural = |n: usize| if n == 1 { "trial" } else { "trials" };
+        if self.syscall_trials == self.trials {
+            writeln!(
+                f,
+                "medians of {} interleaved {} (hostmem and its reference alternate in one loop)",
+                self.trials,
+                plural(self.trials)
+            )?;
+        } else {
+            writeln!(
+                f,
+                "medians of {} interleaved {} ({} for figures 1–3; hostmem and its reference \
+                 alternate in one loop)",
+                self.trials,
+                plural(self.trials),
+                self.syscall_trials
+            )?;
+        }
         if self.quick {
             writeln!(
                 f,
