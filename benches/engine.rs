@@ -72,6 +72,12 @@ fn fig3_commit_decommit(c: &mut Criterion) {
     g.bench_function("libc_mprotect_madvise", |b| {
         b.iter(|| ops::libc_commit_touch_decommit(&mut through_libc))
     });
+    // The same calls from two functions that return, as an API's calls
+    // do (figure 3's floor row).
+    let mut floor = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    g.bench_function("floor_two_functions", |b| {
+        b.iter(|| ops::api_floor_commit_touch_decommit(&mut floor))
+    });
     g.finish();
 }
 
