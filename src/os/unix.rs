@@ -55,25 +55,12 @@ impl OsBackend for UnixBackend {
 
     #[inline(always)]
     fn map_anywhere(&self, hint: usize, len: usize, access: Access) -> Result<usize, OsError> {
-        if hint != 0 {
-            // At the hint itself first: a fixed address spares the
-            // kernel its handling of a mere hint, about 1 % of a 64 KiB
-            // reserve, touch and release measured with the raw calls.
-            // Taken (EEXIST) or refused, the kernel places it below.
-            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing
-            // mapping (a kernel older than 4.17 takes it as a hint, and
-            // places the mapping in free address space).
-            let at = unsafe {
-                mm::mmap_anonymous(
-                    hint as *mut c_void,
-                    len,
-                    prot_flags(access),
-                    ANONYMOUS_FLAGS | MapFlags::FIXED_NOREPLACE,
-                )
-            };
-            if let Ok(got) = at {
-                return Ok(got as usize);
-            }
+        // At the hint itself first: a fixed address spares the kernel its
+        // handling of a mere hint, about 1 % of a 64 KiB reserve, touch
+        // and release measured with the raw calls. Taken (EEXIST) or
+        // refused, the kernel places it below.
+        if hint != 0 && self.map_fixed(hint, len, access).is_ok() {
+            return Ok(hint);
         }
         // SAFETY: without MAP_FIXED the hint is only a preference; the
         // kernel places the mapping in free address space.
