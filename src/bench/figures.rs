@@ -209,17 +209,26 @@ fn measure_control(plan: &Plan, number: u8) -> [Vec<f64>; 2] {
             &mut ops::raw_reserve_release,
             &mut ops::raw_reserve_release,
         ),
-        _ => {
-            let mut first = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
-            let mut second = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
-            pair(
-                plan,
-                plan.syscall_batch,
-                &mut || ops::raw_commit_touch_decommit(&mut first),
-                &mut || ops::raw_commit_touch_decommit(&mut second),
-            )
-        }
+        _ => raw_commit_pair(
+            plan,
+            ops::raw_commit_touch_decommit,
+            ops::raw_commit_touch_decommit,
+        ),
     }
+}
+
+/// Two of figure 3's raw sequences against each other, each in a mapping
+/// of its own.
+fn raw_commit_pair(
+    plan: &Plan,
+    first: impl Fn(&mut ops::RawMapping),
+    second: impl Fn(&mut ops::RawMapping),
+) -> [Vec<f64>; 2] {
+    let mut a = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    let mut b = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
+    pair(plan, plan.syscall_batch, &mut || first(&mut a), &mut || {
+        second(&mut b)
+    })
 }
 
 /// Figure 3's samples: hostmem's, in a reservation made for them on
@@ -336,13 +345,10 @@ pub fn syscall_figure(plan: &Plan, number: u8, measured: &[Measured]) -> Figure 
             &libc,
             None,
         ));
-        let mut floor = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
-        let mut raw = ops::RawMapping::new(ops::COMMIT_RESERVATION, ProtFlags::empty());
-        let [api, inline] = pair(
+        let [api, inline] = raw_commit_pair(
             plan,
-            plan.syscall_batch,
-            &mut || ops::api_floor_commit_touch_decommit(&mut floor),
-            &mut || ops::raw_commit_touch_decommit(&mut raw),
+            ops::api_floor_commit_touch_decommit,
+            ops::raw_commit_touch_decommit,
         );
         rows.push(Row::paired(
             "floor: bare calls in two functions",

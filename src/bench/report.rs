@@ -406,24 +406,17 @@ impl fmt::Display for BenchReport {
             };
             writeln!(f, "load average {load:.2} at start{busy}")?;
         }
-        let plural = |n: usize| if n == 1 { "trial" } else { "trials" };
-        if self.syscall_trials == self.trials {
-            writeln!(
-                f,
-                "medians of {} interleaved {} (hostmem and its reference alternate in one loop)",
-                self.trials,
-                plural(self.trials)
-            )?;
+        let syscall = if self.syscall_trials == self.trials {
+            String::new()
         } else {
-            writeln!(
-                f,
-                "medians of {} interleaved {} ({} for figures 1–3; hostmem and its reference \
-                 alternate in one loop)",
-                self.trials,
-                plural(self.trials),
-                self.syscall_trials
-            )?;
-        }
+            format!("{} for figures 1–3; ", self.syscall_trials)
+        };
+        writeln!(
+            f,
+            "medians of {} interleaved {} ({syscall}hostmem and its reference alternate in one loop)",
+            self.trials,
+            if self.trials == 1 { "trial" } else { "trials" }
+        )?;
         if self.quick {
             writeln!(
                 f,
