@@ -404,14 +404,21 @@ fn an_anchor_that_cannot_be_primed_is_not_kept_and_placement_goes_on() {
     }
 }
 
-#[test]
-fn releasing_the_last_reservation_reuses_its_address() {
-    let mut space = AddressSpace::new();
+/// A reservation kept, and the address of one placed after it and
+/// released at once: the last placed, where the next reservation goes.
+fn keep_one_and_release_the_next(space: &mut AddressSpace) -> (usize, usize) {
     let keep = space
         .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
         .unwrap();
     let a = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
     space.virtual_free(a, 0, FreeType::RELEASE).unwrap();
+    (keep, a)
+}
+
+#[test]
+fn releasing_the_last_reservation_reuses_its_address() {
+    let mut space = AddressSpace::new();
+    let (keep, a) = keep_one_and_release_the_next(&mut space);
     let b = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
     assert_eq!(a, b);
     space.virtual_free(keep, 0, FreeType::RELEASE).unwrap();
@@ -423,11 +430,7 @@ fn releasing_the_last_reservation_reuses_its_address() {
 #[allow(unsafe_code)]
 fn a_placement_taken_by_someone_else_is_left_alone() {
     let mut space = AddressSpace::new();
-    let keep = space
-        .virtual_alloc(0, 0x10000, AllocationType::RESERVE, P::NOACCESS)
-        .unwrap();
-    let a = space.virtual_alloc(0, 0x10000, RC, P::READWRITE).unwrap();
-    space.virtual_free(a, 0, FreeType::RELEASE).unwrap();
+    let (keep, a) = keep_one_and_release_the_next(&mut space);
     // The next reservation would go to `a` again (see above): someone
     // else maps a page there first.
     let os = crate::os::UnixBackend;
